@@ -1,0 +1,406 @@
+//! Kernel side of the pipeline: load the TC program, tell it which old
+//! services to watch, attach it to an interface and read captured segments
+//! from its ring buffer.
+
+mod iface;
+mod segment;
+#[cfg(test)]
+pub(crate) use segment::tests as segment_tests;
+
+use std::{
+    io,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, SchedClassifier, TcAttachType, tc},
+    util::KernelVersion,
+};
+use parallelrun_common::{COUNTER_COUNT, Counter, MAX_SERVICES, ServiceKey};
+use serde::Serialize;
+use tokio::io::unix::AsyncFd;
+use tracing::{debug, info, warn};
+
+pub use self::{
+    iface::{Interface, InterfaceError},
+    segment::{Segment, SegmentError},
+};
+use crate::service::ServiceAddr;
+
+/// What to capture and where.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    pub iface: String,
+    pub services: Vec<ServiceAddr>,
+    /// Ring buffer size in bytes: a power of two and a multiple of the page size.
+    pub ring_bytes: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Interface(#[from] InterfaceError),
+    #[error("give at least one old service with --old IP:PORT or --old :PORT")]
+    NoServices,
+    #[error("at most {MAX_SERVICES} old services can be watched at once, got {0}")]
+    TooManyServices(usize),
+    #[error(
+        "ring buffer size {0} is not a power of two multiple of the page size ({1} bytes); try 16MiB or 64MiB"
+    )]
+    RingSize(u32, usize),
+    #[error(
+        "not allowed to load eBPF programs: run as root (`cargo xtask run -- ...` does) or give the binary CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON ({0})"
+    )]
+    Privileges(String),
+    #[error(
+        "this kernel has no usable BPF support ({0}); parallelrun needs Linux >= 6.6 built with CONFIG_BPF_SYSCALL and CONFIG_NET_CLS_BPF"
+    )]
+    NoBpf(String),
+    #[error("loading the eBPF program failed: {0}")]
+    Load(String),
+    #[error(
+        "the kernel verifier rejected the TC program; please report this with `uname -r` and the log:\n{0}"
+    )]
+    Verifier(String),
+    #[error("attaching to {iface} ({hook}) failed: {reason}")]
+    Attach {
+        iface: String,
+        hook: &'static str,
+        reason: String,
+    },
+    #[error("reading the ring buffer: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The attached program and its maps. Dropping it (or [`Capture::detach`])
+/// removes the program from the interface; TCX links also vanish when the
+/// process dies, so a killed agent leaves nothing behind.
+pub struct Capture {
+    ebpf: Option<Ebpf>,
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    clock: Clock,
+    iface: String,
+}
+
+impl Capture {
+    /// Loads, configures and attaches. On error nothing stays attached: links
+    /// made before the failure are owned by the `Ebpf` value dropped here.
+    pub fn attach(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+        if cfg.services.is_empty() {
+            return Err(CaptureError::NoServices);
+        }
+        if cfg.services.len() > MAX_SERVICES as usize {
+            return Err(CaptureError::TooManyServices(cfg.services.len()));
+        }
+        let page = page_size();
+        if !cfg.ring_bytes.is_power_of_two() || (cfg.ring_bytes as usize) < page {
+            return Err(CaptureError::RingSize(cfg.ring_bytes, page));
+        }
+        let iface = Interface::lookup(&cfg.iface)?;
+        check_privileges()?;
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| CaptureError::NoBpf(format!("{what}: {e}")))?;
+
+        let l2_len = iface.l2_len;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", cfg.ring_bytes)
+            .map_max_entries("SCRATCH", nr_cpus as u32)
+            .override_global("L2_LEN", &l2_len, true)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/parallelrun"
+            )))
+            .map_err(|e| classify_load_error(&e))?;
+
+        {
+            let mut services: HashMap<_, ServiceKey, u8> = HashMap::try_from(
+                ebpf.map_mut("SERVICES")
+                    .ok_or_else(|| missing("map SERVICES"))?,
+            )
+            .map_err(|e| CaptureError::Load(e.to_string()))?;
+            for s in &cfg.services {
+                services
+                    .insert(s.key(), 1, 0)
+                    .map_err(|e| CaptureError::Load(format!("configuring {s}: {e}")))?;
+            }
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| missing("map EVENTS"))?,
+        )
+        .map_err(|e| CaptureError::Load(e.to_string()))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or_else(|| missing("map COUNTERS"))?,
+        )
+        .map_err(|e| CaptureError::Load(e.to_string()))?;
+
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut("parallelrun")
+            .ok_or_else(|| missing("program parallelrun"))?
+            .try_into()
+            .map_err(|e: ProgramError| CaptureError::Load(e.to_string()))?;
+        prog.load().map_err(|e| classify_program_error(e))?;
+
+        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+        if !tcx {
+            warn!(
+                "kernel older than 6.6: attaching through a clsact qdisc (netlink), which \
+                 survives the agent if it is killed; prefer a kernel with TCX"
+            );
+            if let Err(e) = tc::qdisc_add_clsact(&cfg.iface) {
+                debug!("clsact qdisc on {}: {e} (already present?)", cfg.iface);
+            }
+        }
+        // On loopback every packet passes egress and then ingress: one hook
+        // sees each segment exactly once.
+        let hooks: &[(TcAttachType, &'static str)] = if iface.loopback {
+            &[(TcAttachType::Ingress, "ingress")]
+        } else {
+            &[
+                (TcAttachType::Ingress, "ingress"),
+                (TcAttachType::Egress, "egress"),
+            ]
+        };
+        for &(hook, name) in hooks {
+            prog.attach(&cfg.iface, hook)
+                .map_err(|e| CaptureError::Attach {
+                    iface: cfg.iface.clone(),
+                    hook: name,
+                    reason: error_chain(&e),
+                })?;
+        }
+        let hooks: Vec<_> = hooks.iter().map(|&(_, n)| n).collect();
+        info!(
+            iface = %cfg.iface,
+            hooks = %hooks.join(","),
+            services = %cfg.services.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            ring_bytes = cfg.ring_bytes,
+            "attached"
+        );
+        Ok(Self {
+            ebpf: Some(ebpf),
+            ring: register(ring)?,
+            counters,
+            clock: Clock::now(),
+            iface: cfg.iface.clone(),
+        })
+    }
+
+    /// Removes the program from the interface. The ring buffer and counters
+    /// stay readable, so what was captured before can still be drained.
+    pub fn detach(&mut self) {
+        if self.ebpf.take().is_some() {
+            info!(iface = %self.iface, "detached");
+        }
+    }
+
+    /// Waits until records are available, then hands up to `max` of them to
+    /// `f` in order. Returns how many were handed over.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Result<Segment<'_>, SegmentError>),
+    ) -> Result<usize, CaptureError> {
+        loop {
+            let mut guard = self.ring.readable_mut().await?;
+            let ring = guard.get_inner_mut();
+            let mut n = 0;
+            while n < max {
+                let Some(item) = ring.next() else { break };
+                f(Segment::parse(&item));
+                n += 1;
+            }
+            if n < max {
+                // Drained: wait for the next wake-up from the kernel.
+                guard.clear_ready();
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Hands every record already in the ring buffer to `f` without waiting.
+    pub fn drain(&mut self, mut f: impl FnMut(Result<Segment<'_>, SegmentError>)) -> usize {
+        let ring = self.ring.get_mut();
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            f(Segment::parse(&item));
+            n += 1;
+        }
+        n
+    }
+
+    /// Kernel counters summed over all CPUs.
+    pub fn kernel_counters(&self) -> KernelCounters {
+        let mut out = KernelCounters::default();
+        for c in Counter::ALL {
+            if let Ok(values) = self.counters.get(&(c as u32), 0) {
+                out.0[c as usize] = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// The clock that converts segment timestamps to wall-clock time.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+}
+
+/// Registers the ring buffer's epoll-able fd with the tokio reactor.
+fn register(ring: RingBuf<MapData>) -> io::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the fd belongs to `ring`, which the AsyncFd owns from here on:
+    // it stays open and keeps referring to the same map until the AsyncFd
+    // is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
+
+/// Per-CPU kernel counters, summed. Indexed by [`Counter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters(pub [u64; COUNTER_COUNT as usize]);
+
+impl KernelCounters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Counter::ALL.iter().map(|&c| (c.name(), self.get(c)))
+    }
+}
+
+impl Serialize for KernelCounters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// Maps `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, in nanoseconds, taken at attach.
+    offset_ns: i128,
+}
+
+impl Clock {
+    fn now() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Self {
+            offset_ns: real - mono,
+        }
+    }
+
+    /// Wall-clock time of a kernel timestamp.
+    pub fn wall(&self, ts_ns: u64) -> SystemTime {
+        let ns = (ts_ns as i128 + self.offset_ns).max(0);
+        UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as i128) as u64)
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
+}
+
+/// CAP_NET_ADMIN, CAP_PERFMON and CAP_BPF, as bit numbers.
+const REQUIRED_CAPS: [(u32, &str); 3] =
+    [(12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+
+fn check_privileges() -> Result<(), CaptureError> {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Ok(()); // cannot tell; the load itself will say
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return Ok(());
+    };
+    let missing: Vec<_> = REQUIRED_CAPS
+        .iter()
+        .filter(|(bit, _)| eff & (1 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CaptureError::Privileges(format!(
+            "missing {}",
+            missing.join(", ")
+        )))
+    }
+}
+
+fn missing(what: &str) -> CaptureError {
+    CaptureError::Load(format!(
+        "the embedded eBPF object has no {what}; rebuild the agent"
+    ))
+}
+
+/// The text of an error and all its sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn classify_load_error(e: &aya::EbpfError) -> CaptureError {
+    let text = error_chain(e);
+    match os_error(e) {
+        Some(libc::EPERM) | Some(libc::EACCES) => CaptureError::Privileges(text),
+        Some(libc::ENOSYS) => CaptureError::NoBpf(text),
+        _ => CaptureError::Load(text),
+    }
+}
+
+fn classify_program_error(e: ProgramError) -> CaptureError {
+    if let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &e
+    {
+        return match io_error.raw_os_error() {
+            Some(libc::EPERM) => CaptureError::Privileges(error_chain(&e)),
+            Some(libc::ENOSYS) => CaptureError::NoBpf(error_chain(&e)),
+            _ => CaptureError::Verifier(verifier_log.to_string()),
+        };
+    }
+    CaptureError::Load(error_chain(&e))
+}

@@ -1,0 +1,187 @@
+//! A ring-buffer record read in place: the fixed [`SegmentHeader`] and a
+//! borrowed payload slice. No allocation per record.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use parallelrun_common::{Direction, HEADER_LEN, SegmentHeader};
+
+/// One captured TCP segment, borrowing its payload from the ring buffer (or
+/// from any buffer holding a record).
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    pub header: SegmentHeader,
+    pub direction: Direction,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SegmentError {
+    #[error("record of {0} bytes is shorter than its {HEADER_LEN}-byte header")]
+    Short(usize),
+    #[error("record says {claimed} payload bytes but carries {carried}")]
+    Length { claimed: u32, carried: usize },
+    #[error("record has unknown direction {0}")]
+    Direction(u8),
+    #[error("record has unknown address family {0}")]
+    Family(u8),
+}
+
+impl<'a> Segment<'a> {
+    /// Reads a record as the kernel side wrote it.
+    pub fn parse(record: &'a [u8]) -> Result<Self, SegmentError> {
+        let Some((head, payload)) = record.split_at_checked(HEADER_LEN) else {
+            return Err(SegmentError::Short(record.len()));
+        };
+        // SAFETY: `head` is HEADER_LEN bytes and SegmentHeader is repr(C)
+        // plain old data; read_unaligned makes no alignment assumption.
+        let header = unsafe { head.as_ptr().cast::<SegmentHeader>().read_unaligned() };
+        // The ring buffer pads records to 8 bytes; the header says how many
+        // of the trailing bytes are payload.
+        let captured = header.captured_len as usize;
+        let Some(payload) = payload.get(..captured) else {
+            return Err(SegmentError::Length {
+                claimed: header.captured_len,
+                carried: payload.len(),
+            });
+        };
+        if header.captured_len > header.payload_len {
+            return Err(SegmentError::Length {
+                claimed: header.payload_len,
+                carried: captured,
+            });
+        }
+        let direction = Direction::from_u8(header.direction)
+            .ok_or(SegmentError::Direction(header.direction))?;
+        if header.family != 4 && header.family != 6 {
+            return Err(SegmentError::Family(header.family));
+        }
+        Ok(Self {
+            header,
+            direction,
+            payload,
+        })
+    }
+
+    pub fn src(&self) -> SocketAddr {
+        SocketAddr::new(
+            ip(self.header.family, &self.header.saddr),
+            self.header.sport,
+        )
+    }
+
+    pub fn dst(&self) -> SocketAddr {
+        SocketAddr::new(
+            ip(self.header.family, &self.header.daddr),
+            self.header.dport,
+        )
+    }
+
+    /// True when the skb carried more payload than was copied.
+    pub fn truncated(&self) -> bool {
+        self.header.captured_len < self.header.payload_len
+    }
+}
+
+fn ip(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == 4 {
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(dead_code)]
+    use parallelrun_common::tcp_flags;
+
+    use super::*;
+
+    /// Builds a record exactly as the kernel lays it out.
+    pub(crate) fn record(header: SegmentHeader, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(HEADER_LEN + payload.len());
+        // SAFETY: SegmentHeader is repr(C) POD without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&header as *const SegmentHeader).cast::<u8>(), HEADER_LEN)
+        };
+        v.extend_from_slice(bytes);
+        v.extend_from_slice(payload);
+        v
+    }
+
+    pub(crate) fn header(payload_len: u32) -> SegmentHeader {
+        let mut saddr = [0; 16];
+        saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut daddr = [0; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        SegmentHeader {
+            ts_ns: 1,
+            saddr,
+            daddr,
+            seq: 1000,
+            ack: 2000,
+            payload_len,
+            captured_len: payload_len,
+            sport: 40000,
+            dport: 80,
+            family: 4,
+            direction: Direction::Request as u8,
+            flags: tcp_flags::ACK | tcp_flags::PSH,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn parses_in_place() {
+        let rec = record(header(5), b"hello");
+        let seg = Segment::parse(&rec).unwrap();
+        assert_eq!(seg.payload, b"hello");
+        assert_eq!(seg.src().to_string(), "10.0.0.1:40000");
+        assert_eq!(seg.dst().to_string(), "10.0.0.2:80");
+        assert_eq!(seg.direction, Direction::Request);
+        assert!(!seg.truncated());
+    }
+
+    #[test]
+    fn ignores_ring_buffer_padding() {
+        let mut rec = record(header(5), b"hello");
+        rec.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(Segment::parse(&rec).unwrap().payload, b"hello");
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        assert_eq!(
+            Segment::parse(&[0; 10]).unwrap_err(),
+            SegmentError::Short(10)
+        );
+        let rec = record(header(5), b"hel");
+        assert!(matches!(
+            Segment::parse(&rec),
+            Err(SegmentError::Length { .. })
+        ));
+        let mut h = header(0);
+        h.direction = 7;
+        assert_eq!(
+            Segment::parse(&record(h, b"")).unwrap_err(),
+            SegmentError::Direction(7)
+        );
+        let mut h = header(0);
+        h.family = 9;
+        assert_eq!(
+            Segment::parse(&record(h, b"")).unwrap_err(),
+            SegmentError::Family(9)
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let mut h = header(0);
+        h.family = 6;
+        h.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        h.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let rec = record(h, b"");
+        let seg = Segment::parse(&rec).unwrap();
+        assert_eq!(seg.dst().to_string(), "[fd00::2]:80");
+    }
+}

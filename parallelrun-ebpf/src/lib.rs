@@ -1,0 +1,4 @@
+#![no_std]
+// This file exists so that the agent can name this crate as a build
+// dependency: cargo then rebuilds the agent (and, through aya-build, the eBPF
+// object) whenever the program changes.

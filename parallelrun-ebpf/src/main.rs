@@ -1,0 +1,248 @@
+//! parallelrun's TC classifier.
+//!
+//! Attached (TCX) on ingress and egress of one interface, it copies every TCP
+//! segment to or from an old service into the `EVENTS` ring buffer: SYN, FIN,
+//! RST and every segment with payload, as a [`SegmentHeader`] followed by the
+//! payload bytes. Pure ACKs are skipped. It never drops, delays or changes a
+//! packet: every path returns `TC_ACT_UNSPEC`, so TCX runs the next program
+//! (or the default action) exactly as if this one were not there.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_skb_load_bytes},
+    macros::{classifier, map},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::TcContext,
+};
+use parallelrun_common::{
+    COUNTER_COUNT, Counter, DEFAULT_RING_BYTES, Direction, HEADER_LEN, MAX_PAYLOAD, MAX_SERVICES,
+    Record, SegmentHeader, ServiceKey, tcp_flags,
+};
+
+/// Captured segments, consumed by the agent. Resized by the agent at load.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Old services to watch; written by the agent before attaching.
+#[map]
+static SERVICES: HashMap<ServiceKey, u8> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Per-CPU counters indexed by [`Counter`].
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// One scratch [`Record`] per CPU, indexed by `bpf_get_smp_processor_id()`.
+/// A plain `Array` and not a `PerCpuArray`: per-CPU values are capped at
+/// 32 KiB, a record is 64 KiB + header. The agent sets max_entries to the
+/// number of possible CPUs. Programs on one CPU do not interleave (TC runs
+/// with migration and bottom halves disabled), so a slot has one writer.
+#[map]
+static SCRATCH: Array<Record> = Array::with_max_entries(1, 0);
+
+/// Length of the link-layer header in front of the IP header: 14 for
+/// Ethernet and loopback, 0 for L3 devices (tun, wireguard). Set at load.
+#[unsafe(no_mangle)]
+static L2_LEN: u32 = 14;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const IPPROTO_TCP: u8 = 6;
+const TCP_MIN_LEN: usize = 20;
+
+#[classifier]
+pub fn parallelrun(ctx: TcContext) -> i32 {
+    count(Counter::PacketsSeen, 1);
+    let _ = observe(&ctx);
+    // Observe only: let the packet continue through the TCX chain untouched.
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn count(counter: Counter, n: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
+        // Per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *c += n };
+    }
+}
+
+/// Addresses, ports and lengths of one TCP segment.
+struct Segment {
+    family: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    /// Offset of the TCP header from the start of the skb data.
+    l4_off: usize,
+    /// TCP payload length according to the IP header (0 when the IP header
+    /// does not say: IPv4 GSO/BIG TCP with tot_len 0, IPv6 jumbograms).
+    ip_payload_len: usize,
+}
+
+#[inline(always)]
+fn observe(ctx: &TcContext) -> Result<(), ()> {
+    let l2 = unsafe { core::ptr::read_volatile(&L2_LEN) } as usize;
+    // __sk_buff.protocol holds the ethertype in network byte order.
+    let proto = u16::from_be(ctx.skb.protocol() as u16);
+    let seg = match proto {
+        ETH_P_IP => ipv4(ctx, l2)?,
+        ETH_P_IPV6 => ipv6(ctx, l2)?,
+        _ => return Ok(()),
+    };
+
+    let tcp: [u8; TCP_MIN_LEN] = ctx.load(seg.l4_off).map_err(|_| ())?;
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let direction = if is_service(seg.family, &seg.daddr, dport) {
+        Direction::Request
+    } else if is_service(seg.family, &seg.saddr, sport) {
+        Direction::Response
+    } else {
+        return Ok(());
+    };
+    count(Counter::PacketsMatched, 1);
+
+    let doff = ((tcp[12] >> 4) as usize) * 4;
+    let flags = tcp[13];
+    let payload_off = seg.l4_off + doff;
+    // Payload length from the skb (covers GSO/GRO super-packets), cut to what
+    // the IP header says when it says anything (drops Ethernet padding).
+    let mut payload_len = (ctx.len() as usize).saturating_sub(payload_off);
+    if seg.ip_payload_len > 0 {
+        payload_len = payload_len.min(seg.ip_payload_len.saturating_sub(doff));
+    }
+    if payload_len == 0 && flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0 {
+        return Ok(()); // pure ACK
+    }
+
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(rec) = SCRATCH.get_ptr_mut(cpu) else {
+        count(Counter::ReadErrors, 1);
+        return Err(());
+    };
+    let rec = unsafe { &mut *rec };
+
+    let mut captured = 0usize;
+    if payload_len > 0 {
+        if payload_len > MAX_PAYLOAD {
+            count(Counter::Truncated, 1);
+        }
+        // Verifier: bpf_skb_load_bytes needs a length provably in
+        // 1..=MAX_PAYLOAD (zero is "invalid zero-sized read"). `min` alone is
+        // not tracked through LLVM's codegen; the mask is, and it keeps the
+        // value unchanged for 1..=MAX_PAYLOAD (MAX_PAYLOAD is a power of two).
+        let n = payload_len.min(MAX_PAYLOAD);
+        let n = ((n - 1) & (MAX_PAYLOAD - 1)) + 1;
+        let ret = unsafe {
+            bpf_skb_load_bytes(
+                ctx.skb.skb as *const _,
+                payload_off as u32,
+                rec.payload.as_mut_ptr().cast(),
+                n as u32,
+            )
+        };
+        if ret != 0 {
+            count(Counter::ReadErrors, 1);
+            return Err(());
+        }
+        captured = n;
+    }
+
+    rec.header = SegmentHeader {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        saddr: seg.saddr,
+        daddr: seg.daddr,
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        ack: u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+        payload_len: payload_len as u32,
+        captured_len: captured as u32,
+        sport,
+        dport,
+        family: seg.family,
+        direction: direction as u8,
+        flags,
+        _pad: 0,
+    };
+
+    // Verifier: the output length must be bounded by the map value size;
+    // `captured` is 0 or in 1..=MAX_PAYLOAD, so this is at most a Record.
+    let len = (HEADER_LEN + captured).min(core::mem::size_of::<Record>());
+    let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), len) };
+    match EVENTS.output::<[u8]>(bytes, 0) {
+        Ok(()) => {
+            count(Counter::RecordsEmitted, 1);
+            count(Counter::BytesEmitted, captured as u64);
+        }
+        // The only failure of bpf_ringbuf_output is "no room": count it, the
+        // agent reports it as a capture loss.
+        Err(_) => count(Counter::RingBufFull, 1),
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn is_service(family: u8, addr: &[u8; 16], port: u16) -> bool {
+    let exact = ServiceKey {
+        addr: *addr,
+        port,
+        family,
+        _pad: 0,
+    };
+    unsafe { SERVICES.get(&exact).is_some() || SERVICES.get(&ServiceKey::any_addr(port)).is_some() }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
+    let ip: [u8; 20] = ctx.load(l3).map_err(|_| ())?;
+    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
+        return Err(());
+    }
+    // Only first fragments carry a TCP header; later ones are skipped.
+    let frag_off = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    if frag_off != 0 {
+        return Err(());
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr[..4].copy_from_slice(&ip[12..16]);
+    daddr[..4].copy_from_slice(&ip[16..20]);
+    Ok(Segment {
+        family: 4,
+        saddr,
+        daddr,
+        l4_off: l3 + ihl,
+        ip_payload_len: tot_len.saturating_sub(ihl),
+    })
+}
+
+#[inline(always)]
+fn ipv6(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
+    let ip: [u8; 40] = ctx.load(l3).map_err(|_| ())?;
+    // Extension headers are not followed: TCP must be the next header.
+    if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {
+        return Err(());
+    }
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr.copy_from_slice(&ip[8..24]);
+    daddr.copy_from_slice(&ip[24..40]);
+    Ok(Segment {
+        family: 6,
+        saddr,
+        daddr,
+        l4_off: l3 + 40,
+        ip_payload_len: u16::from_be_bytes([ip[4], ip[5]]) as usize,
+    })
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
