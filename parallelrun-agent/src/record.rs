@@ -59,6 +59,7 @@ impl Recorder {
                     direction = ?seg.direction,
                     seq = seg.header.seq,
                     len = seg.payload.len(),
+                    payload_len = seg.header.payload_len,
                     flags = seg.header.flags,
                     "segment"
                 );

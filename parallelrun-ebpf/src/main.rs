@@ -188,7 +188,7 @@ fn is_service(family: u8, addr: &[u8; 16], port: u16) -> bool {
         family,
         _pad: 0,
     };
-    unsafe { SERVICES.get(&exact).is_some() || SERVICES.get(&ServiceKey::any_addr(port)).is_some() }
+    unsafe { SERVICES.get(exact).is_some() || SERVICES.get(ServiceKey::any_addr(port)).is_some() }
 }
 
 #[inline(always)]

@@ -1,1 +1,29 @@
+//! Test support for parallelrun's integration tests: network namespaces and
+//! veth pairs made per test, a real HTTP server and a recording client that
+//! run inside them, the agent as a child process, and an independent pcap
+//! reader that rebuilds TCP byte streams.
+//!
+//! Every helper panics on failure (a test should stop at the first surprise)
+//! and cleans up in `Drop`, so a failing test leaves no namespace behind.
 
+pub mod agent;
+pub mod client;
+pub mod netns;
+pub mod pcap;
+pub mod server;
+
+/// Deterministic body bytes for a response of `len` bytes: a pattern that
+/// does not repeat with any small period, so misplaced data is caught.
+pub fn body_pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 7 + i / 251) % 253) as u8).collect()
+}
+
+/// Panics unless running as root: these tests attach eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "integration tests attach eBPF programs and create network namespaces: run them as root with `cargo xtask test`"
+    );
+}

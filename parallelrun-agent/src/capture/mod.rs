@@ -143,7 +143,7 @@ impl Capture {
             .ok_or_else(|| missing("program parallelrun"))?
             .try_into()
             .map_err(|e: ProgramError| CaptureError::Load(e.to_string()))?;
-        prog.load().map_err(|e| classify_program_error(e))?;
+        prog.load().map_err(classify_program_error)?;
 
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         if !tcx {

@@ -1,0 +1,144 @@
+//! `cargo xtask setup`: make this machine able to build the eBPF program.
+//! Idempotent: each step checks first and says what it found or did.
+
+use std::{env, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{is_root, output, status};
+
+/// Debian packages the build and the integration tests need, besides LLVM.
+const PACKAGES: &[&str] = &["iproute2", "bpftool", "tcpdump"];
+
+pub fn run() -> Result<()> {
+    let llvm = nightly_llvm_major()?;
+    rust_src()?;
+    let mut packages: Vec<String> = PACKAGES.iter().map(|p| p.to_string()).collect();
+    packages.push(format!("llvm-{llvm}-dev"));
+    apt(&packages)?;
+    bpf_linker(llvm)?;
+    Ok(())
+}
+
+fn say(what: &str, state: &str) {
+    eprintln!("setup: {what:<22} {state}");
+}
+
+/// The LLVM major version of the nightly toolchain: bpf-linker must match it.
+fn nightly_llvm_major() -> Result<u32> {
+    let vv = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"])).context(
+        "the nightly toolchain is missing: install it with `rustup toolchain install nightly --component rust-src`",
+    )?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+        .context("cannot read the LLVM version of `rustc +nightly -vV`")?;
+    say("nightly LLVM", &format!("{major}"));
+    Ok(major)
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        say("rust-src (nightly)", "present");
+        return Ok(());
+    }
+    status(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    say("rust-src (nightly)", "installed");
+    Ok(())
+}
+
+fn apt(packages: &[String]) -> Result<()> {
+    let missing: Vec<&String> = packages
+        .iter()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        say("apt packages", "present");
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+    let sudo = |args: &[&str]| {
+        let mut c = if is_root() {
+            Command::new(args[0])
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg(args[0]);
+            c
+        };
+        c.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    say("apt packages", &format!("installing {}", names.join(" ")));
+    status(&mut sudo(&["apt-get", "update", "-qq"]))?;
+    let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&names);
+    status(&mut sudo(&install)).context(
+        "apt-get could not install the packages above; on a non-Debian system install LLVM's development files of the same major version as `rustc +nightly -vV` reports",
+    )?;
+    say("apt packages", "installed");
+    Ok(())
+}
+
+fn bpf_linker(llvm: u32) -> Result<()> {
+    let linked = which("bpf-linker").and_then(|path| output(Command::new("ldd").arg(path)));
+    if let Some(ldd) = &linked {
+        if ldd.contains(&format!("libLLVM.so.{llvm}")) || ldd.contains(&format!("libLLVM-{llvm}")) {
+            say("bpf-linker", &format!("present (LLVM {llvm})"));
+            return Ok(());
+        }
+        say(
+            "bpf-linker",
+            &format!("built against another LLVM; rebuilding for LLVM {llvm}"),
+        );
+    } else {
+        say(
+            "bpf-linker",
+            &format!("missing; building it against LLVM {llvm} (about a minute)"),
+        );
+    }
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args([
+        "install",
+        "--force",
+        "bpf-linker",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{llvm}"),
+    ])
+    .env("LLVM_PREFIX", format!("/usr/lib/llvm-{llvm}"))
+    // Build it with the toolchain running xtask, not one a rust-toolchain file picks.
+    .current_dir(env::temp_dir());
+    status(&mut cmd)?;
+    if which("bpf-linker").is_none() {
+        bail!("bpf-linker was installed but is not on PATH: add ~/.cargo/bin to PATH");
+    }
+    say("bpf-linker", "installed");
+    Ok(())
+}
+
+fn which(bin: &str) -> Option<String> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
