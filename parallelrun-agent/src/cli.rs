@@ -6,7 +6,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use parallelrun_common::DEFAULT_RING_BYTES;
 
-use crate::service::ServiceAddr;
+use parallelrun_agent::service::ServiceAddr;
 
 #[derive(Debug, Parser)]
 #[command(name = "parallelrun", version, about, long_about = None)]

@@ -1,12 +1,8 @@
 //! `parallelrun`: validate a new version of an HTTP service against the old
 //! one under real production traffic, observed with a TC eBPF program.
 
-mod capture;
 mod cli;
-mod pcap;
 mod record;
-mod service;
-mod shutdown;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 use tracing::{info, trace, warn};
 
-use crate::{
+use crate::cli::RecordArgs;
+use parallelrun_agent::{
     capture::{Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError},
-    cli::RecordArgs,
     pcap::{PcapError, PcapSink},
     shutdown::Shutdown,
 };

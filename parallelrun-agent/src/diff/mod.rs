@@ -1,0 +1,1 @@
+//! Comparing the old response with the new one.

@@ -1,0 +1,19 @@
+//! The parallelrun agent as a library: the pipeline stages, each in its own
+//! module, in the order data flows through them: ring buffer ([`capture`])
+//! or pcap file ([`pcap`]) → segments ([`model`]) → streams ([`reassembly`],
+//! [`stream`]) → exchanges ([`http`]) → replay ([`replay`]) → differences
+//! ([`diff`]) → mismatch log ([`report`]) and [`metrics`]. The `parallelrun`
+//! binary is the command line over it.
+
+pub mod capture;
+pub mod diff;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod pcap;
+pub mod reassembly;
+pub mod replay;
+pub mod report;
+pub mod service;
+pub mod shutdown;
+pub mod stream;

@@ -1,0 +1,207 @@
+//! The values that flow between pipeline stages: a TCP segment from either
+//! source (ring buffer or pcap), the connection it belongs to, and the HTTP
+//! exchange that reassembly and parsing make of a connection's bytes.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+pub use parallelrun_common::{Direction, tcp_flags};
+
+/// One connection to the old service, named from the client's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnKey {
+    /// The peer of the old service.
+    pub client: SocketAddr,
+    /// The old service.
+    pub server: SocketAddr,
+}
+
+/// A TCP segment of an old service's connection, borrowed from wherever it
+/// was read (a ring-buffer record or a pcap packet). No allocation.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSegment<'a> {
+    /// Wall-clock time the segment was seen, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub conn: ConnKey,
+    /// `Request`: client → server; `Response`: server → client.
+    pub direction: Direction,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP flags byte ([`tcp_flags`]).
+    pub flags: u8,
+    /// The payload bytes that were captured.
+    pub payload: &'a [u8],
+    /// Payload bytes the segment carried beyond `payload` (the capture cut
+    /// them: a >64 KiB skb, or a pcap snaplen). They follow `payload` in
+    /// sequence space and are a gap to the stream.
+    pub missing: u32,
+}
+
+impl TcpSegment<'_> {
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Sequence space the segment's payload covers (captured + missing).
+    pub fn payload_len(&self) -> u32 {
+        self.payload.len() as u32 + self.missing
+    }
+}
+
+/// A header as it was on the wire: name spelled as sent, value as bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Bytes,
+}
+
+impl Header {
+    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// First header named `name` (ASCII case-insensitive), if any.
+pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a Bytes> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| &h.value)
+}
+
+/// An HTTP/1.x request as captured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// In wire order.
+    pub headers: Vec<Header>,
+    /// The body with transfer framing removed (de-chunked), not decoded.
+    pub body: Bytes,
+    /// Trailer fields of a chunked body, in wire order.
+    pub trailers: Vec<Header>,
+    /// The request exactly as it was on the wire (head, framing and body).
+    pub raw: Bytes,
+}
+
+/// An HTTP/1.x response: the old one captured on the wire, or a replayed one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    pub status: u16,
+    pub reason: String,
+    /// In wire order.
+    pub headers: Vec<Header>,
+    /// The body with transfer framing removed (de-chunked), not decoded
+    /// (Content-Encoding is the diff's business).
+    pub body: Bytes,
+    /// Trailer fields of a chunked body, in wire order.
+    pub trailers: Vec<Header>,
+}
+
+/// A request paired with the old service's response to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    /// Unique within one run, increasing in the order requests were seen.
+    pub id: u64,
+    pub conn: ConnKey,
+    pub request: Request,
+    pub response: Response,
+    /// Wall-clock ns of the segment carrying the request's first byte.
+    pub request_ts_ns: u64,
+    /// Wall-clock ns of the segment carrying the response's last byte.
+    pub response_ts_ns: u64,
+}
+
+impl Exchange {
+    /// The old service's latency as seen on the wire.
+    pub fn old_latency_ns(&self) -> u64 {
+        self.response_ts_ns.saturating_sub(self.request_ts_ns)
+    }
+}
+
+/// Why a request seen on the wire did not become an [`Exchange`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LossCause {
+    /// Bytes missing from a stream while the kernel reported ring-buffer drops.
+    RingBufferDrop,
+    /// Bytes missing from a stream that never arrived (capture cut, loss).
+    Gap,
+    /// The bytes were not valid HTTP/1.x.
+    ParseError,
+    /// The connection went idle, was closed or reset before the response ended.
+    Timeout,
+    /// The connection closed or reset before the response was complete.
+    Closed,
+    /// A body or head over the configured limit.
+    TooLarge,
+    /// An Upgrade or CONNECT: the connection is no longer HTTP/1.x.
+    Upgrade,
+    /// Reassembly memory limits forced the connection out.
+    Evicted,
+}
+
+impl LossCause {
+    pub const ALL: [LossCause; 8] = [
+        LossCause::RingBufferDrop,
+        LossCause::Gap,
+        LossCause::ParseError,
+        LossCause::Timeout,
+        LossCause::Closed,
+        LossCause::TooLarge,
+        LossCause::Upgrade,
+        LossCause::Evicted,
+    ];
+
+    /// Stable snake_case name, used in metrics labels, JSON and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossCause::RingBufferDrop => "ring_buffer_drop",
+            LossCause::Gap => "gap",
+            LossCause::ParseError => "parse_error",
+            LossCause::Timeout => "timeout",
+            LossCause::Closed => "closed",
+            LossCause::TooLarge => "too_large",
+            LossCause::Upgrade => "upgrade",
+            LossCause::Evicted => "evicted",
+        }
+    }
+}
+
+/// A request that was seen (its head parsed) but ended without a pairable
+/// response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lost {
+    pub conn: ConnKey,
+    pub cause: LossCause,
+    /// Method and target when the request head was parsed.
+    pub method: Option<String>,
+    pub target: Option<String>,
+}
+
+/// What HTTP tracking makes of each request seen: exactly one outcome each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Paired(Exchange),
+    Lost(Lost),
+}
+
+/// One difference between the old response and a replayed one, as the diff
+/// reports it and the mismatch log writes it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Difference {
+    /// `status`, `header:NAME` (name lowercase), `body`, or
+    /// `body:/json/pointer` (RFC 6901).
+    #[serde(rename = "where")]
+    pub location: String,
+    /// The old side's value; `null` when absent there.
+    pub old: serde_json::Value,
+    /// The new side's value; `null` when absent there.
+    pub new: serde_json::Value,
+}

@@ -1,0 +1,1 @@
+//! Reading pcap and pcapng files into TCP segments (offline pipeline input).

@@ -1,0 +1,1 @@
+//! TCP reassembly: segments to in-order streams per connection and direction.

@@ -1,0 +1,1 @@
+//! Replaying captured requests to the new (and secondary) service.

@@ -1,0 +1,1 @@
+//! The mismatch log: writing it and following it.
