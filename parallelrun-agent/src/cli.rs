@@ -1,7 +1,12 @@
 //! Command line: subcommands and their flags, validated before anything is
 //! loaded into the kernel.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 use parallelrun_common::DEFAULT_RING_BYTES;
@@ -22,6 +27,182 @@ pub struct Cli {
 pub enum Command {
     /// Capture the old service's TCP traffic on an interface into a pcap file.
     Record(RecordArgs),
+    /// Capture live, replay each request to the new service, log differences.
+    Run(RunArgs),
+    /// The offline twin of `run`: read the old service's traffic from a pcap
+    /// (ours or tcpdump's), replay and compare.
+    Replay(ReplayArgs),
+    /// Follow the mismatch log like `tail -f`, one readable entry per event.
+    Tail(TailArgs),
+    /// Write the old service's HTTP exchanges (live or from a pcap) as JSON
+    /// Lines, without replaying anything.
+    Exchanges(ExchangesArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["iface", "pcap"])))]
+pub struct ExchangesArgs {
+    /// Capture live on this interface.
+    #[arg(long, value_name = "IFACE")]
+    pub iface: Option<String>,
+    /// Or read this pcap/pcapng file.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Old service: IP:PORT, [IPV6]:PORT or :PORT. Repeat for several.
+    #[arg(long = "old", value_name = "ADDR:PORT", required = true)]
+    pub old: Vec<ServiceAddr>,
+    /// Kernel ring buffer size (live capture).
+    #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_RING_BYTES, value_parser = parse_size)]
+    pub ring_size: u32,
+    /// JSON Lines output: one exchange (or lost request) per line.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Largest body kept whole; larger exchanges are counted as too large.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub max_body: u64,
+    /// Stop after this many seconds (live default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Also write the final counters as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// pcap or pcapng file holding the old service's traffic.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: PathBuf,
+    /// Old service in the capture: IP:PORT, [IPV6]:PORT or :PORT. Repeat
+    /// for several.
+    #[arg(long = "old", value_name = "ADDR:PORT", required = true)]
+    pub old: Vec<ServiceAddr>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Stop after this many seconds (default: at the end of the file).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+}
+
+/// Default mismatch log, for `run`, `replay` and `tail`.
+pub const DEFAULT_LOG: &str = "parallelrun-mismatches.jsonl";
+
+/// Replay, compare and report: shared by `run` and `replay`.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// The new service version to validate: IP:PORT.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub new: SocketAddr,
+    /// A second instance of the OLD version: differences it shows too are
+    /// noise (per request, and per endpoint over time).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub secondary: Option<SocketAddr>,
+    /// Mismatch log (JSON Lines) to append to.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_LOG)]
+    pub log: PathBuf,
+    /// Rotate the log when it reaches this size.
+    #[arg(long, value_name = "SIZE", default_value = "100MiB", value_parser = parse_bytes)]
+    pub log_max_size: u64,
+    /// Rotated logs kept (FILE.1 .. FILE.N).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub log_keep: usize,
+    /// Prometheus metrics address (text format at /metrics).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub metrics: SocketAddr,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Methods to replay, comma-separated. Only methods without side effects
+    /// by default; add others (POST, PUT, ...) only if the new service may
+    /// repeat their effects.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "GET,HEAD,OPTIONS", value_parser = parse_method)]
+    pub methods: Vec<String>,
+    /// Replay only targets whose path starts with this. Repeat for several.
+    #[arg(long, value_name = "PREFIX", value_parser = parse_path_prefix)]
+    pub path_prefix: Vec<String>,
+    /// Never replay targets whose path starts with this. Repeat for several.
+    #[arg(long, value_name = "PREFIX", value_parser = parse_path_prefix)]
+    pub exclude_path_prefix: Vec<String>,
+    /// Fraction of requests to replay, in (0, 1].
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
+    pub sample: f64,
+    /// At most this many replays per second (skipped ones are counted).
+    #[arg(long, value_name = "PER_SEC")]
+    pub rate: Option<NonZeroU32>,
+    /// Replays in flight at most, per target; beyond it live requests are
+    /// skipped (counted as overload), never queued.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(64).expect("64 > 0"))]
+    pub max_in_flight: NonZeroUsize,
+    /// Timeout of one replayed exchange.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub timeout: Duration,
+    /// Rewrite the Host header of replayed requests (default: as captured).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Header not compared (case-insensitive, `*` wildcard), on top of the
+    /// built-in list of per-response values. Repeat for several.
+    #[arg(long, value_name = "NAME")]
+    pub ignore_header: Vec<String>,
+    /// JSON Pointer not compared (`*` = any one segment, trailing `**` = any
+    /// suffix), e.g. /meta/*/requestId. Repeat for several.
+    #[arg(long, value_name = "POINTER")]
+    pub ignore_pointer: Vec<String>,
+    /// Header whose values are redacted in the log, on top of Authorization,
+    /// Proxy-Authorization, Cookie, Set-Cookie and X-Api-Key.
+    #[arg(long, value_name = "NAME")]
+    pub redact_header: Vec<String>,
+    /// Largest body kept whole; larger exchanges are counted as too large.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub max_body: u64,
+    /// Connections tracked at once; the least recently active is evicted.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub max_connections: usize,
+    /// Out-of-order bytes held per connection and direction.
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_bytes)]
+    pub max_conn_buffer: u64,
+    /// Out-of-order bytes held over all connections.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_buffer: u64,
+    /// A connection without traffic for this long is forgotten.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+    /// Per-endpoint noise: a field is reported only when its difference rate
+    /// exceeds the secondary's by this relative margin.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.2, value_parser = parse_fraction)]
+    pub noise_relative: f64,
+    /// Per-endpoint noise: ... and by this fraction of the endpoint's requests.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0003, value_parser = parse_fraction)]
+    pub noise_absolute: f64,
+    /// Also write the final counters as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Mismatch log to follow.
+    #[arg(value_name = "FILE", default_value = DEFAULT_LOG)]
+    pub file: PathBuf,
+    /// Print the whole log first (default: the last 10 events).
+    #[arg(long)]
+    pub from_start: bool,
+    /// Print what is there and exit instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Colour: auto (on a terminal), always or never.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
 }
 
 /// Where to capture: shared by every command that attaches to an interface.
@@ -68,12 +249,29 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Record(args) => crate::record::run(args).await,
+            Command::Run(args) => crate::run::live(args).await,
+            Command::Replay(args) => crate::run::offline(args).await,
+            Command::Tail(args) => crate::run::tail(args).await,
+            Command::Exchanges(args) => crate::exchanges::run(args).await,
         }
     }
 }
 
-/// Parses a byte size: `4096`, `64k`, `16M`, `16MiB`, `1G` (binary units).
+/// Parses a ring-buffer size: a power of two from 4 KiB to 2 GiB, written
+/// as `4096`, `64k`, `16M`, `16MiB`, `1G` (binary units).
 pub fn parse_size(s: &str) -> Result<u32, String> {
+    let bytes = parse_bytes(s)?;
+    if !(4096..=1 << 31).contains(&bytes) || !bytes.is_power_of_two() {
+        return Err(format!(
+            "'{s}' must be a power of two from 4KiB to 2GiB (e.g. 16MiB)"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
+/// Parses a positive byte size: `4096`, `64k`, `16M`, `16MiB`, `1G`
+/// (binary units).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
@@ -93,14 +291,42 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
     };
     let bytes = n
         .checked_mul(mult)
-        .filter(|&b| b <= 1 << 31)
-        .ok_or_else(|| format!("'{s}' is too large: at most 2GiB"))?;
-    if bytes < 4096 || !bytes.is_power_of_two() {
+        .filter(|&b| b <= 1 << 40)
+        .ok_or_else(|| format!("'{s}' is too large: at most 1TiB"))?;
+    if bytes == 0 {
+        return Err(format!("'{s}': give a size above zero"));
+    }
+    Ok(bytes)
+}
+
+/// Parses an HTTP method token, uppercased.
+pub fn parse_method(s: &str) -> Result<String, String> {
+    let m = s.trim();
+    if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
         return Err(format!(
-            "'{s}' must be a power of two of at least 4KiB (e.g. 16MiB)"
+            "'{s}' is not an HTTP method: use names like GET,HEAD,OPTIONS,POST"
         ));
     }
-    Ok(bytes as u32)
+    Ok(m.to_ascii_uppercase())
+}
+
+/// Parses a path prefix: must start with `/`.
+pub fn parse_path_prefix(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("'{s}': a path prefix starts with '/', e.g. /api/"));
+    }
+    Ok(s.to_owned())
+}
+
+/// Parses a fraction in (0, 1].
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number: give a fraction such as 0.25"))?;
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(format!("'{s}': give a fraction above 0 and at most 1"));
+    }
+    Ok(v)
 }
 
 /// Parses a positive number of seconds (fractions allowed).
@@ -134,6 +360,11 @@ mod tests {
         for bad in ["", "abc", "3000", "12MiB", "1T", "4GiB", "-1"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_bytes("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_bytes("3000"), Ok(3000));
+        for bad in ["0", "", "x", "2T"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -142,6 +373,36 @@ mod tests {
         for bad in ["0", "-3", "nan", "inf", "x"] {
             assert!(parse_secs(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn methods_fractions_and_prefixes() {
+        assert_eq!(parse_method("post"), Ok("POST".into()));
+        assert!(parse_method("GE T").is_err());
+        assert!(parse_fraction("0").is_err());
+        assert!(parse_fraction("1.5").is_err());
+        assert_eq!(parse_fraction("0.5"), Ok(0.5));
+        assert!(parse_path_prefix("api").is_err());
+    }
+
+    #[test]
+    fn run_defaults_replay_only_safe_methods() {
+        let cli = Cli::try_parse_from([
+            "parallelrun",
+            "run",
+            "--iface",
+            "lo",
+            "--old",
+            ":80",
+            "--new",
+            "127.0.0.1:81",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.pipeline.methods, ["GET", "HEAD", "OPTIONS"]);
+        assert_eq!(args.pipeline.metrics.to_string(), "127.0.0.1:9464");
     }
 
     #[test]

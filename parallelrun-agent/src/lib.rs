@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod pcap;
+pub mod pipeline;
 pub mod reassembly;
 pub mod replay;
 pub mod report;

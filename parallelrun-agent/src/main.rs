@@ -2,7 +2,9 @@
 //! one under real production traffic, observed with a TC eBPF program.
 
 mod cli;
+mod exchanges;
 mod record;
+mod run;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

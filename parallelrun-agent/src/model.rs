@@ -186,6 +186,9 @@ pub struct Lost {
 }
 
 /// What HTTP tracking makes of each request seen: exactly one outcome each.
+// Most outcomes are pairs; boxing them would add an allocation per exchange
+// to save a few hundred bytes in a short-lived queue.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Paired(Exchange),

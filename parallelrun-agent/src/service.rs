@@ -65,6 +65,13 @@ impl fmt::Display for ServiceAddr {
 }
 
 impl ServiceAddr {
+    /// True when `addr` is this service: same port and, unless this is a
+    /// `:PORT` (any address) entry, the same IP (IPv4-mapped IPv6 counts as
+    /// IPv4, as on the wire).
+    pub fn matches(&self, addr: &SocketAddr) -> bool {
+        addr.port() == self.port && self.ip.is_none_or(|ip| ip == addr.ip().to_canonical())
+    }
+
     /// The key the kernel side looks up (see `is_service` in the eBPF crate).
     pub fn key(&self) -> ServiceKey {
         match self.ip {

@@ -7,6 +7,7 @@
 //! and cleans up in `Drop`, so a failing test leaves no namespace behind.
 
 pub mod agent;
+pub mod app;
 pub mod client;
 pub mod netns;
 pub mod pcap;

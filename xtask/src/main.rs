@@ -46,6 +46,16 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Run a cargo-fuzz target for a bounded time over its checked-in corpus
+    /// (installs cargo-fuzz when missing).
+    Fuzz {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Target (see fuzz/Cargo.toml).
+        #[arg(default_value = "reassembly_http")]
+        target: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -66,11 +76,19 @@ fn main() -> Result<()> {
             if !no_lint {
                 lint()?;
             }
-            test(filter)
+            test(filter.as_deref())?;
+            if filter.is_none() {
+                fuzz("reassembly_http", FUZZ_SECONDS_IN_TEST)?;
+            }
+            Ok(())
         }
         Task::Lint => {
             setup::run()?;
             lint()
+        }
+        Task::Fuzz { seconds, target } => {
+            setup::run()?;
+            fuzz(&target, seconds)
         }
     }
 }
@@ -117,15 +135,42 @@ fn lint() -> Result<()> {
     )
 }
 
-fn test(filter: Option<String>) -> Result<()> {
+fn test(filter: Option<&str>) -> Result<()> {
     let bin = build(false)?;
     // Integration tests attach for real: they need root. Re-run as root.
-    ensure_root(&["test", "--no-lint"], filter.as_deref())?;
+    ensure_root(&["test", "--no-lint"], filter)?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "parallelrun-ebpf"])
         .env("PARALLELRUN_BIN", &bin);
-    if let Some(f) = &filter {
+    if let Some(f) = filter {
         cmd.arg(f);
     }
     util::status(&mut cmd)
+}
+
+/// How long `cargo xtask test` fuzzes reassembly and HTTP parsing.
+const FUZZ_SECONDS_IN_TEST: u64 = 60;
+
+/// Runs `cargo fuzz run TARGET` on its checked-in corpus for `seconds`.
+/// The fuzz crate is its own workspace, built with nightly and sanitizers;
+/// the eBPF object is not needed there (AYA_BUILD_SKIP).
+fn fuzz(target: &str, seconds: u64) -> Result<()> {
+    setup::cargo_fuzz()?;
+    let root = workspace_root();
+    let corpus = root.join("fuzz/corpus").join(target);
+    // New inputs go to a scratch corpus so the checked-in one stays small.
+    let scratch = util::target_dir()?.join("fuzz-corpus").join(target);
+    std::fs::create_dir_all(&scratch)?;
+    eprintln!("xtask: fuzzing {target} for {seconds}s");
+    util::status(
+        util::nightly_cargo()
+            .current_dir(&root)
+            .env("AYA_BUILD_SKIP", "1")
+            .args(["fuzz", "run", "--fuzz-dir", "fuzz", target])
+            .arg(&scratch)
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048"),
+    )
 }

@@ -142,3 +142,18 @@ fn which(bin: &str) -> Option<String> {
         .find(|p| p.is_file())
         .map(|p| p.display().to_string())
 }
+
+/// Installs cargo-fuzz when missing (used by `cargo xtask fuzz` and `test`).
+pub fn cargo_fuzz() -> Result<()> {
+    if which("cargo-fuzz").is_some() {
+        say("cargo-fuzz", "present");
+        return Ok(());
+    }
+    say("cargo-fuzz", "missing; installing it (about a minute)");
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["install", "--locked", "cargo-fuzz"])
+        .current_dir(env::temp_dir());
+    status(&mut cmd)?;
+    say("cargo-fuzz", "installed");
+    Ok(())
+}

@@ -104,15 +104,20 @@ impl Capture {
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| CaptureError::NoBpf(format!("{what}: {e}")))?;
 
+        let object: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/parallelrun"));
+        if object.is_empty() {
+            return Err(CaptureError::Load(
+                "this binary was built with AYA_BUILD_SKIP=1 and carries no eBPF program; \
+                 rebuild without it (`cargo xtask build`)"
+                    .into(),
+            ));
+        }
         let l2_len = iface.l2_len;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("SCRATCH", nr_cpus as u32)
             .override_global("L2_LEN", &l2_len, true)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/parallelrun"
-            )))
+            .load(object)
             .map_err(|e| classify_load_error(&e))?;
 
         {

@@ -1,9 +1,14 @@
 //! A ring-buffer record read in place: the fixed [`SegmentHeader`] and a
 //! borrowed payload slice. No allocation per record.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::UNIX_EPOCH,
+};
 
 use parallelrun_common::{Direction, HEADER_LEN, SegmentHeader};
+
+use crate::model::{ConnKey, TcpSegment};
 
 /// One captured TCP segment, borrowing its payload from the ring buffer (or
 /// from any buffer holding a record).
@@ -74,6 +79,32 @@ impl<'a> Segment<'a> {
             ip(self.header.family, &self.header.daddr),
             self.header.dport,
         )
+    }
+
+    /// The segment as the pipeline sees it, with its timestamp on the wall
+    /// clock. Borrows the payload; no copy.
+    pub fn to_tcp(&self, clock: &super::Clock) -> TcpSegment<'a> {
+        let ts_ns = clock
+            .wall(self.header.ts_ns)
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        let (client, server) = match self.direction {
+            Direction::Request => (self.src(), self.dst()),
+            Direction::Response => (self.dst(), self.src()),
+        };
+        TcpSegment {
+            ts_ns,
+            conn: ConnKey { client, server },
+            direction: self.direction,
+            seq: self.header.seq,
+            ack: self.header.ack,
+            flags: self.header.flags,
+            payload: self.payload,
+            missing: self
+                .header
+                .payload_len
+                .saturating_sub(self.header.captured_len),
+        }
     }
 
     /// True when the skb carried more payload than was copied.

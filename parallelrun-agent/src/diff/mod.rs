@@ -1,1 +1,476 @@
 //! Comparing the old response with the new one.
+//!
+//! [`compare`] reports every [`Difference`] between two [`Response`]s, in
+//! this order:
+//!
+//! 1. `status`: the status codes, as JSON numbers.
+//! 2. `header:NAME`: headers by lowercase name ([`headers`](self#headers)).
+//! 3. `body` / `body:/json/pointer`: the bodies after undoing
+//!    Content-Encoding ([`body`](self#bodies)).
+//!
+//! Trailers, the reason phrase and the HTTP version are not compared.
+//!
+//! # Headers
+//!
+//! Names are compared ASCII case-insensitively. Names matched by
+//! [`DiffConfig::ignore_headers`] are skipped (by default the per-response
+//! and framing headers in [`DEFAULT_IGNORED_HEADERS`]). All fields of one
+//! name are compared as one list, their values joined with `", "` in wire
+//! order; a header present on one side only has `null` on the other. For
+//! `Set-Cookie` only the names of the cookies set are compared (sorted),
+//! since the values (session ids, CSRF tokens) differ on every response.
+//!
+//! # Bodies
+//!
+//! Each side's Content-Encoding is undone independently (`gzip`/`x-gzip`,
+//! `deflate` as zlib or raw deflate, `br`, `identity`; a list such as
+//! `gzip, br` is undone right to left), each step bounded by
+//! [`DiffConfig::max_decoded_body`]. Bodies equal after decoding are no
+//! difference, so the same body gzip-encoded on one side and plain on the
+//! other differs only in `header:content-encoding`. A side that cannot be
+//! decoded (corrupt data, unknown coding, over the limit) is compared as its
+//! raw bytes; if those differ from the other side, one `body` difference
+//! says `undecodable CODING: ERROR` for that side.
+//!
+//! Decoded bodies are then compared by kind:
+//!
+//! - **JSON** on both sides (Content-Type `*/json` or `*/*+json`, or a body
+//!   starting with `{` or `[`, and it parses): structurally, see
+//!   [`json`](self#json).
+//! - **text** on both sides (`text/*`, decoded lossily, or any valid UTF-8):
+//!   one `body` difference naming the first differing line, see
+//!   [`text`](self#text).
+//! - anything else (**binary**, or the two sides of different kinds): one
+//!   `body` difference whose values summarise each side: the JSON value, the
+//!   text itself, or `<N bytes, sha256 PREFIX>` for binary.
+//!
+//! # JSON
+//!
+//! Differences are reported at `body:POINTER` (RFC 6901, `~0`/`~1`
+//! escaped; a difference at the root is reported at `body`) with the two
+//! JSON values. Object key order is no difference. Arrays are compared index
+//! by index; elements only one side has are reported at their index with
+//! `null` on the other side. A value whose type changed is reported at its
+//! node, not below it. An object key that is absent on one side and JSON
+//! `null` on the other is *not* a difference (a [`Difference`] could not
+//! tell the two apart, and serialisers differ in whether they omit nulls).
+//! Numbers compare by value: `1`, `1.0` and `1e0` are equal (integers
+//! exactly, otherwise as `f64`). Paths matched by
+//! [`DiffConfig::ignore_pointers`] are skipped with their subtrees.
+//!
+//! # Text
+//!
+//! Both bodies are split into lines after each `\n` (the terminator is part
+//! of the line, so a missing final newline or CRLF vs LF is a difference).
+//! The common leading and trailing lines are skipped; of the lines between,
+//! each side's value counts those the other side lacks (a multiset
+//! difference: linear time, and moved lines are not counted) and shows the
+//! first differing line:
+//! `"120 lines, 2 not in new; line 12: <text>"`. A side that has no such
+//! line shows `line 12: <end of body>`.
+//!
+//! # Limits
+//!
+//! String values longer than [`DiffConfig::max_value_len`] bytes are cut at
+//! a char boundary and marked `…(+N bytes)`; a JSON array or object whose
+//! JSON text is longer is replaced by that text, cut the same way. At most
+//! [`DiffConfig::max_differences`] differences are kept per comparison;
+//! [`Comparison::omitted`] counts the rest.
+//!
+//! Noise cancellation (differences that are not regressions) is in
+//! [`noise`].
+
+mod body;
+mod headers;
+mod json;
+pub mod noise;
+
+use std::io::Write;
+
+use serde_json::Value;
+
+pub use self::{
+    json::{PointerPattern, PointerPatternError},
+    noise::{EndpointNoise, NoiseThresholds, cancel, endpoint_key},
+};
+use crate::model::{Difference, Response};
+
+/// Headers ignored by default: values that differ on every response
+/// (dates, request and trace ids, timings, proxy stamps), validators derived
+/// from them (`etag`, `last-modified`: a changed body is reported as a body
+/// difference anyway), and framing or hop-by-hop headers that describe the
+/// connection, not the content.
+pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
+    // Per-response values.
+    "date",
+    "server",
+    "age",
+    "expires",
+    "last-modified",
+    "etag",
+    "x-request-id",
+    "x-correlation-id",
+    "request-id",
+    "x-amzn-trace-id",
+    "x-amzn-requestid",
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-*",
+    "x-cloud-trace-context",
+    "x-runtime",
+    "x-response-time",
+    "server-timing",
+    "x-envoy-upstream-service-time",
+    "via",
+    "cf-ray",
+    "report-to",
+    "nel",
+    // Framing and hop-by-hop.
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+/// What [`compare`] ignores and how much it reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiffConfig {
+    /// Header names not compared: lowercase, `*` matches any run of
+    /// characters (`x-b3-*`). Matched ASCII case-insensitively.
+    pub ignore_headers: Vec<String>,
+    /// JSON paths not compared, with their subtrees.
+    pub ignore_pointers: Vec<PointerPattern>,
+    /// String values in a [`Difference`] are cut to this many bytes.
+    pub max_value_len: usize,
+    /// At most this many differences are kept per comparison.
+    pub max_differences: usize,
+    /// A body that decodes (per Content-Encoding step) to more than this
+    /// many bytes is undecodable (decompression bombs).
+    pub max_decoded_body: usize,
+}
+
+impl Default for DiffConfig {
+    /// [`DEFAULT_IGNORED_HEADERS`], no ignored pointers, values cut at
+    /// 512 bytes, 100 differences, bodies decoded up to 64 MiB.
+    fn default() -> Self {
+        Self {
+            ignore_headers: DEFAULT_IGNORED_HEADERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            ignore_pointers: Vec::new(),
+            max_value_len: 512,
+            max_differences: 100,
+            max_decoded_body: 64 << 20,
+        }
+    }
+}
+
+impl DiffConfig {
+    /// Also ignores `names` (lowercased; `*` globs allowed).
+    #[must_use]
+    pub fn with_ignored_headers<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.ignore_headers
+            .extend(names.into_iter().map(|n| n.as_ref().to_ascii_lowercase()));
+        self
+    }
+
+    /// Also ignores the JSON paths matched by `patterns`.
+    #[must_use]
+    pub fn with_ignored_pointers<I>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = PointerPattern>,
+    {
+        self.ignore_pointers.extend(patterns);
+        self
+    }
+
+    /// Whether the header `name` is not compared.
+    pub fn ignores_header(&self, name: &str) -> bool {
+        self.ignore_headers
+            .iter()
+            .any(|pattern| headers::glob_match(pattern, name))
+    }
+
+    /// `s` as a JSON string, cut to [`max_value_len`](Self::max_value_len).
+    fn bounded_str(&self, s: &str) -> Value {
+        Value::String(cut(s, self.max_value_len))
+    }
+
+    /// `v` with strings cut and a long array or object replaced by its cut
+    /// JSON text. Memory is bounded by the limit, not by `v`'s size.
+    fn bounded_json(&self, v: &Value) -> Value {
+        match v {
+            Value::String(s) => self.bounded_str(s),
+            Value::Array(_) | Value::Object(_) => {
+                let mut w = PrefixWriter::new(self.max_value_len);
+                // Writing to a PrefixWriter cannot fail, nor can serialising
+                // a Value (its map keys are strings).
+                if serde_json::to_writer(&mut w, v).is_err() || w.total > self.max_value_len {
+                    let prefix = w.prefix_str();
+                    let cut_bytes = w.total - prefix.len();
+                    Value::String(format!("{prefix}{}", marker(cut_bytes)))
+                } else {
+                    v.clone()
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
+        }
+    }
+}
+
+/// The outcome of one [`compare`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Comparison {
+    /// The differences found, at most [`DiffConfig::max_differences`].
+    pub differences: Vec<Difference>,
+    /// Differences found beyond [`DiffConfig::max_differences`].
+    pub omitted: usize,
+}
+
+impl Comparison {
+    /// Whether the two responses did not differ at all.
+    pub fn is_match(&self) -> bool {
+        self.differences.is_empty() && self.omitted == 0
+    }
+}
+
+/// Every difference between `old` and `new` under `cfg` (see the
+/// [module docs](self) for the rules).
+pub fn compare(cfg: &DiffConfig, old: &Response, new: &Response) -> Comparison {
+    let mut sink = Sink::new(cfg.max_differences);
+    if old.status != new.status {
+        sink.report(|| Difference {
+            location: "status".to_owned(),
+            old: Value::from(old.status),
+            new: Value::from(new.status),
+        });
+    }
+    headers::compare(cfg, &old.headers, &new.headers, &mut sink);
+    body::compare(cfg, old, new, &mut sink);
+    sink.finish()
+}
+
+/// Collects differences up to a cap, counting the rest.
+struct Sink {
+    max: usize,
+    out: Vec<Difference>,
+    omitted: usize,
+}
+
+impl Sink {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            out: Vec::new(),
+            omitted: 0,
+        }
+    }
+
+    /// Keeps the difference `make` builds, or only counts it when full (so
+    /// that no values are built beyond the cap).
+    fn report(&mut self, make: impl FnOnce() -> Difference) {
+        if self.out.len() < self.max {
+            self.out.push(make());
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn finish(self) -> Comparison {
+        Comparison {
+            differences: self.out,
+            omitted: self.omitted,
+        }
+    }
+}
+
+/// The marker appended to a value cut by `n` bytes.
+fn marker(n: usize) -> String {
+    format!("…(+{n} bytes)")
+}
+
+/// `s` cut to at most `max` bytes at a char boundary, marked when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &s[..end], marker(s.len() - end))
+}
+
+/// Keeps the first `limit` bytes written and counts all of them.
+struct PrefixWriter {
+    limit: usize,
+    buf: Vec<u8>,
+    total: usize,
+}
+
+impl PrefixWriter {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            buf: Vec::new(),
+            total: 0,
+        }
+    }
+
+    /// The longest valid UTF-8 prefix of what was kept.
+    fn prefix_str(&self) -> &str {
+        match std::str::from_utf8(&self.buf) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&self.buf[..e.valid_up_to()]).unwrap_or_default(),
+        }
+    }
+}
+
+impl Write for PrefixWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+        self.total += data.len();
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::Header;
+
+    pub(super) fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        Response {
+            version: 1,
+            status,
+            reason: String::new(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header::new(*n, v.to_string()))
+                .collect(),
+            body: Bytes::copy_from_slice(body),
+            trailers: Vec::new(),
+        }
+    }
+
+    fn locations(c: &Comparison) -> Vec<&str> {
+        c.differences.iter().map(|d| d.location.as_str()).collect()
+    }
+
+    #[test]
+    fn identical_responses_match() {
+        let r = response(200, &[("Content-Type", "text/plain")], b"hello\n");
+        let c = compare(&DiffConfig::default(), &r, &r.clone());
+        assert!(c.is_match());
+        assert_eq!(c, Comparison::default());
+    }
+
+    #[test]
+    fn status_difference_is_numbers() {
+        let c = compare(
+            &DiffConfig::default(),
+            &response(200, &[], b""),
+            &response(500, &[], b""),
+        );
+        assert_eq!(
+            c.differences,
+            vec![Difference {
+                location: "status".into(),
+                old: json!(200),
+                new: json!(500),
+            }]
+        );
+        assert!(!c.is_match());
+    }
+
+    #[test]
+    fn differences_come_in_order_status_headers_body() {
+        let c = compare(
+            &DiffConfig::default(),
+            &response(200, &[("X-A", "1")], b"a"),
+            &response(404, &[("X-A", "2")], b"b"),
+        );
+        assert_eq!(locations(&c), ["status", "header:x-a", "body"]);
+    }
+
+    #[test]
+    fn differences_are_capped_and_counted() {
+        let cfg = DiffConfig {
+            max_differences: 3,
+            ..DiffConfig::default()
+        };
+        let names: Vec<String> = (0..10).map(|i| format!("x-h{i}")).collect();
+        let with = |value: &'static str| {
+            let hs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), value)).collect();
+            response(200, &hs, b"")
+        };
+        let c = compare(&cfg, &with("a"), &with("b"));
+        assert_eq!(c.differences.len(), 3);
+        assert_eq!(c.omitted, 7);
+        assert!(!c.is_match());
+
+        let none = DiffConfig {
+            max_differences: 0,
+            ..DiffConfig::default()
+        };
+        let c = compare(&none, &response(200, &[], b""), &response(201, &[], b""));
+        assert!(c.differences.is_empty());
+        assert_eq!(c.omitted, 1);
+        assert!(!c.is_match(), "omitted differences are still differences");
+    }
+
+    #[test]
+    fn cut_keeps_char_boundary_and_says_how_much() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("abcdef", 4), "abcd…(+2 bytes)");
+        // 'é' is two bytes: cutting at 2 would split it.
+        assert_eq!(cut("aéz", 2), "a…(+3 bytes)");
+        assert_eq!(cut("abc", 0), "…(+3 bytes)");
+    }
+
+    #[test]
+    fn bounded_json_cuts_long_composites_to_their_text() {
+        let cfg = DiffConfig {
+            max_value_len: 10,
+            ..DiffConfig::default()
+        };
+        let small = json!([1, 2]);
+        assert_eq!(cfg.bounded_json(&small), small);
+        let big = json!({"key": "a long value here"});
+        let text = serde_json::to_string(&big).expect("serialisable");
+        assert_eq!(
+            cfg.bounded_json(&big),
+            Value::String(format!("{}…(+{} bytes)", &text[..10], text.len() - 10))
+        );
+        assert_eq!(
+            cfg.bounded_json(&json!(12_345_678_901_234_u64)),
+            json!(12_345_678_901_234_u64)
+        );
+    }
+
+    #[test]
+    fn header_helpers_extend_the_defaults() {
+        let cfg = DiffConfig::default().with_ignored_headers(["X-Debug-*"]);
+        assert!(cfg.ignores_header("date"));
+        assert!(cfg.ignores_header("X-B3-TraceId"));
+        assert!(cfg.ignores_header("x-debug-token"));
+        assert!(!cfg.ignores_header("content-type"));
+        let p: PointerPattern = "/a".parse().expect("valid pattern");
+        let cfg = cfg.with_ignored_pointers([p.clone()]);
+        assert_eq!(cfg.ignore_pointers, vec![p]);
+    }
+}

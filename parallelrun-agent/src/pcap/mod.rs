@@ -1,4 +1,4 @@
-//! pcap files: [`write`] turns captured segments into a pcap that tcpdump,
+//! pcap files: [`write`](mod@write) turns captured segments into a pcap that tcpdump,
 //! tshark and Wireshark read; [`read`] turns a pcap (ours or tcpdump's) back
 //! into segments for the offline pipeline.
 

@@ -1,0 +1,192 @@
+//! `parallelrun exchanges`: the HTTP exchanges of the old service, live or
+//! from a pcap, as JSON Lines: see what parallelrun would replay, and check
+//! reassembly and pairing independently of any new service.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write as _},
+    path::Path,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use parallelrun_agent::{
+    capture::{Capture, CaptureConfig},
+    http::{HttpConfig, HttpLimits, HttpTracker},
+    model::{Exchange, Header, Outcome},
+    pcap::read::PcapSource,
+    reassembly::{Reassembler, ReassemblyConfig},
+    shutdown::Shutdown,
+};
+use parallelrun_common::Counter;
+use serde_json::{Value, json};
+use tracing::info;
+
+use crate::cli::ExchangesArgs;
+
+const BATCH: usize = 4096;
+
+fn headers(h: &[Header]) -> Value {
+    Value::Array(
+        h.iter()
+            .map(|h| json!([h.name, String::from_utf8_lossy(&h.value)]))
+            .collect(),
+    )
+}
+
+/// One exchange as a JSON object; bytes in base64 so that any body survives.
+pub fn exchange_json(ex: &Exchange) -> Value {
+    json!({
+        "id": ex.id,
+        "client": ex.conn.client.to_string(),
+        "server": ex.conn.server.to_string(),
+        "request": {
+            "method": ex.request.method,
+            "target": ex.request.target,
+            "version": format!("HTTP/1.{}", ex.request.version),
+            "headers": headers(&ex.request.headers),
+            "body_b64": STANDARD.encode(&ex.request.body),
+            "raw_b64": STANDARD.encode(&ex.request.raw),
+        },
+        "response": {
+            "version": format!("HTTP/1.{}", ex.response.version),
+            "status": ex.response.status,
+            "reason": ex.response.reason,
+            "headers": headers(&ex.response.headers),
+            "body_b64": STANDARD.encode(&ex.response.body),
+        },
+        "request_ts_ns": ex.request_ts_ns,
+        "response_ts_ns": ex.response_ts_ns,
+        "latency_ms": ex.old_latency_ns() as f64 / 1e6,
+    })
+}
+
+struct Writer {
+    out: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+impl Writer {
+    fn drain(&mut self, r: &mut Reassembler<HttpTracker>) {
+        for o in r.handler_mut().outcomes() {
+            let line = match &o {
+                Outcome::Paired(ex) => exchange_json(ex),
+                Outcome::Lost(l) => json!({
+                    "lost": l.cause.name(),
+                    "client": l.conn.client.to_string(),
+                    "server": l.conn.server.to_string(),
+                    "method": l.method,
+                    "target": l.target,
+                }),
+            };
+            if self.error.is_none()
+                && let Err(e) = serde_json::to_writer(&mut self.out, &line)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| self.out.write_all(b"\n"))
+            {
+                self.error = Some(e);
+            }
+        }
+    }
+}
+
+pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
+    let file =
+        File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut w = Writer {
+        out: BufWriter::new(file),
+        error: None,
+    };
+    let http = HttpConfig {
+        limits: HttpLimits {
+            max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+            ..HttpLimits::default()
+        },
+        ..HttpConfig::default()
+    };
+    let mut r = Reassembler::new(ReassemblyConfig::default(), HttpTracker::new(http));
+    let started = Instant::now();
+    let mut shutdown = Shutdown::new(args.duration)?;
+    let mut kernel = None;
+    if let Some(path) = &args.pcap {
+        let mut source = PcapSource::open(path, &args.old)?;
+        loop {
+            let more = source.read_batch(BATCH, |seg| r.push(seg))?;
+            w.drain(&mut r);
+            if !more {
+                break;
+            }
+        }
+        info!(stats = ?source.stats(), "pcap read");
+    } else if let Some(iface) = &args.iface {
+        let mut capture = Capture::attach(&CaptureConfig {
+            iface: iface.clone(),
+            services: args.old.clone(),
+            ring_bytes: args.ring_size,
+        })?;
+        let clock = capture.clock();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut drops_seen = 0;
+        let reason = loop {
+            tokio::select! {
+                res = capture.next_batch(BATCH, |s| {
+                    if let Ok(seg) = s { r.push(&seg.to_tcp(&clock)) }
+                }) => { res?; w.drain(&mut r); }
+                _ = tick.tick() => {
+                    let drops = capture.kernel_counters().get(Counter::RingBufFull);
+                    if drops > drops_seen {
+                        r.note_ring_drops();
+                        drops_seen = drops;
+                    }
+                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                    r.expire(now.as_nanos().min(u64::MAX as u128) as u64);
+                    w.drain(&mut r);
+                }
+                reason = shutdown.wait() => break reason,
+            }
+        };
+        info!(reason, "stopping");
+        capture.detach();
+        capture.drain(|s| {
+            if let Ok(seg) = s {
+                r.push(&seg.to_tcp(&clock));
+            }
+        });
+        kernel = Some(capture.kernel_counters());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    r.finish(now.as_nanos().min(u64::MAX as u128) as u64);
+    w.drain(&mut r);
+    if let Some(e) = w.error {
+        return Err(e).with_context(|| format!("writing {}", args.out.display()));
+    }
+    w.out
+        .flush()
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let http = r.handler().stats();
+    let summary = json!({
+        "seconds": started.elapsed().as_secs_f64(),
+        "http": http,
+        "reassembly": r.stats(),
+        "kernel": kernel,
+    });
+    eprintln!(
+        "parallelrun exchanges: {} requests seen: {} paired, {} lost; written to {}",
+        http.requests_seen,
+        http.paired,
+        http.lost_total(),
+        args.out.display()
+    );
+    if let Some(p) = &args.stats_json {
+        write_json(p, &summary)?;
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, v: &Value) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_vec_pretty(v)?)
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,1213 @@
+//! Pairing captured requests with the old service's responses: an
+//! [`HttpTracker`] is the [`StreamHandler`] that reassembly feeds, and turns
+//! each connection's two byte streams into [`Outcome`]s.
+//!
+//! # Rules
+//!
+//! - **Exactly one outcome per request.** Every request whose head was
+//!   parsed gets an id (one counter for the run, increasing in the order
+//!   heads are parsed) and ends in exactly one [`Outcome`]: `Paired` or
+//!   `Lost`. Once every connection is closed,
+//!   `requests_seen == paired + lost_total()`.
+//! - **Pairing by position.** The n-th response on a connection answers its
+//!   n-th request (keep-alive and pipelining). `request_ts_ns` is the time of
+//!   the `data()` call that carried the request's first byte,
+//!   `response_ts_ns` that of the call that completed the response (or of
+//!   the `fin()` that ended a close-delimited one). A response with no
+//!   request waiting is counted in `unmatched_responses` and dropped.
+//! - **Limits.** A request body over the limit: the request is lost
+//!   (`TooLarge`) and a placeholder keeps its place so that its response is
+//!   consumed and dropped. A response over the limit: its request is lost
+//!   (`TooLarge`). Both parsers stay in step.
+//! - **Pipeline depth.** At most [`HttpConfig::max_pipeline`] complete
+//!   requests wait for responses. A request head arriving beyond that means
+//!   the server is not answering in step with the client (or the response
+//!   direction is not captured): keeping more would grow without bound, and
+//!   placeholders would too. So the connection falls out of step: the new
+//!   request and all waiting ones are lost (`TooLarge`) and both directions
+//!   resynchronize, which bounds memory per connection.
+//! - **Errors.** A parse error (or an over-limit head) in either direction
+//!   makes the position of later messages unknown: every waiting request is
+//!   lost with the error's cause and both directions resynchronize.
+//! - **Gaps.** Bytes that will never arrive (`gap()`): every waiting request,
+//!   including one whose head was parsed but whose body was not complete, is
+//!   lost (`RingBufferDrop` when the kernel reported ring-buffer drops,
+//!   `Gap` otherwise) and both directions resynchronize.
+//! - **Upgrades.** 101 Switching Protocols, or a 2xx answer to `CONNECT`:
+//!   the request (and any pipelined behind it) is lost (`Upgrade`), the
+//!   connection is counted in `upgraded_connections` and its further bytes
+//!   are ignored (counted in `upgraded_bytes`).
+//! - **Close.** A FIN from the server completes a close-delimited response.
+//!   When the connection is closed, requests still waiting are lost:
+//!   `Closed` for FIN, RST and end of input, `Timeout` when idle, `Evicted`
+//!   when forced out. Bytes of unfinished messages are counted in
+//!   `truncated_bytes`.
+//!
+//! # Resynchronization
+//!
+//! After a gap, an error or an overflow, and from the start of a connection
+//! opened midstream, parsing restarts at message boundaries guessed from
+//! segment boundaries: reassembly hands over one segment per `data()` call,
+//! and a message usually starts a segment.
+//!
+//! - Request side: bytes are skipped until a `data()` chunk that begins with
+//!   a valid request line (`METHOD SP target SP HTTP/1.x` and its line end,
+//!   checked with httparse).
+//! - Response side: bytes are skipped until a `data()` chunk that begins
+//!   with `HTTP/1.` *and* arrives at or after the time (`ts_ns`) of the
+//!   `data()` call that carried the last byte of the first request parsed
+//!   after resynchronizing. A server answers a request after receiving it,
+//!   so an earlier response start answers an older request; it is skipped.
+//!
+//! Skipped bytes, and bytes of partial messages dropped when a connection
+//! falls out of step, are counted in `resync_skipped_bytes`. The rule can
+//! still mispair when a server only starts answering an older request after
+//! the resynchronized request was sent, or when a final response arrives
+//! before the body of the first resynchronized request.
+//!
+//! # `Expect: 100-continue`
+//!
+//! The interim 100 is skipped by the response parser; the common case (the
+//! body follows, then the final response) pairs normally. A final status
+//! sent before the body (417, 401, 413, ...) is held for the request still
+//! being received: if the client sends the body anyway, the two are paired
+//! when it ends; if the client closes instead, the request is lost
+//! (`Closed`). A client that skips the body and sends its next request on
+//! the same connection breaks the request's own framing (it declared a
+//! body); the next request's bytes are then taken as that body.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+use tracing::debug;
+
+use super::parse::{
+    HttpError, HttpLimits, RequestEvent, RequestParser, ResponseParser, starts_with_request_line,
+};
+use crate::{
+    model::{ConnKey, Direction, Exchange, LossCause, Lost, Outcome, Request, Response},
+    stream::{CloseReason, StreamHandler},
+};
+
+/// Limits of HTTP tracking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Limits of every captured message.
+    pub limits: HttpLimits,
+    /// Most complete requests awaiting responses on one connection (at
+    /// least 1 is used). Default 64.
+    pub max_pipeline: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            limits: HttpLimits::default(),
+            max_pipeline: 64,
+        }
+    }
+}
+
+/// Counters of HTTP tracking, for the whole run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HttpStats {
+    /// Requests whose head was parsed; each has exactly one outcome.
+    pub requests_seen: u64,
+    /// Requests paired with their response.
+    pub paired: u64,
+    /// Requests lost, indexed like [`LossCause::ALL`].
+    pub lost: [u64; 8],
+    /// Responses that came when no request was waiting for one.
+    pub unmatched_responses: u64,
+    /// Bytes skipped while resynchronizing, and bytes of partial messages
+    /// dropped when a connection fell out of step.
+    pub resync_skipped_bytes: u64,
+    /// Bytes of unfinished messages dropped when their connection closed.
+    pub truncated_bytes: u64,
+    /// Bytes not parsed because their connection had left HTTP/1.x.
+    pub upgraded_bytes: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Connections that left HTTP/1.x (101, or CONNECT answered with 2xx).
+    pub upgraded_connections: u64,
+}
+
+impl HttpStats {
+    /// Requests lost for `cause`.
+    pub fn lost(&self, cause: LossCause) -> u64 {
+        self.lost[cause_index(cause)]
+    }
+
+    /// Requests lost for any cause.
+    pub fn lost_total(&self) -> u64 {
+        self.lost.iter().sum()
+    }
+}
+
+/// Position of `cause` in [`LossCause::ALL`] (and [`HttpStats::lost`]).
+fn cause_index(cause: LossCause) -> usize {
+    match cause {
+        LossCause::RingBufferDrop => 0,
+        LossCause::Gap => 1,
+        LossCause::ParseError => 2,
+        LossCause::Timeout => 3,
+        LossCause::Closed => 4,
+        LossCause::TooLarge => 5,
+        LossCause::Upgrade => 6,
+        LossCause::Evicted => 7,
+    }
+}
+
+/// Turns reassembled streams into paired exchanges and lost requests.
+#[derive(Debug)]
+pub struct HttpTracker {
+    cfg: HttpConfig,
+    stats: HttpStats,
+    next_id: u64,
+    outcomes: Vec<Outcome>,
+}
+
+/// Per-connection state of an [`HttpTracker`].
+#[derive(Debug)]
+pub struct HttpConn {
+    requests: RequestParser,
+    responses: ResponseParser,
+    /// Complete requests awaiting responses, oldest first.
+    waiting: VecDeque<Slot>,
+    /// The request being received: head parsed, body not complete.
+    current: Option<Current>,
+    /// Time of the `data()` call that carried the first byte of the request
+    /// being received.
+    request_start_ns: u64,
+    request_sync: RequestSync,
+    response_sync: ResponseSync,
+    upgraded: bool,
+}
+
+impl HttpConn {
+    fn new(limits: HttpLimits, midstream: bool) -> Self {
+        let (request_sync, response_sync) = if midstream {
+            (RequestSync::Resync, ResponseSync::Resync { after_ns: None })
+        } else {
+            (RequestSync::InStep, ResponseSync::InStep)
+        };
+        Self {
+            requests: RequestParser::new(limits),
+            responses: ResponseParser::new(limits),
+            waiting: VecDeque::new(),
+            current: None,
+            request_start_ns: 0,
+            request_sync,
+            response_sync,
+            upgraded: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RequestSync {
+    InStep,
+    /// Skipping until a chunk that begins with a request line.
+    Resync,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResponseSync {
+    InStep,
+    /// Skipping until a chunk that begins with `HTTP/1.` at or after
+    /// `after_ns`, the end of the first request parsed since (None: no
+    /// request ended yet).
+    Resync {
+        after_ns: Option<u64>,
+    },
+}
+
+/// A complete request awaiting its response.
+#[derive(Debug)]
+enum Slot {
+    Waiting {
+        id: u64,
+        ts_ns: u64,
+        request: Request,
+    },
+    /// Its outcome was reported already (body over the limit); its response
+    /// is consumed and dropped. The method decides that response's framing.
+    Reported { method: String },
+}
+
+/// The request being received.
+#[derive(Debug)]
+enum Current {
+    Tracked {
+        id: u64,
+        method: String,
+        target: String,
+        ts_ns: u64,
+        /// A response that came before the request was complete (a final
+        /// status sent before the body), and when it completed.
+        early: Option<(Response, u64)>,
+    },
+    /// Its outcome was reported (its response was over the limit) and its
+    /// response consumed; the rest of it is parsed and dropped.
+    Answered,
+}
+
+/// The method the next response answers, for its framing: that of the
+/// oldest request without a response.
+fn answering<'a>(waiting: &'a VecDeque<Slot>, current: &'a Option<Current>) -> &'a str {
+    match (waiting.front(), current) {
+        (Some(Slot::Waiting { request, .. }), _) => &request.method,
+        (Some(Slot::Reported { method }), _) => method,
+        (
+            None,
+            Some(Current::Tracked {
+                method,
+                early: None,
+                ..
+            }),
+        ) => method,
+        // Unmatched: framed like the answer to a GET.
+        _ => "GET",
+    }
+}
+
+impl HttpTracker {
+    /// A tracker with `cfg`.
+    pub fn new(cfg: HttpConfig) -> Self {
+        Self {
+            cfg,
+            stats: HttpStats::default(),
+            next_id: 0,
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &HttpStats {
+        &self.stats
+    }
+
+    /// Outcomes produced since the last call, in order. The pipeline drains
+    /// them after every segment it hands to reassembly.
+    pub fn outcomes(&mut self) -> std::vec::Drain<'_, Outcome> {
+        self.outcomes.drain(..)
+    }
+
+    fn lose(&mut self, key: &ConnKey, cause: LossCause, method: String, target: String) {
+        self.stats.lost[cause_index(cause)] += 1;
+        self.outcomes.push(Outcome::Lost(Lost {
+            conn: *key,
+            cause,
+            method: Some(method),
+            target: Some(target),
+        }));
+    }
+
+    fn pair(
+        &mut self,
+        key: &ConnKey,
+        (id, request_ts_ns, request): (u64, u64, Request),
+        (response, response_ts_ns): (Response, u64),
+    ) {
+        self.stats.paired += 1;
+        self.outcomes.push(Outcome::Paired(Exchange {
+            id,
+            conn: *key,
+            request,
+            response,
+            request_ts_ns,
+            response_ts_ns,
+        }));
+    }
+
+    /// Every request of `conn` without an outcome is lost for `cause`.
+    fn lose_all(&mut self, conn: &mut HttpConn, key: &ConnKey, cause: LossCause) {
+        for slot in std::mem::take(&mut conn.waiting) {
+            if let Slot::Waiting { request, .. } = slot {
+                self.lose(key, cause, request.method, request.target);
+            }
+        }
+        if let Some(Current::Tracked { method, target, .. }) = conn.current.take() {
+            self.lose(key, cause, method, target);
+        }
+    }
+
+    /// `conn` fell out of step: its requests are lost for `cause` and both
+    /// directions resynchronize.
+    fn desync(&mut self, conn: &mut HttpConn, key: &ConnKey, cause: LossCause) {
+        debug!(
+            ?key,
+            cause = cause.name(),
+            "HTTP stream out of step, resynchronizing"
+        );
+        self.lose_all(conn, key, cause);
+        self.stats.resync_skipped_bytes +=
+            (conn.requests.buffered() + conn.responses.buffered()) as u64;
+        conn.requests.clear();
+        conn.responses.clear();
+        conn.request_sync = RequestSync::Resync;
+        conn.response_sync = ResponseSync::Resync { after_ns: None };
+    }
+
+    /// `conn` left HTTP/1.x: its requests are lost and it is no longer parsed.
+    fn upgrade(&mut self, conn: &mut HttpConn, key: &ConnKey) {
+        debug!(?key, "connection upgraded, no longer followed");
+        self.lose_all(conn, key, LossCause::Upgrade);
+        self.stats.upgraded_connections += 1;
+        self.stats.upgraded_bytes += (conn.requests.buffered() + conn.responses.buffered()) as u64;
+        conn.requests.clear();
+        conn.responses.clear();
+        conn.upgraded = true;
+    }
+
+    fn request_data(&mut self, conn: &mut HttpConn, key: &ConnKey, ts_ns: u64, bytes: &[u8]) {
+        if conn.request_sync == RequestSync::Resync {
+            if !starts_with_request_line(bytes) {
+                self.stats.resync_skipped_bytes += bytes.len() as u64;
+                return;
+            }
+            conn.request_sync = RequestSync::InStep;
+        }
+        if !conn.requests.in_message() {
+            conn.request_start_ns = ts_ns;
+        }
+        conn.requests.push(bytes);
+        loop {
+            match conn.requests.next_event() {
+                Ok(None) => break,
+                Ok(Some(RequestEvent::Head { method, target })) => {
+                    if !self.request_head(conn, key, method, target) {
+                        break;
+                    }
+                }
+                Ok(Some(RequestEvent::Complete(request))) => {
+                    self.request_end(conn, key, Some(request), ts_ns);
+                }
+                Err(HttpError::BodyTooLarge { .. }) => self.request_end(conn, key, None, ts_ns),
+                Err(error) => {
+                    self.desync(conn, key, error.cause());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A request head was parsed. False when the connection fell out of step.
+    fn request_head(
+        &mut self,
+        conn: &mut HttpConn,
+        key: &ConnKey,
+        method: String,
+        target: String,
+    ) -> bool {
+        // RequestParser reports a request's end before the next head;
+        // should it not, the unfinished request still gets its outcome.
+        if let Some(Current::Tracked { method, target, .. }) = conn.current.take() {
+            self.lose(key, LossCause::ParseError, method, target);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.requests_seen += 1;
+        if conn.waiting.len() >= self.cfg.max_pipeline.max(1) {
+            debug!(
+                ?key,
+                waiting = conn.waiting.len(),
+                "pipeline over the limit"
+            );
+            self.lose(key, LossCause::TooLarge, method, target);
+            self.desync(conn, key, LossCause::TooLarge);
+            return false;
+        }
+        conn.current = Some(Current::Tracked {
+            id,
+            method,
+            target,
+            ts_ns: conn.request_start_ns,
+            early: None,
+        });
+        true
+    }
+
+    /// The request being received ended at `ts_ns`: complete, or (None)
+    /// with its body over the limit.
+    fn request_end(
+        &mut self,
+        conn: &mut HttpConn,
+        key: &ConnKey,
+        request: Option<Request>,
+        ts_ns: u64,
+    ) {
+        // The next request's first byte, if any, is in this chunk.
+        conn.request_start_ns = ts_ns;
+        if let ResponseSync::Resync { after_ns: None } = conn.response_sync {
+            conn.response_sync = ResponseSync::Resync {
+                after_ns: Some(ts_ns),
+            };
+        }
+        match (conn.current.take(), request) {
+            (
+                Some(Current::Tracked {
+                    id,
+                    ts_ns: start_ns,
+                    early: Some(response),
+                    ..
+                }),
+                Some(request),
+            ) => self.pair(key, (id, start_ns, request), response),
+            (
+                Some(Current::Tracked {
+                    id,
+                    ts_ns: start_ns,
+                    early: None,
+                    ..
+                }),
+                Some(request),
+            ) => conn.waiting.push_back(Slot::Waiting {
+                id,
+                ts_ns: start_ns,
+                request,
+            }),
+            (
+                Some(Current::Tracked {
+                    method,
+                    target,
+                    early,
+                    ..
+                }),
+                None,
+            ) => {
+                if early.is_none() {
+                    conn.waiting.push_back(Slot::Reported {
+                        method: method.clone(),
+                    });
+                }
+                self.lose(key, LossCause::TooLarge, method, target);
+            }
+            (Some(Current::Answered), _) | (None, None) => {}
+            // RequestParser reports a head before the request's end; should
+            // it not, the request is still counted and paired.
+            (None, Some(request)) => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.stats.requests_seen += 1;
+                conn.waiting.push_back(Slot::Waiting {
+                    id,
+                    ts_ns: conn.request_start_ns,
+                    request,
+                });
+            }
+        }
+    }
+
+    fn response_data(&mut self, conn: &mut HttpConn, key: &ConnKey, ts_ns: u64, bytes: &[u8]) {
+        if let ResponseSync::Resync { after_ns } = conn.response_sync {
+            let ready =
+                after_ns.is_some_and(|after| ts_ns >= after) && bytes.starts_with(b"HTTP/1.");
+            if !ready {
+                self.stats.resync_skipped_bytes += bytes.len() as u64;
+                return;
+            }
+            conn.response_sync = ResponseSync::InStep;
+        }
+        conn.responses.push(bytes);
+        self.drain_responses(conn, key, ts_ns, false);
+    }
+
+    /// Hands out every response the buffered bytes (and, when `closed`, the
+    /// server's FIN) complete.
+    fn drain_responses(&mut self, conn: &mut HttpConn, key: &ConnKey, ts_ns: u64, closed: bool) {
+        loop {
+            let method = answering(&conn.waiting, &conn.current);
+            let next = if closed {
+                conn.responses.finish(method)
+            } else {
+                conn.responses.next(method)
+            };
+            match next {
+                Ok(Some(response)) => self.response(conn, key, Some(response), ts_ns),
+                Ok(None) => break,
+                Err(HttpError::BodyTooLarge { .. }) => self.response(conn, key, None, ts_ns),
+                Err(HttpError::Upgrade) => {
+                    self.upgrade(conn, key);
+                    break;
+                }
+                Err(error) => {
+                    self.desync(conn, key, error.cause());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A response completed at `ts_ns`, or (None) ended over the limit.
+    fn response(
+        &mut self,
+        conn: &mut HttpConn,
+        key: &ConnKey,
+        response: Option<Response>,
+        ts_ns: u64,
+    ) {
+        match (conn.waiting.pop_front(), response) {
+            (
+                Some(Slot::Waiting {
+                    id,
+                    ts_ns: start_ns,
+                    request,
+                }),
+                Some(response),
+            ) => {
+                self.pair(key, (id, start_ns, request), (response, ts_ns));
+            }
+            (Some(Slot::Waiting { request, .. }), None) => {
+                self.lose(key, LossCause::TooLarge, request.method, request.target);
+            }
+            (Some(Slot::Reported { .. }), _) => {}
+            (None, response) => match (conn.current.take(), response) {
+                (
+                    Some(Current::Tracked {
+                        id,
+                        method,
+                        target,
+                        ts_ns: start_ns,
+                        early: None,
+                    }),
+                    Some(response),
+                ) => {
+                    conn.current = Some(Current::Tracked {
+                        id,
+                        method,
+                        target,
+                        ts_ns: start_ns,
+                        early: Some((response, ts_ns)),
+                    });
+                }
+                (
+                    Some(Current::Tracked {
+                        method,
+                        target,
+                        early: None,
+                        ..
+                    }),
+                    None,
+                ) => {
+                    conn.current = Some(Current::Answered);
+                    self.lose(key, LossCause::TooLarge, method, target);
+                }
+                (current, _) => {
+                    conn.current = current;
+                    self.stats.unmatched_responses += 1;
+                }
+            },
+        }
+    }
+}
+
+impl StreamHandler for HttpTracker {
+    type Conn = HttpConn;
+
+    fn open(&mut self, _key: &ConnKey, _ts_ns: u64, midstream: bool) -> HttpConn {
+        self.stats.connections += 1;
+        HttpConn::new(self.cfg.limits, midstream)
+    }
+
+    fn data(
+        &mut self,
+        conn: &mut HttpConn,
+        key: &ConnKey,
+        dir: Direction,
+        ts_ns: u64,
+        bytes: &[u8],
+    ) {
+        if conn.upgraded {
+            self.stats.upgraded_bytes += bytes.len() as u64;
+            return;
+        }
+        match dir {
+            Direction::Request => self.request_data(conn, key, ts_ns, bytes),
+            Direction::Response => self.response_data(conn, key, ts_ns, bytes),
+        }
+    }
+
+    fn gap(
+        &mut self,
+        conn: &mut HttpConn,
+        key: &ConnKey,
+        _dir: Direction,
+        _ts_ns: u64,
+        _len: u64,
+        ring_drops: bool,
+    ) {
+        if conn.upgraded {
+            return;
+        }
+        let cause = if ring_drops {
+            LossCause::RingBufferDrop
+        } else {
+            LossCause::Gap
+        };
+        self.desync(conn, key, cause);
+    }
+
+    fn fin(&mut self, conn: &mut HttpConn, key: &ConnKey, dir: Direction, ts_ns: u64) {
+        if dir == Direction::Response
+            && !conn.upgraded
+            && conn.response_sync == ResponseSync::InStep
+        {
+            self.drain_responses(conn, key, ts_ns, true);
+        }
+    }
+
+    fn close(&mut self, mut conn: HttpConn, key: &ConnKey, _ts_ns: u64, reason: CloseReason) {
+        if conn.upgraded {
+            return;
+        }
+        let cause = match reason {
+            CloseReason::Fin | CloseReason::Rst | CloseReason::End => LossCause::Closed,
+            CloseReason::Idle => LossCause::Timeout,
+            CloseReason::Evicted => LossCause::Evicted,
+        };
+        self.lose_all(&mut conn, key, cause);
+        self.stats.truncated_bytes += (conn.requests.buffered() + conn.responses.buffered()) as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One connection driven through the StreamHandler methods.
+    struct Harness {
+        tracker: HttpTracker,
+        conn: Option<HttpConn>,
+        key: ConnKey,
+        out: Vec<Outcome>,
+    }
+
+    impl Harness {
+        fn new(cfg: HttpConfig, midstream: bool) -> Self {
+            let key = ConnKey {
+                client: "10.0.0.1:40000".parse().unwrap(),
+                server: "10.0.0.5:8080".parse().unwrap(),
+            };
+            let mut tracker = HttpTracker::new(cfg);
+            let conn = Some(tracker.open(&key, 0, midstream));
+            Self {
+                tracker,
+                conn,
+                key,
+                out: Vec::new(),
+            }
+        }
+
+        fn open() -> Self {
+            Self::new(HttpConfig::default(), false)
+        }
+
+        fn conn(&mut self) -> &mut HttpConn {
+            self.conn.as_mut().expect("connection open")
+        }
+
+        fn drain(&mut self) {
+            let drained: Vec<_> = self.tracker.outcomes().collect();
+            self.out.extend(drained);
+        }
+
+        fn data(&mut self, dir: Direction, ts: u64, bytes: &[u8]) {
+            let mut conn = self.conn.take().expect("connection open");
+            self.tracker.data(&mut conn, &self.key, dir, ts, bytes);
+            self.conn = Some(conn);
+            self.drain();
+        }
+
+        fn req(&mut self, ts: u64, bytes: &[u8]) {
+            self.data(Direction::Request, ts, bytes);
+        }
+
+        fn resp(&mut self, ts: u64, bytes: &[u8]) {
+            self.data(Direction::Response, ts, bytes);
+        }
+
+        fn gap(&mut self, dir: Direction, ts: u64, ring_drops: bool) {
+            let mut conn = self.conn.take().expect("connection open");
+            self.tracker
+                .gap(&mut conn, &self.key, dir, ts, 100, ring_drops);
+            self.conn = Some(conn);
+            self.drain();
+        }
+
+        fn fin(&mut self, dir: Direction, ts: u64) {
+            let mut conn = self.conn.take().expect("connection open");
+            self.tracker.fin(&mut conn, &self.key, dir, ts);
+            self.conn = Some(conn);
+            self.drain();
+        }
+
+        /// Closes the connection and checks that every request seen has
+        /// exactly one outcome.
+        fn close(&mut self, reason: CloseReason) {
+            let conn = self.conn.take().expect("connection open");
+            self.tracker.close(conn, &self.key, 1_000, reason);
+            self.drain();
+            let stats = self.tracker.stats();
+            assert_eq!(stats.requests_seen, stats.paired + stats.lost_total());
+            assert_eq!(self.out.len() as u64, stats.requests_seen);
+            assert_eq!(self.paired().len() as u64, stats.paired);
+        }
+
+        fn paired(&self) -> Vec<&Exchange> {
+            self.out
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Paired(exchange) => Some(exchange),
+                    Outcome::Lost(_) => None,
+                })
+                .collect()
+        }
+
+        /// (cause, target) of every lost request, in order.
+        fn lost(&self) -> Vec<(LossCause, String)> {
+            self.out
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Lost(lost) => {
+                        Some((lost.cause, lost.target.clone().unwrap_or_default()))
+                    }
+                    Outcome::Paired(_) => None,
+                })
+                .collect()
+        }
+
+        /// (target, status) of every pair, in order.
+        fn pairs(&self) -> Vec<(String, u16)> {
+            self.paired()
+                .iter()
+                .map(|e| (e.request.target.clone(), e.response.status))
+                .collect()
+        }
+
+        fn stats(&self) -> &HttpStats {
+            self.tracker.stats()
+        }
+    }
+
+    fn get(target: &str) -> Vec<u8> {
+        format!("GET {target} HTTP/1.1\r\nHost: old\r\n\r\n").into_bytes()
+    }
+
+    fn ok(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn lost(cause: LossCause, target: &str) -> (LossCause, String) {
+        (cause, target.to_owned())
+    }
+
+    #[test]
+    fn keep_alive_pairs_in_order_with_timestamps() {
+        let mut h = Harness::open();
+        h.req(10, &get("/one"));
+        h.resp(15, &ok("1"));
+        h.req(20, &get("/two"));
+        h.resp(32, &ok("22"));
+        let paired = h.paired();
+        assert_eq!(paired.len(), 2);
+        assert_eq!(paired[0].id + 1, paired[1].id, "ids increase in order seen");
+        assert_eq!(
+            (paired[0].request_ts_ns, paired[0].response_ts_ns),
+            (10, 15)
+        );
+        assert_eq!(&paired[1].response.body[..], b"22");
+        assert_eq!(paired[1].old_latency_ns(), 12);
+        assert_eq!(paired[1].conn, h.key);
+        h.close(CloseReason::Fin);
+        assert_eq!(h.stats().paired, 2);
+        assert_eq!(h.stats().lost_total(), 0);
+        assert_eq!(h.stats().connections, 1);
+    }
+
+    #[test]
+    fn pipelined_requests_pair_by_position() {
+        let mut h = Harness::open();
+        let requests = [
+            get("/a"),
+            b"HEAD /b HTTP/1.1\r\n\r\n".to_vec(),
+            b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nC\r\n0\r\n\r\n".to_vec(),
+        ]
+        .concat();
+        h.req(10, &requests);
+        let responses = [
+            ok("A"),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec(),
+            b"HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nc".to_vec(),
+        ]
+        .concat();
+        h.resp(20, &responses);
+        assert_eq!(
+            h.pairs(),
+            [("/a".into(), 200), ("/b".into(), 200), ("/c".into(), 201)]
+        );
+        let paired = h.paired();
+        assert!(
+            paired[1].response.body.is_empty(),
+            "HEAD answer has no body"
+        );
+        assert_eq!(&paired[2].request.body[..], b"C");
+        assert!(
+            paired
+                .iter()
+                .all(|e| e.request_ts_ns == 10 && e.response_ts_ns == 20)
+        );
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn request_timestamp_is_that_of_its_first_byte() {
+        let mut h = Harness::open();
+        let first = b"POST /a HTTP/1.1\r\nContent-Length: 4\r\n\r\n";
+        h.req(10, first);
+        // The body ends and the next request begins in the same segment.
+        let next = [&b"body"[..], b"GET /b HT"].concat();
+        h.req(20, &next);
+        h.req(30, b"TP/1.1\r\n\r\n");
+        h.resp(40, &[ok("a"), ok("b")].concat());
+        let paired = h.paired();
+        assert_eq!(paired[0].request_ts_ns, 10);
+        assert_eq!(paired[1].request_ts_ns, 20);
+        assert_eq!(&paired[0].request.body[..], b"body");
+        h.close(CloseReason::End);
+    }
+
+    #[test]
+    fn gap_loses_pending_requests_then_resyncs() {
+        let mut h = Harness::open();
+        h.req(1, &get("/before"));
+        h.resp(2, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+        h.gap(Direction::Response, 3, true);
+        assert_eq!(h.lost(), [lost(LossCause::RingBufferDrop, "/before")]);
+        // The rest of the old response, and a response chunk that ends up
+        // before any new request: skipped.
+        h.resp(4, b"rest of the old body");
+        h.resp(5, &ok("stale"));
+        // Request side: mid-message bytes are skipped until a request line.
+        h.req(6, b"Host: old\r\n\r\n");
+        h.req(7, &get("/after"));
+        h.resp(8, &ok("fresh"));
+        assert_eq!(h.pairs(), [("/after".into(), 200)]);
+        assert_eq!(&h.paired()[0].response.body[..], b"fresh");
+        let skipped = b"partial".len()
+            + b"rest of the old body".len()
+            + ok("stale").len()
+            + b"Host: old\r\n\r\n".len();
+        assert_eq!(h.stats().resync_skipped_bytes, skipped as u64);
+        h.close(CloseReason::Fin);
+        assert_eq!(h.stats().lost(LossCause::RingBufferDrop), 1);
+    }
+
+    #[test]
+    fn gap_loses_a_half_parsed_request() {
+        let mut h = Harness::open();
+        h.req(1, b"POST /upload HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+        h.gap(Direction::Request, 2, false);
+        assert_eq!(h.lost(), [lost(LossCause::Gap, "/upload")]);
+        h.req(3, b"defghij");
+        h.req(4, &get("/next"));
+        h.resp(5, &ok("n"));
+        assert_eq!(h.pairs(), [("/next".into(), 200)]);
+        h.close(CloseReason::Fin);
+        assert_eq!(h.stats().lost(LossCause::Gap), 1);
+    }
+
+    #[test]
+    fn midstream_open_waits_for_message_starts() {
+        let mut h = Harness::new(HttpConfig::default(), true);
+        h.req(1, b"lo world, the end of an upload");
+        // A response start before any resynced request: an older answer.
+        h.resp(2, &ok("old"));
+        h.req(3, &get("/fresh"));
+        h.resp(4, b"ody of an older response");
+        h.resp(5, &ok("new"));
+        assert_eq!(h.pairs(), [("/fresh".into(), 200)]);
+        assert_eq!(&h.paired()[0].response.body[..], b"new");
+        assert_eq!(h.stats().unmatched_responses, 0);
+        assert!(h.stats().resync_skipped_bytes > 0);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn switching_protocols_stops_following_the_connection() {
+        let mut h = Harness::open();
+        h.req(
+            1,
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        );
+        h.resp(
+            2,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi",
+        );
+        assert_eq!(h.lost(), [lost(LossCause::Upgrade, "/ws")]);
+        assert_eq!(h.stats().upgraded_connections, 1);
+        h.req(3, b"\x81\x85mask-and-payload");
+        h.resp(4, b"\x81\x02yo");
+        h.gap(Direction::Response, 5, false);
+        h.fin(Direction::Response, 6);
+        h.close(CloseReason::Fin);
+        assert_eq!(h.out.len(), 1, "nothing more after the upgrade");
+        assert_eq!(h.stats().upgraded_bytes, (4 + 18 + 4) as u64);
+    }
+
+    #[test]
+    fn connect_answered_with_2xx_is_an_upgrade() {
+        let mut h = Harness::open();
+        h.req(
+            1,
+            b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n",
+        );
+        h.resp(2, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+        h.req(3, b"\x16\x03\x01 tls");
+        h.close(CloseReason::Rst);
+        assert_eq!(h.lost(), [lost(LossCause::Upgrade, "db.internal:5432")]);
+        assert_eq!(h.stats().upgraded_connections, 1);
+    }
+
+    #[test]
+    fn close_with_pending_requests_names_the_reason() {
+        for (reason, cause) in [
+            (CloseReason::Fin, LossCause::Closed),
+            (CloseReason::Rst, LossCause::Closed),
+            (CloseReason::End, LossCause::Closed),
+            (CloseReason::Idle, LossCause::Timeout),
+            (CloseReason::Evicted, LossCause::Evicted),
+        ] {
+            let mut h = Harness::open();
+            h.req(1, &[get("/a"), get("/b")].concat());
+            h.req(2, b"POST /c HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc");
+            h.resp(3, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc");
+            h.close(reason);
+            assert_eq!(
+                h.lost(),
+                [lost(cause, "/a"), lost(cause, "/b"), lost(cause, "/c")],
+                "{reason:?}"
+            );
+            let truncated = b"abc".len() + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc".len();
+            assert_eq!(h.stats().truncated_bytes, truncated as u64);
+        }
+    }
+
+    #[test]
+    fn response_without_request_is_unmatched() {
+        let mut h = Harness::open();
+        h.resp(
+            1,
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(h.stats().unmatched_responses, 1);
+        assert!(h.out.is_empty());
+        h.req(2, &get("/x"));
+        h.resp(3, &ok("x"));
+        h.resp(4, &ok("extra"));
+        assert_eq!(h.pairs(), [("/x".into(), 200)]);
+        assert_eq!(h.stats().unmatched_responses, 2);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn too_large_request_keeps_its_place() {
+        let cfg = HttpConfig {
+            limits: HttpLimits {
+                max_body: 16,
+                ..HttpLimits::default()
+            },
+            ..HttpConfig::default()
+        };
+        let mut h = Harness::new(cfg, false);
+        let big = format!(
+            "POST /big HTTP/1.1\r\nContent-Length: 40\r\n\r\n{}",
+            "x".repeat(40)
+        );
+        h.req(1, &[big.as_bytes(), &get("/next")].concat());
+        assert_eq!(h.lost(), [lost(LossCause::TooLarge, "/big")]);
+        h.resp(
+            2,
+            &[
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                ok("n"),
+            ]
+            .concat(),
+        );
+        assert_eq!(h.pairs(), [("/next".into(), 200)]);
+        assert_eq!(h.stats().unmatched_responses, 0);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn too_large_response_loses_its_request() {
+        let cfg = HttpConfig {
+            limits: HttpLimits {
+                max_body: 16,
+                ..HttpLimits::default()
+            },
+            ..HttpConfig::default()
+        };
+        let mut h = Harness::new(cfg, false);
+        h.req(1, &[get("/a"), get("/b")].concat());
+        h.resp(2, &ok(&"y".repeat(40)));
+        assert_eq!(h.lost(), [lost(LossCause::TooLarge, "/a")]);
+        h.resp(3, &ok("b"));
+        assert_eq!(h.pairs(), [("/b".into(), 200)]);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn parse_error_loses_pending_and_resyncs() {
+        let mut h = Harness::open();
+        h.req(1, &get("/ok"));
+        h.req(2, b"\x16\x03\x01\x00\xa5 not http\r\n");
+        assert_eq!(h.lost(), [lost(LossCause::ParseError, "/ok")]);
+        h.resp(3, &ok("ok"));
+        h.req(4, &get("/again"));
+        h.resp(5, &ok("again"));
+        assert_eq!(h.pairs(), [("/again".into(), 200)]);
+        h.close(CloseReason::Fin);
+        assert_eq!(h.stats().lost(LossCause::ParseError), 1);
+    }
+
+    #[test]
+    fn expect_continue_with_body_pairs() {
+        let mut h = Harness::open();
+        h.req(
+            1,
+            b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        );
+        h.resp(2, b"HTTP/1.1 100 Continue\r\n\r\n");
+        h.req(3, b"hello");
+        h.resp(4, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+        let paired = h.paired();
+        assert_eq!(paired.len(), 1);
+        assert_eq!(&paired[0].request.body[..], b"hello");
+        assert_eq!(paired[0].response.status, 201);
+        assert_eq!((paired[0].request_ts_ns, paired[0].response_ts_ns), (1, 4));
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn final_status_before_the_body() {
+        let head = b"PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let refused = b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n";
+        // The client sends the body anyway: paired when it ends.
+        let mut h = Harness::open();
+        h.req(1, head);
+        h.resp(2, refused);
+        assert!(h.out.is_empty());
+        h.req(3, b"hello");
+        assert_eq!(h.pairs(), [("/f".into(), 401)]);
+        assert_eq!(h.paired()[0].response_ts_ns, 2);
+        h.close(CloseReason::Fin);
+        // The client gives up and closes: lost.
+        let mut h = Harness::open();
+        h.req(1, head);
+        h.resp(2, refused);
+        h.fin(Direction::Request, 3);
+        h.close(CloseReason::Fin);
+        assert_eq!(h.lost(), [lost(LossCause::Closed, "/f")]);
+    }
+
+    #[test]
+    fn pipeline_over_the_limit_falls_out_of_step() {
+        let cfg = HttpConfig {
+            max_pipeline: 2,
+            ..HttpConfig::default()
+        };
+        let mut h = Harness::new(cfg, false);
+        h.req(1, &[get("/1"), get("/2"), get("/3"), get("/4")].concat());
+        assert_eq!(
+            h.lost(),
+            [
+                lost(LossCause::TooLarge, "/3"),
+                lost(LossCause::TooLarge, "/1"),
+                lost(LossCause::TooLarge, "/2"),
+            ]
+        );
+        assert_eq!(h.stats().requests_seen, 3, "/4 was skipped unparsed");
+        assert_eq!(h.stats().resync_skipped_bytes, get("/4").len() as u64);
+        h.resp(2, &[ok("1"), ok("2")].concat());
+        h.req(3, &get("/5"));
+        h.resp(4, &ok("5"));
+        assert_eq!(h.pairs(), [("/5".into(), 200)]);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn server_fin_ends_a_close_delimited_response() {
+        let mut h = Harness::open();
+        h.req(1, b"GET /legacy HTTP/1.0\r\n\r\n");
+        h.resp(
+            2,
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ",
+        );
+        h.resp(3, b"it");
+        assert!(h.out.is_empty());
+        h.fin(Direction::Response, 4);
+        let paired = h.paired();
+        assert_eq!(paired.len(), 1);
+        assert_eq!(&paired[0].response.body[..], b"all of it");
+        assert_eq!(paired[0].response_ts_ns, 4);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn truncated_response_at_fin_is_closed() {
+        let mut h = Harness::open();
+        h.req(1, &get("/cut"));
+        h.resp(2, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+        h.fin(Direction::Response, 3);
+        assert_eq!(h.lost(), [lost(LossCause::Closed, "/cut")]);
+        h.close(CloseReason::Fin);
+    }
+
+    #[test]
+    fn ids_are_unique_across_connections() {
+        let mut tracker = HttpTracker::new(HttpConfig::default());
+        let key = |port| ConnKey {
+            client: format!("10.0.0.1:{port}").parse().unwrap(),
+            server: "10.0.0.5:80".parse().unwrap(),
+        };
+        let (a, b) = (key(1000), key(2000));
+        let mut ca = tracker.open(&a, 0, false);
+        let mut cb = tracker.open(&b, 0, false);
+        tracker.data(&mut ca, &a, Direction::Request, 1, &get("/a"));
+        tracker.data(&mut cb, &b, Direction::Request, 2, &get("/b"));
+        tracker.data(&mut cb, &b, Direction::Response, 3, &ok("b"));
+        tracker.data(&mut ca, &a, Direction::Response, 4, &ok("a"));
+        tracker.close(ca, &a, 5, CloseReason::Fin);
+        tracker.close(cb, &b, 5, CloseReason::Fin);
+        let ids: Vec<(String, u64)> = tracker
+            .outcomes()
+            .filter_map(|o| match o {
+                Outcome::Paired(e) => Some((e.request.target, e.id)),
+                Outcome::Lost(_) => None,
+            })
+            .collect();
+        assert_eq!(ids, [("/b".to_owned(), 1), ("/a".to_owned(), 0)]);
+        let stats = tracker.stats();
+        assert_eq!(stats.requests_seen, stats.paired + stats.lost_total());
+        assert_eq!(stats.connections, 2);
+    }
+
+    #[test]
+    fn stats_index_losses_like_loss_cause_all() {
+        let mut stats = HttpStats::default();
+        for (i, cause) in LossCause::ALL.into_iter().enumerate() {
+            assert_eq!(cause_index(cause), i);
+            stats.lost[i] = i as u64 + 1;
+            assert_eq!(stats.lost(cause), i as u64 + 1);
+        }
+        assert_eq!(stats.lost_total(), 36);
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(json["lost"].as_array().map(Vec::len), Some(8));
+        assert_eq!(json["requests_seen"], 0);
+    }
+}

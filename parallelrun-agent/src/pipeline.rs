@@ -1,0 +1,534 @@
+//! The core loop, fed live from the ring buffer or offline from a pcap:
+//! segments → [`Reassembler`] → [`HttpTracker`] → exchanges → replay to the
+//! new (and secondary) service → [`diff`] → noise cancellation → mismatch
+//! log and metrics.
+//!
+//! Accounting: every request whose head was parsed ends in exactly one of
+//! matched, mismatched, noise, skipped (by reason), lost (by cause) or
+//! replay error. [`Accounting::unaccounted`] checks it.
+
+use std::{
+    net::SocketAddr,
+    num::NonZeroU32,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, SystemTime},
+};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::{
+    diff::{
+        self, DiffConfig,
+        noise::{self, EndpointNoise, NoiseThresholds},
+    },
+    http::{HttpConfig, HttpTracker, track::HttpStats},
+    metrics::{Metrics, ReplayTarget, SkipReason},
+    model::{Difference, Exchange, LossCause, Outcome, TcpSegment},
+    reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
+    replay::{ReplayError, Replayed, Replayer},
+    report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
+};
+
+/// Which captured requests are replayed.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Methods replayed (uppercase). Default GET, HEAD, OPTIONS: methods
+    /// without side effects. Anything else must be asked for.
+    pub methods: Vec<String>,
+    /// When non-empty, only targets whose path starts with one of these.
+    pub path_prefixes: Vec<String>,
+    /// Targets whose path starts with one of these are never replayed.
+    pub exclude_prefixes: Vec<String>,
+    /// Fraction of requests replayed, in (0, 1].
+    pub sample: f64,
+    /// At most this many replays per second.
+    pub rate: Option<NonZeroU32>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            methods: DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+            path_prefixes: Vec::new(),
+            exclude_prefixes: Vec::new(),
+            sample: 1.0,
+            rate: None,
+        }
+    }
+}
+
+/// Methods replayed unless told otherwise.
+pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+
+impl Policy {
+    /// Why `ex` is not replayed, if it is not. Sampling and rate limiting
+    /// are the pipeline's (they have state).
+    fn filter(&self, method: &str, target: &str) -> Option<SkipReason> {
+        if !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+            return Some(SkipReason::Method);
+        }
+        let path = target.split(['?', '#']).next().unwrap_or(target);
+        if self
+            .exclude_prefixes
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
+            || (!self.path_prefixes.is_empty()
+                && !self
+                    .path_prefixes
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str())))
+        {
+            return Some(SkipReason::Filter);
+        }
+        None
+    }
+}
+
+/// Everything the pipeline needs.
+pub struct PipelineConfig {
+    pub reassembly: ReassemblyConfig,
+    pub http: HttpConfig,
+    pub policy: Policy,
+    pub diff: DiffConfig,
+    pub noise: NoiseThresholds,
+    /// How the run waits for replay capacity: live capture must never wait
+    /// (it skips and counts `overload`); offline replay waits.
+    pub wait_for_capacity: bool,
+    /// How long to wait for replays still in flight at the end.
+    pub drain_timeout: Duration,
+}
+
+/// Outcome counters of one run. Requests seen = the sum of all of them.
+#[derive(Debug, Default)]
+pub struct Accounting {
+    pub captured: AtomicU64,
+    pub replayed: AtomicU64,
+    pub matched: AtomicU64,
+    pub mismatched: AtomicU64,
+    pub noise: AtomicU64,
+    pub skipped: [AtomicU64; SkipReason::ALL.len()],
+    pub lost: [AtomicU64; LossCause::ALL.len()],
+    pub replay_errors: AtomicU64,
+    /// Differences suppressed as noise (several per request possible).
+    pub noise_differences: AtomicU64,
+    /// Replays to the secondary that failed (the request is still compared,
+    /// without per-request noise cancellation).
+    pub secondary_errors: AtomicU64,
+    /// Events that could not be written to the mismatch log.
+    pub log_errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Accounting`], for summaries and JSON.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct AccountingSnapshot {
+    pub captured: u64,
+    pub replayed: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub noise: u64,
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
+    pub lost: std::collections::BTreeMap<&'static str, u64>,
+    pub replay_errors: u64,
+    pub noise_differences: u64,
+    pub secondary_errors: u64,
+    pub log_errors: u64,
+}
+
+impl AccountingSnapshot {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    pub fn lost_total(&self) -> u64 {
+        self.lost.values().sum()
+    }
+
+    /// Requests with an outcome.
+    pub fn accounted(&self) -> u64 {
+        self.matched
+            + self.mismatched
+            + self.noise
+            + self.skipped_total()
+            + self.lost_total()
+            + self.replay_errors
+    }
+}
+
+impl Accounting {
+    pub fn snapshot(&self) -> AccountingSnapshot {
+        AccountingSnapshot {
+            captured: self.captured.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
+            matched: self.matched.load(Relaxed),
+            mismatched: self.mismatched.load(Relaxed),
+            noise: self.noise.load(Relaxed),
+            skipped: SkipReason::ALL
+                .iter()
+                .map(|r| (r.name(), self.skipped[*r as usize].load(Relaxed)))
+                .collect(),
+            lost: LossCause::ALL
+                .iter()
+                .map(|c| (c.name(), self.lost[*c as usize].load(Relaxed)))
+                .collect(),
+            replay_errors: self.replay_errors.load(Relaxed),
+            noise_differences: self.noise_differences.load(Relaxed),
+            secondary_errors: self.secondary_errors.load(Relaxed),
+            log_errors: self.log_errors.load(Relaxed),
+        }
+    }
+}
+
+/// Replay targets.
+pub struct Targets {
+    pub new: Replayer,
+    pub secondary: Option<Replayer>,
+}
+
+/// What the replay tasks share.
+struct Shared {
+    targets: Targets,
+    diff: DiffConfig,
+    endpoints: Mutex<EndpointNoise>,
+    log: Mutex<MismatchLog>,
+    metrics: Arc<Metrics>,
+    acc: Arc<Accounting>,
+}
+
+/// The pipeline of one run. Feed it segments with [`Pipeline::push`], call
+/// [`Pipeline::dispatch`] after each batch, [`Pipeline::tick`] about once a
+/// second, and [`Pipeline::finish`] at the end.
+pub struct Pipeline {
+    reassembler: Reassembler<HttpTracker>,
+    ready: Vec<Exchange>,
+    policy: Policy,
+    limiter: Option<DefaultDirectRateLimiter>,
+    wait_for_capacity: bool,
+    drain_timeout: Duration,
+    tasks: JoinSet<()>,
+    shared: Arc<Shared>,
+    /// Newest segment timestamp: the pipeline's notion of "now" (pcap time
+    /// offline, capture time live).
+    now_ns: u64,
+}
+
+impl Pipeline {
+    pub fn new(
+        cfg: PipelineConfig,
+        targets: Targets,
+        log: MismatchLog,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let limiter = cfg
+            .policy
+            .rate
+            .map(|r| RateLimiter::direct(Quota::per_second(r)));
+        Self {
+            reassembler: Reassembler::new(cfg.reassembly, HttpTracker::new(cfg.http)),
+            ready: Vec::new(),
+            policy: cfg.policy,
+            limiter,
+            wait_for_capacity: cfg.wait_for_capacity,
+            drain_timeout: cfg.drain_timeout,
+            tasks: JoinSet::new(),
+            shared: Arc::new(Shared {
+                targets,
+                diff: cfg.diff,
+                endpoints: Mutex::new(EndpointNoise::new(cfg.noise)),
+                log: Mutex::new(log),
+                metrics,
+                acc: Arc::new(Accounting::default()),
+            }),
+            now_ns: 0,
+        }
+    }
+
+    /// Feeds one segment. Completed exchanges wait for [`Pipeline::dispatch`].
+    pub fn push(&mut self, seg: &TcpSegment<'_>) {
+        self.now_ns = self.now_ns.max(seg.ts_ns);
+        self.reassembler.push(seg);
+        self.collect();
+    }
+
+    /// The kernel reported ring-buffer drops since the last call: the next
+    /// gaps are attributed to them.
+    /// (Metrics count the drops themselves, from the kernel counters.)
+    pub fn note_ring_drops(&mut self) {
+        self.reassembler.note_ring_drops();
+    }
+
+    /// Periodic work: expire idle connections, refresh gauges, reap tasks.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.reassembler.expire(self.now_ns);
+        self.collect();
+        let stats = self.reassembler.stats();
+        self.shared
+            .metrics
+            .set_reassembly(self.reassembler.connections() as u64, stats.buffered_bytes);
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    fn collect(&mut self) {
+        let acc = &self.shared.acc;
+        let metrics = &self.shared.metrics;
+        for outcome in self.reassembler.handler_mut().outcomes() {
+            match outcome {
+                Outcome::Paired(ex) => self.ready.push(ex),
+                Outcome::Lost(lost) => {
+                    acc.lost[lost.cause as usize].fetch_add(1, Relaxed);
+                    metrics.lost(lost.cause);
+                    debug!(conn = ?lost.conn, cause = lost.cause.name(), method = ?lost.method,
+                        target = ?lost.target, "request lost");
+                }
+            }
+        }
+    }
+
+    fn skip(&self, reason: SkipReason) {
+        self.shared.acc.skipped[reason as usize].fetch_add(1, Relaxed);
+        self.shared.metrics.skipped(reason);
+    }
+
+    /// Starts a replay for each completed exchange, or counts why not.
+    pub async fn dispatch(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        for ex in ready {
+            self.shared.acc.captured.fetch_add(1, Relaxed);
+            self.shared.metrics.captured();
+            self.shared.metrics.observe_old(ex.old_latency_ns());
+            if let Some(reason) = self.policy.filter(&ex.request.method, &ex.request.target) {
+                self.skip(reason);
+                continue;
+            }
+            if self.policy.sample < 1.0 && rand::random::<f64>() >= self.policy.sample {
+                self.skip(SkipReason::Sample);
+                continue;
+            }
+            if let Some(l) = &self.limiter {
+                if self.wait_for_capacity {
+                    l.until_ready().await;
+                } else if l.check().is_err() {
+                    self.skip(SkipReason::RateLimit);
+                    continue;
+                }
+            }
+            let targets = &self.shared.targets;
+            let permit = if self.wait_for_capacity {
+                Some(targets.new.acquire().await)
+            } else {
+                targets.new.try_acquire()
+            };
+            let Some(permit) = permit else {
+                self.skip(SkipReason::Overload);
+                continue;
+            };
+            // The secondary only ever helps: without capacity there, the
+            // request is compared without per-request noise cancellation.
+            let secondary = targets
+                .secondary
+                .as_ref()
+                .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
+            self.shared.acc.replayed.fetch_add(1, Relaxed);
+            self.shared.metrics.replayed();
+            let shared = Arc::clone(&self.shared);
+            self.tasks.spawn(async move {
+                let new = shared.targets.new.clone();
+                let (new_res, sec_res) = tokio::join!(new.send(permit, &ex.request), async {
+                    match secondary {
+                        Some((s, p)) => Some(s.send(p, &ex.request).await),
+                        None => None,
+                    }
+                });
+                shared.complete(ex, new_res, sec_res);
+            });
+            while self.tasks.try_join_next().is_some() {}
+        }
+    }
+
+    /// The input ended: close every connection, replay what completed and
+    /// wait (bounded) for replays in flight. Replays still running at the
+    /// deadline are counted as replay errors.
+    pub async fn finish(&mut self) {
+        self.reassembler.finish(self.now_ns);
+        self.collect();
+        self.dispatch().await;
+        let deadline = tokio::time::sleep(self.drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                () = &mut deadline => {
+                    let left = self.tasks.len() as u64;
+                    warn!(left, "replays still in flight at the end; counted as replay errors");
+                    self.tasks.abort_all();
+                    self.shared.acc.replay_errors.fetch_add(left, Relaxed);
+                    self.shared.metrics.replay_error(ReplayTarget::New, "timeout");
+                    break;
+                }
+            }
+        }
+    }
+
+    pub fn accounting(&self) -> AccountingSnapshot {
+        self.shared.acc.snapshot()
+    }
+
+    pub fn http_stats(&self) -> &HttpStats {
+        self.reassembler.handler().stats()
+    }
+
+    pub fn reassembly_stats(&self) -> &ReassemblyStats {
+        self.reassembler.stats()
+    }
+
+    /// Requests seen minus requests with an outcome. Zero once
+    /// [`Pipeline::finish`] has returned; while running, the requests still
+    /// in connections or in flight.
+    pub fn unaccounted(&self) -> i128 {
+        let seen = self.http_stats().requests_seen as i128;
+        seen - self.accounting().accounted() as i128
+    }
+
+    /// Replays in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+impl Shared {
+    /// Compares one replayed exchange and records its outcome.
+    fn complete(
+        &self,
+        ex: Exchange,
+        new: Result<Replayed, ReplayError>,
+        secondary: Option<Result<Replayed, ReplayError>>,
+    ) {
+        let new = match new {
+            Ok(new) => new,
+            Err(e) => {
+                self.acc.replay_errors.fetch_add(1, Relaxed);
+                self.metrics.replay_error(ReplayTarget::New, e.kind());
+                debug!(id = ex.id, error = %e, "replay to the new service failed");
+                let mut ev = self.event(&ex, EventKind::ReplayError, None, None);
+                ev.error = Some(e.to_string());
+                self.write(&ev);
+                return;
+            }
+        };
+        self.metrics.observe_new(new.latency_ns);
+        let raw = diff::compare(&self.diff, &ex.response, &new.response);
+        if raw.is_match() {
+            self.acc.matched.fetch_add(1, Relaxed);
+            self.metrics.matched();
+            return;
+        }
+        let secondary = match secondary {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                self.acc.secondary_errors.fetch_add(1, Relaxed);
+                self.metrics.replay_error(ReplayTarget::Secondary, e.kind());
+                None
+            }
+            None => None,
+        };
+        let noise_diffs: Vec<Difference> = secondary
+            .as_ref()
+            .map(|s| diff::compare(&self.diff, &ex.response, &s.response).differences)
+            .unwrap_or_default();
+        let all = raw.differences;
+        let (mut reported, suppressed) = noise::cancel(all.clone(), &noise_diffs);
+        let endpoint = noise::endpoint_key(&ex.request.method, &ex.request.target);
+        let mut suppressed_n = suppressed.len();
+        if let Ok(mut endpoints) = self.endpoints.lock() {
+            endpoints.observe(&endpoint, &all, &noise_diffs);
+            let before = reported.len();
+            reported.retain(|d| !endpoints.is_noise(&endpoint, d));
+            suppressed_n += before - reported.len();
+        }
+        self.acc
+            .noise_differences
+            .fetch_add(suppressed_n as u64, Relaxed);
+        if reported.is_empty() {
+            self.acc.noise.fetch_add(1, Relaxed);
+            self.metrics.noise();
+            return;
+        }
+        self.acc.mismatched.fetch_add(1, Relaxed);
+        self.metrics.mismatched();
+        let mut ev = self.event(&ex, EventKind::Mismatch, Some(&new), secondary.as_ref());
+        ev.differences = reported;
+        ev.omitted = raw.omitted;
+        self.write(&ev);
+    }
+
+    fn event(
+        &self,
+        ex: &Exchange,
+        kind: EventKind,
+        new: Option<&Replayed>,
+        secondary: Option<&Replayed>,
+    ) -> LogEvent {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        LogEvent {
+            ts: timestamp(SystemTime::now()),
+            id: ex.id,
+            kind,
+            method: ex.request.method.clone(),
+            target: ex.request.target.clone(),
+            client: Some(ex.conn.client.to_string()),
+            old: Side {
+                status: Some(ex.response.status),
+                latency_ms: Some(ms(ex.old_latency_ns())),
+            },
+            new: Side {
+                status: new.map(|n| n.response.status),
+                latency_ms: new.map(|n| ms(n.latency_ns)),
+            },
+            secondary: secondary.map(|s| Side {
+                status: Some(s.response.status),
+                latency_ms: Some(ms(s.latency_ns)),
+            }),
+            differences: Vec::new(),
+            omitted: 0,
+            error: None,
+        }
+    }
+
+    fn write(&self, ev: &LogEvent) {
+        let res = match self.log.lock() {
+            Ok(mut log) => log.write(ev).map_err(|e| e.to_string()),
+            Err(_) => Err("mismatch log lock poisoned".to_owned()),
+        };
+        if let Err(e) = res {
+            let n = self.acc.log_errors.fetch_add(1, Relaxed);
+            self.metrics.log_error();
+            // One warning per 1000 failures: a full disk must not flood stderr.
+            if n.is_multiple_of(1000) {
+                warn!("cannot write the mismatch log ({e}); capture and counters go on");
+            }
+        }
+    }
+}
+
+/// Refuses replay targets that are old services: parallelrun never sends
+/// anything to the old service, and capturing its own replays would loop.
+pub fn check_targets(
+    old: &[crate::service::ServiceAddr],
+    targets: &[(&str, SocketAddr)],
+) -> Result<(), String> {
+    for (flag, addr) in targets {
+        if let Some(o) = old.iter().find(|o| o.matches(addr)) {
+            return Err(format!(
+                "{flag} {addr} is an old service (--old {o}): replay targets must be \
+                 other instances, or the old service would receive replayed traffic"
+            ));
+        }
+    }
+    Ok(())
+}

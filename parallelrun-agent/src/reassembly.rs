@@ -1,1 +1,0 @@
-//! TCP reassembly: segments to in-order streams per connection and direction.

@@ -1,0 +1,856 @@
+//! The mismatch log: JSON Lines, one [`LogEvent`] object per line.
+//!
+//! # Schema
+//!
+//! Every line is one JSON object, written whole and flushed at once, so the
+//! file can be tailed while the agent runs:
+//!
+//! ```json
+//! {"ts":"2024-05-01T12:00:00.123Z","id":42,"kind":"mismatch","method":"GET",
+//!  "target":"/api/items?page=2&token=[redacted]","client":"10.0.0.7:51234",
+//!  "old":{"status":200,"latency_ms":12.5},"new":{"status":500,"latency_ms":40.1},
+//!  "differences":[{"where":"status","old":200,"new":500}],"omitted":3}
+//! ```
+//!
+//! (shown wrapped; in the file it is a single line). Fields:
+//!
+//! | field | type | meaning |
+//! | --- | --- | --- |
+//! | `ts` | string | When the event was logged: RFC 3339, UTC, milliseconds ([`timestamp`]). |
+//! | `id` | integer | The exchange id, unique and increasing within one agent run. |
+//! | `kind` | `"mismatch"` \| `"replay_error"` | See [`EventKind`]. |
+//! | `method`, `target` | string | The request line as captured (target redacted, see [`redact`]). |
+//! | `client` | string \| null | The old service's peer, `IP:PORT`, when known. |
+//! | `old`, `new` | object | [`Side`]: `status` (integer \| null) and `latency_ms` (number \| null). |
+//! | `secondary` | object | [`Side`] of the secondary replay; absent when there was none. |
+//! | `differences` | array | [`Difference`]s: `{"where", "old", "new"}`; `null` means absent on that side. |
+//! | `omitted` | integer | Differences found beyond those listed; absent when 0. |
+//! | `error` | string | Why the replay failed (`replay_error` events); absent otherwise. |
+//!
+//! # Rotation
+//!
+//! Before a write that would take the file past [`LogConfig::max_bytes`],
+//! `FILE.(keep-1)` is renamed to `FILE.keep` (replacing the oldest),
+//! …, `FILE` to `FILE.1`, and a new `FILE` is started. Events are never
+//! split across files; a single event larger than `max_bytes` gets a file of
+//! its own. With `keep == 0` the full file is removed instead.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::Difference;
+
+/// Default log file, in the working directory.
+pub const DEFAULT_PATH: &str = "parallelrun-mismatches.jsonl";
+/// Default size at which the log is rotated: 100 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
+/// Default number of rotated files kept (`FILE.1` … `FILE.5`).
+pub const DEFAULT_KEEP: usize = 5;
+/// Default length in bytes past which string values are cut.
+pub const DEFAULT_MAX_VALUE_LEN: usize = 512;
+/// Headers whose values are redacted by default (lowercase).
+pub const DEFAULT_REDACT_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+];
+/// Query parameter name fragments that mark a value as secret: a parameter
+/// whose name (percent-decoded, ASCII-lowercased) contains any of these has
+/// its value redacted.
+pub const SECRET_QUERY_WORDS: [&str; 8] = [
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "key",
+    "auth",
+    "session",
+    "signature",
+];
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// One line of the mismatch log. See the [module documentation](self) for
+/// the schema.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LogEvent {
+    /// When the event was logged, as made by [`timestamp`].
+    pub ts: String,
+    /// The exchange id (unique and increasing within one run).
+    pub id: u64,
+    pub kind: EventKind,
+    pub method: String,
+    /// The request target as captured, secrets in the query redacted.
+    pub target: String,
+    /// The old service's peer (`IP:PORT`), when known.
+    pub client: Option<String>,
+    /// The old service's response, as captured.
+    pub old: Side,
+    /// The new service's response to the replay.
+    pub new: Side,
+    /// The secondary replay's response, when one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<Side>,
+    /// The differences found, as many as the diff listed.
+    #[serde(default)]
+    pub differences: Vec<Difference>,
+    /// How many more differences were found than `differences` lists.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: usize,
+    /// Why the replay failed (for [`EventKind::ReplayError`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What a [`LogEvent`] reports.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The new service's response differed from the old one.
+    Mismatch,
+    /// The replay to the new (or secondary) service failed: no response to
+    /// compare; `error` says why.
+    ReplayError,
+}
+
+impl EventKind {
+    /// The name used in the log (`mismatch`, `replay_error`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Mismatch => "mismatch",
+            EventKind::ReplayError => "replay_error",
+        }
+    }
+}
+
+/// One side's response: status and latency, each absent when there was no
+/// response (e.g. the replay failed).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+pub struct Side {
+    pub status: Option<u16>,
+    /// Milliseconds from the request's first byte to the response's last.
+    pub latency_ms: Option<f64>,
+}
+
+impl Side {
+    /// A side from a status and a latency in nanoseconds (kept to the
+    /// microsecond in `latency_ms`).
+    pub fn new(status: Option<u16>, latency_ns: Option<u64>) -> Self {
+        Self {
+            status,
+            latency_ms: latency_ns.map(|ns| (ns as f64 / 1_000.0).round() / 1_000.0),
+        }
+    }
+}
+
+/// Where the log goes and how it is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The log file. Its directory must exist.
+    pub path: PathBuf,
+    /// Rotate before a write would take the file past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept: `FILE.1` (newest) … `FILE.keep` (oldest).
+    pub keep: usize,
+    /// String values longer than this (bytes) are cut, see [`redact`].
+    pub max_value_len: usize,
+    /// Header names (lowercase) whose values are never logged.
+    pub redact_headers: Vec<String>,
+}
+
+impl Default for LogConfig {
+    /// [`LogConfig::new`] at [`DEFAULT_PATH`].
+    fn default() -> Self {
+        Self::new(DEFAULT_PATH)
+    }
+}
+
+impl LogConfig {
+    /// The defaults (100 MiB, 5 rotated files, 512-byte values,
+    /// [`DEFAULT_REDACT_HEADERS`]) for a log at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            keep: DEFAULT_KEEP,
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+            redact_headers: DEFAULT_REDACT_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// Why an event could not be logged. The event is lost; the log stays usable
+/// and the next [`MismatchLog::write`] tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(
+        "cannot open the mismatch log {}: {source}; create its directory or make it writable by the agent, or choose another file with --log FILE",
+        path.display()
+    )]
+    Open { path: PathBuf, source: io::Error },
+    #[error(
+        "writing to the mismatch log {} failed: {source}; free disk space or fix the file's permissions (this event was not logged, the next one tries again)",
+        path.display()
+    )]
+    Write { path: PathBuf, source: io::Error },
+    #[error(
+        "rotating the mismatch log: cannot move {} to {}: {source}; make the log directory writable, or remove the rotated files (or lower --log-keep)",
+        from.display(),
+        to.display()
+    )]
+    Rotate {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot encode a mismatch log event as JSON: {0}; this is a bug, please report it")]
+    Encode(serde_json::Error),
+}
+
+/// The mismatch log file, appended to one event per line.
+#[derive(Debug)]
+pub struct MismatchLog {
+    cfg: LogConfig,
+    /// `None` after an error: the next write reopens.
+    file: Option<File>,
+    /// Size of the current file as far as this writer knows.
+    size: u64,
+    /// The current file does not end with a newline (a line cut short by a
+    /// crash or a failed write): the next write starts a new line first.
+    needs_newline: bool,
+    written: u64,
+}
+
+impl MismatchLog {
+    /// Opens (or creates) the log for appending. Fails when the file cannot
+    /// be opened, so a wrong path is reported at startup.
+    pub fn open(cfg: LogConfig) -> Result<Self, LogError> {
+        let mut log = Self {
+            cfg,
+            file: None,
+            size: 0,
+            needs_newline: false,
+            written: 0,
+        };
+        let file = log.open_file()?;
+        log.file = Some(file);
+        Ok(log)
+    }
+
+    /// Redacts a copy of `ev` ([`redact`]), then appends it as one line and
+    /// flushes it, rotating first if the line would take the file past
+    /// `max_bytes`. After an error, nothing of the event stays in the file
+    /// (as far as the file system allows) and the next call starts afresh,
+    /// reopening the file if needed.
+    pub fn write(&mut self, ev: &LogEvent) -> Result<(), LogError> {
+        let mut ev = ev.clone();
+        redact(&mut ev, &self.cfg);
+        let mut line = serde_json::to_vec(&ev).map_err(LogError::Encode)?;
+        line.push(b'\n');
+
+        let mut file = match self.file.take() {
+            Some(file) => file,
+            None => self.open_file()?,
+        };
+        let len = line.len() as u64 + u64::from(self.needs_newline);
+        if self.size > 0 && self.size.saturating_add(len) > self.cfg.max_bytes {
+            drop(file);
+            self.rotate()?;
+            file = self.open_file()?;
+        }
+        if self.needs_newline {
+            line.insert(0, b'\n');
+        }
+        // One write of the whole line: readers see it appear at once (or in
+        // pieces they wait to complete, never interleaved).
+        match file.write_all(&line).and_then(|()| file.flush()) {
+            Ok(()) => {
+                self.size += line.len() as u64;
+                self.needs_newline = false;
+                self.written += 1;
+                self.file = Some(file);
+                Ok(())
+            }
+            Err(source) => {
+                // Take back a partly written line so it does not run into the
+                // next event; if that fails too, reopening notices the
+                // missing newline.
+                let _ = file.set_len(self.size);
+                Err(LogError::Write {
+                    path: self.cfg.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// The log file being written.
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    /// Events written by this value (across rotations).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Opens the log for appending, recording its size and whether it ends
+    /// in the middle of a line.
+    fn open_file(&mut self) -> Result<File, LogError> {
+        let path = &self.cfg.path;
+        let open_err = |source| LogError::Open {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(open_err)?;
+        let size = file.metadata().map_err(open_err)?.len();
+        self.size = size;
+        self.needs_newline = size > 0 && !ends_with_newline(path);
+        Ok(file)
+    }
+
+    /// Shifts `FILE.n` to `FILE.n+1` (dropping what passes `keep`) and
+    /// `FILE` to `FILE.1`.
+    fn rotate(&mut self) -> Result<(), LogError> {
+        let path = &self.cfg.path;
+        let keep = self.cfg.keep;
+        if keep == 0 {
+            return match fs::remove_file(path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(LogError::Rotate {
+                    from: path.clone(),
+                    to: PathBuf::from("(removed)"),
+                    source,
+                }),
+            };
+        }
+        // Only existing files move: count the contiguous FILE.1, FILE.2, …
+        let mut top = 0;
+        while top < keep && rotated_path(path, top + 1).exists() {
+            top += 1;
+        }
+        for n in (1..=top.min(keep - 1)).rev() {
+            rename(&rotated_path(path, n), &rotated_path(path, n + 1))?;
+        }
+        rename(path, &rotated_path(path, 1))
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), LogError> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LogError::Rotate {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// `FILE.n`.
+pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// Whether a non-empty file's last byte is a newline. When it cannot be
+/// read, assume it is (the file is not ours to judge).
+fn ends_with_newline(path: &Path) -> bool {
+    let check = || -> io::Result<bool> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::End(-1))?;
+        let mut b = [0u8; 1];
+        f.read_exact(&mut b)?;
+        Ok(b[0] == b'\n')
+    };
+    check().unwrap_or(true)
+}
+
+/// Makes an event safe and small enough to log. Exactly:
+///
+/// 1. A difference whose `where` is `header:NAME`, with NAME (ASCII
+///    case-insensitively) in `cfg.redact_headers`, gets `old` and `new`
+///    replaced by `"[redacted]"`; a `null` (absent) side stays `null`.
+/// 2. In `target`, each query parameter (`&`-separated, after the first `?`,
+///    before any `#`) whose name, percent-decoded and ASCII-lowercased,
+///    contains one of [`SECRET_QUERY_WORDS`] (`token`, `password`, `passwd`,
+///    `secret`, `key`, `auth`, `session`, `signature`) and has a non-empty
+///    value gets the value `[redacted]`: `?api_key=abc` becomes
+///    `?api_key=[redacted]`. Everything else in the target is kept as sent.
+/// 3. Every string longer than `cfg.max_value_len` bytes, in `old` and `new`
+///    of each difference (at any depth of a JSON value), in `where`,
+///    `method`, `target`, `client` and `error`, is cut at the last char
+///    boundary at or before `max_value_len` and `…(+N bytes)` is appended,
+///    N being the number of bytes cut.
+pub fn redact(ev: &mut LogEvent, cfg: &LogConfig) {
+    let max = cfg.max_value_len;
+    for d in &mut ev.differences {
+        if let Some(name) = d.location.strip_prefix("header:")
+            && cfg
+                .redact_headers
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+        {
+            for v in [&mut d.old, &mut d.new] {
+                if !v.is_null() {
+                    *v = Value::String(REDACTED.to_owned());
+                }
+            }
+        }
+        cut_string(&mut d.location, max);
+        cut_value(&mut d.old, max);
+        cut_value(&mut d.new, max);
+    }
+    if let Some(target) = redact_query(&ev.target) {
+        ev.target = target;
+    }
+    cut_string(&mut ev.target, max);
+    cut_string(&mut ev.method, max);
+    if let Some(client) = &mut ev.client {
+        cut_string(client, max);
+    }
+    if let Some(error) = &mut ev.error {
+        cut_string(error, max);
+    }
+}
+
+fn cut_value(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) => cut_string(s, max),
+        Value::Array(items) => items.iter_mut().for_each(|i| cut_value(i, max)),
+        Value::Object(map) => map.values_mut().for_each(|i| cut_value(i, max)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Cuts `s` to at most `max` bytes at a char boundary and appends
+/// `…(+N bytes)` when it was longer.
+pub(crate) fn cut_string(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = s.len() - end;
+    s.truncate(end);
+    s.push_str(&format!("…(+{cut} bytes)"));
+}
+
+/// The target with secret query values redacted, or `None` if unchanged.
+fn redact_query(target: &str) -> Option<String> {
+    let (path, rest) = target.split_once('?')?;
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let mut changed = false;
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, value))
+                if !value.is_empty() && value != REDACTED && is_secret_name(name) =>
+            {
+                changed = true;
+                format!("{name}={REDACTED}")
+            }
+            _ => param.to_owned(),
+        })
+        .collect();
+    if !changed {
+        return None;
+    }
+    let mut out = format!("{path}?{}", params.join("&"));
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let decoded = percent_decode(name).to_ascii_lowercase();
+    SECRET_QUERY_WORDS.iter().any(|w| decoded.contains(w))
+}
+
+/// `%XX` and `+` decoding, lossy: only used to recognise names.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// RFC 3339 in UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A mismatch event with a status difference, for tests here and in
+    /// `tail`.
+    pub(crate) fn event(id: u64) -> LogEvent {
+        LogEvent {
+            ts: timestamp(UNIX_EPOCH + Duration::from_millis(1_714_564_800_123 + id)),
+            id,
+            kind: EventKind::Mismatch,
+            method: "GET".into(),
+            target: format!("/items/{id}?page=2"),
+            client: Some("10.0.0.7:51234".into()),
+            old: Side::new(Some(200), Some(12_500_000)),
+            new: Side::new(Some(500), Some(40_100_000)),
+            secondary: None,
+            differences: vec![Difference {
+                location: "status".into(),
+                old: json!(200),
+                new: json!(500),
+            }],
+            omitted: 0,
+            error: None,
+        }
+    }
+
+    fn config(dir: &Path) -> LogConfig {
+        LogConfig::new(dir.join("mismatch.jsonl"))
+    }
+
+    fn lines(path: &Path) -> Vec<LogEvent> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn ids(path: &Path) -> Vec<u64> {
+        lines(path).iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_714_564_800_123);
+        assert_eq!(timestamp(t), "2024-05-01T12:00:00.123Z");
+    }
+
+    #[test]
+    fn side_latency_in_ms_to_the_microsecond() {
+        let s = Side::new(Some(204), Some(1_234_567));
+        assert_eq!(s.latency_ms, Some(1.235));
+        assert_eq!(Side::new(None, None), Side::default());
+    }
+
+    #[test]
+    fn one_line_per_event_parsed_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MismatchLog::open(config(dir.path())).unwrap();
+        let mut failed = event(2);
+        failed.kind = EventKind::ReplayError;
+        failed.new = Side::default();
+        failed.secondary = Some(Side::new(Some(200), Some(3_000_000)));
+        failed.differences.clear();
+        failed.omitted = 7;
+        failed.error = Some("connection refused by 127.0.0.1:9000".into());
+        let events = [event(1), failed, event(3)];
+        for ev in &events {
+            log.write(ev).unwrap();
+        }
+        assert_eq!(log.written(), 3);
+        let text = fs::read_to_string(log.path()).unwrap();
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.lines().count(), 3);
+        assert_eq!(lines(log.path()), events);
+        // The schema's spelling.
+        let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["kind"], "mismatch");
+        assert_eq!(first["differences"][0]["where"], "status");
+        assert!(first.get("omitted").is_none() && first.get("error").is_none());
+        assert!(first.get("secondary").is_none());
+        let second: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(second["kind"], "replay_error");
+        assert_eq!(second["omitted"], 7);
+        assert_eq!(second["new"], json!({"status": null, "latency_ms": null}));
+    }
+
+    #[test]
+    fn redacts_secret_headers_keeping_absence() {
+        let cfg = LogConfig::new("unused");
+        let mut ev = event(1);
+        ev.differences = vec![
+            Difference {
+                location: "header:Authorization".into(),
+                old: json!("Bearer old-secret"),
+                new: json!("Bearer new-secret"),
+            },
+            Difference {
+                location: "header:set-cookie".into(),
+                old: Value::Null,
+                new: json!(["sid=1", "theme=dark"]),
+            },
+            Difference {
+                location: "header:content-type".into(),
+                old: json!("text/html"),
+                new: json!("application/json"),
+            },
+        ];
+        redact(&mut ev, &cfg);
+        assert_eq!(ev.differences[0].old, json!(REDACTED));
+        assert_eq!(ev.differences[0].new, json!(REDACTED));
+        assert_eq!(ev.differences[1].old, Value::Null);
+        assert_eq!(ev.differences[1].new, json!(REDACTED));
+        assert_eq!(ev.differences[2].old, json!("text/html"));
+        assert_eq!(ev.differences[2].new, json!("application/json"));
+    }
+
+    #[test]
+    fn cuts_long_values_at_char_boundaries() {
+        let mut cfg = LogConfig::new("unused");
+        cfg.max_value_len = 10;
+        let mut ev = event(1);
+        // 'é' is two bytes: byte 10 falls inside the sixth one.
+        let long = "ééééééé"; // 14 bytes
+        ev.differences = vec![Difference {
+            location: "body:/a".into(),
+            old: json!({"nested": [long]}),
+            new: json!("short"),
+        }];
+        ev.error = Some("x".repeat(25));
+        redact(&mut ev, &cfg);
+        assert_eq!(
+            ev.differences[0].old,
+            json!({"nested": ["ééééé…(+4 bytes)"]})
+        );
+        assert_eq!(ev.differences[0].new, json!("short"));
+        assert_eq!(ev.error.as_deref(), Some("xxxxxxxxxx…(+15 bytes)"));
+    }
+
+    #[test]
+    fn redacts_secret_query_values() {
+        let cfg = LogConfig::new("unused");
+        let mut ev = event(1);
+        ev.target =
+            "/login?user=bob&access_token=abc&API_KEY=x&my%5Fsecret=s&empty_token=&page=2#top"
+                .into();
+        redact(&mut ev, &cfg);
+        assert_eq!(
+            ev.target,
+            "/login?user=bob&access_token=[redacted]&API_KEY=[redacted]\
+             &my%5Fsecret=[redacted]&empty_token=&page=2#top"
+        );
+        let mut plain = event(1);
+        plain.target = "/search?q=rust&page=2".into();
+        redact(&mut plain, &cfg);
+        assert_eq!(plain.target, "/search?q=rust&page=2");
+    }
+
+    #[test]
+    fn write_applies_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MismatchLog::open(config(dir.path())).unwrap();
+        let mut ev = event(1);
+        ev.target = "/x?password=hunter2".into();
+        ev.differences.push(Difference {
+            location: "header:cookie".into(),
+            old: json!("sid=1"),
+            new: json!("sid=2"),
+        });
+        log.write(&ev).unwrap();
+        let text = fs::read_to_string(log.path()).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("sid="),
+            "{text}"
+        );
+        assert_eq!(lines(log.path())[0].target, "/x?password=[redacted]");
+    }
+
+    #[test]
+    fn appends_to_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        log.write(&event(1)).unwrap();
+        log.write(&event(2)).unwrap();
+        drop(log);
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        log.write(&event(3)).unwrap();
+        assert_eq!(ids(&cfg.path), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_cut_short_last_line_does_not_swallow_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        fs::write(&cfg.path, "{\"ts\":\"2024-").unwrap();
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        log.write(&event(4)).unwrap();
+        let text = fs::read_to_string(&cfg.path).unwrap();
+        let l: Vec<&str> = text.lines().collect();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0], "{\"ts\":\"2024-");
+        assert_eq!(serde_json::from_str::<LogEvent>(l[1]).unwrap(), event(4));
+    }
+
+    fn line_len() -> u64 {
+        serde_json::to_vec(&event(10)).unwrap().len() as u64 + 1
+    }
+
+    #[test]
+    fn rotation_loses_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.max_bytes = 3 * line_len() + 10;
+        cfg.keep = 100;
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        for id in 10..40 {
+            log.write(&event(id)).unwrap();
+        }
+        let mut all = Vec::new();
+        for n in (1..=cfg.keep).rev() {
+            let p = rotated_path(&cfg.path, n);
+            if p.exists() {
+                assert!(fs::metadata(&p).unwrap().len() <= cfg.max_bytes);
+                all.extend(ids(&p));
+            }
+        }
+        all.extend(ids(&cfg.path));
+        assert_eq!(all, (10..40).collect::<Vec<_>>());
+        assert!(rotated_path(&cfg.path, 9).exists());
+        assert_eq!(log.written(), 30);
+    }
+
+    #[test]
+    fn rotation_keeps_at_most_keep_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.max_bytes = 2 * line_len();
+        cfg.keep = 2;
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        for id in 10..30 {
+            log.write(&event(id)).unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["mismatch.jsonl", "mismatch.jsonl.1", "mismatch.jsonl.2"]
+        );
+        // Newest last, consecutive: nothing was dropped between the kept files.
+        assert_eq!(ids(&rotated_path(&cfg.path, 2)), [24, 25]);
+        assert_eq!(ids(&rotated_path(&cfg.path, 1)), [26, 27]);
+        assert_eq!(ids(&cfg.path), [28, 29]);
+    }
+
+    #[test]
+    fn keep_zero_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.max_bytes = line_len();
+        cfg.keep = 0;
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        for id in 10..13 {
+            log.write(&event(id)).unwrap();
+        }
+        assert_eq!(ids(&cfg.path), [12]);
+        assert!(!rotated_path(&cfg.path, 1).exists());
+    }
+
+    #[test]
+    fn an_event_larger_than_max_bytes_gets_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.max_bytes = 10;
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        log.write(&event(1)).unwrap();
+        log.write(&event(2)).unwrap();
+        assert_eq!(ids(&rotated_path(&cfg.path, 1)), [1]);
+        assert_eq!(ids(&cfg.path), [2]);
+    }
+
+    #[test]
+    fn unopenable_path_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-dir").join("mismatch.jsonl");
+        let err = MismatchLog::open(LogConfig::new(&path)).unwrap_err();
+        assert!(matches!(err, LogError::Open { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("directory"), "{msg}");
+    }
+
+    #[test]
+    fn recovers_once_the_path_is_writable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("logs");
+        fs::create_dir(&sub).unwrap();
+        let mut cfg = LogConfig::new(sub.join("mismatch.jsonl"));
+        cfg.max_bytes = line_len(); // every write rotates, so reopens
+        let mut log = MismatchLog::open(cfg.clone()).unwrap();
+        log.write(&event(1)).unwrap();
+
+        // A file where the directory was: unwritable even for root.
+        fs::remove_dir_all(&sub).unwrap();
+        fs::write(&sub, b"not a directory").unwrap();
+        assert!(log.write(&event(2)).is_err());
+        let err = log.write(&event(3)).unwrap_err();
+        assert!(err.to_string().contains("mismatch.jsonl"), "{err}");
+
+        fs::remove_file(&sub).unwrap();
+        fs::create_dir(&sub).unwrap();
+        log.write(&event(4)).unwrap();
+        log.write(&event(5)).unwrap();
+        assert_eq!(ids(&cfg.path), [5]);
+        assert_eq!(ids(&rotated_path(&cfg.path, 1)), [4]);
+        assert_eq!(log.written(), 3);
+    }
+}

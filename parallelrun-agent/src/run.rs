@@ -1,0 +1,401 @@
+//! `parallelrun run` (live), `parallelrun replay` (offline) and
+//! `parallelrun tail`: the command-line edges of the pipeline.
+
+use std::{
+    fs,
+    io::IsTerminal as _,
+    net::SocketAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+use parallelrun_agent::{
+    capture::{Capture, CaptureConfig, KernelCounters},
+    diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
+    http::{HttpConfig, HttpLimits, track::HttpStats},
+    metrics::{self, Metrics},
+    pcap::read::{PcapSource, ReadStats},
+    pipeline::{self, AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
+    reassembly::{ReassemblyConfig, ReassemblyStats},
+    replay::{ReplayConfig, Replayer},
+    report::{
+        log::{LogConfig, MismatchLog},
+        tail::{TailOptions, tail as follow},
+    },
+    service::ServiceAddr,
+    shutdown::Shutdown,
+};
+use parallelrun_common::Counter;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::cli::{PipelineArgs, ReplayArgs, RunArgs, TailArgs};
+
+/// Records handed over per wake-up, so a flood cannot starve the timers.
+const BATCH: usize = 4096;
+/// Seconds between progress lines.
+const PROGRESS_EVERY: u32 = 5;
+
+/// Final counters of a run: printed, and written by `--stats-json`.
+#[derive(Serialize)]
+struct Summary<'a> {
+    seconds: f64,
+    requests_seen: u64,
+    unaccounted: i128,
+    outcomes: AccountingSnapshot,
+    http: &'a HttpStats,
+    reassembly: &'a ReassemblyStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel: Option<KernelCounters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pcap: Option<ReadStats>,
+    malformed_records: u64,
+}
+
+/// What `run` and `replay` build the same way from their flags.
+struct Setup {
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    log_path: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn new(args: &PipelineArgs, old: &[ServiceAddr], offline: bool) -> anyhow::Result<Self> {
+        let mut targets = vec![("--new", args.new)];
+        if let Some(s) = args.secondary {
+            targets.push(("--secondary", s));
+            if s == args.new {
+                bail!(
+                    "--secondary {s} is the --new service: give a second instance of the OLD version"
+                );
+            }
+        }
+        pipeline::check_targets(old, &targets).map_err(anyhow::Error::msg)?;
+        let limits = HttpLimits {
+            max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+            ..HttpLimits::default()
+        };
+        let mut diff = DiffConfig::default();
+        diff.ignore_headers
+            .extend(args.ignore_header.iter().map(|h| h.to_ascii_lowercase()));
+        for p in &args.ignore_pointer {
+            let pattern: PointerPattern = p
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--ignore-pointer {p}: {e}"))?;
+            diff.ignore_pointers.push(pattern);
+        }
+        let mut log_cfg = LogConfig {
+            path: args.log.clone(),
+            max_bytes: args.log_max_size,
+            keep: args.log_keep,
+            ..LogConfig::default()
+        };
+        log_cfg
+            .redact_headers
+            .extend(args.redact_header.iter().map(|h| h.to_ascii_lowercase()));
+        let log = MismatchLog::open(log_cfg)?;
+        let replayer = |target: SocketAddr| {
+            Replayer::new(ReplayConfig {
+                target,
+                max_in_flight: args.max_in_flight.get(),
+                max_idle: args.max_in_flight.get(),
+                request_timeout: args.timeout,
+                host_override: args.host.clone(),
+                limits,
+                ..ReplayConfig::new(target)
+            })
+        };
+        let targets = Targets {
+            new: replayer(args.new),
+            secondary: args.secondary.map(replayer),
+        };
+        let cfg = PipelineConfig {
+            reassembly: ReassemblyConfig {
+                max_connections: args.max_connections.max(1),
+                max_conn_buffer: usize::try_from(args.max_conn_buffer).unwrap_or(usize::MAX),
+                max_total_buffer: usize::try_from(args.max_buffer).unwrap_or(usize::MAX),
+                idle_timeout_ns: args.idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+            },
+            http: HttpConfig {
+                limits,
+                ..HttpConfig::default()
+            },
+            policy: Policy {
+                methods: args.methods.clone(),
+                path_prefixes: args.path_prefix.clone(),
+                exclude_prefixes: args.exclude_path_prefix.clone(),
+                sample: args.sample,
+                rate: args.rate,
+            },
+            diff,
+            noise: NoiseThresholds {
+                relative: args.noise_relative,
+                absolute: args.noise_absolute,
+                ..NoiseThresholds::default()
+            },
+            wait_for_capacity: offline,
+            drain_timeout: args.timeout + Duration::from_secs(1),
+        };
+        let metrics = Metrics::new();
+        if !args.no_metrics {
+            // Served until the process exits.
+            let bound = metrics::serve(args.metrics, Arc::clone(&metrics), std::future::pending())
+                .await
+                .with_context(|| format!("serving metrics on {}", args.metrics))?;
+            info!(addr = %bound, "metrics at http://{bound}/metrics");
+        }
+        let unsafe_methods: Vec<&str> = args
+            .methods
+            .iter()
+            .map(String::as_str)
+            .filter(|m| !pipeline::DEFAULT_METHODS.contains(m))
+            .collect();
+        if !unsafe_methods.is_empty() {
+            warn!(
+                methods = %unsafe_methods.join(","),
+                "replaying methods that may have side effects: the new service will repeat them"
+            );
+        }
+        Ok(Self {
+            pipeline: Pipeline::new(cfg, targets, log, Arc::clone(&metrics)),
+            metrics,
+            log_path: args.log.clone(),
+        })
+    }
+}
+
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
+
+fn progress(p: &Pipeline, started: Instant) {
+    let a = p.accounting();
+    info!(
+        secs = started.elapsed().as_secs(),
+        seen = p.http_stats().requests_seen,
+        replayed = a.replayed,
+        matched = a.matched,
+        mismatched = a.mismatched,
+        noise = a.noise,
+        skipped = a.skipped_total(),
+        lost = a.lost_total(),
+        replay_errors = a.replay_errors,
+        in_flight = p.in_flight(),
+        connections = p.reassembly_stats().buffered_bytes,
+        "progress"
+    );
+}
+
+/// `parallelrun run`: live from the ring buffer.
+pub async fn live(args: RunArgs) -> anyhow::Result<()> {
+    let mut setup = Setup::new(&args.pipeline, &args.capture.old, false).await?;
+    let mut capture = Capture::attach(&CaptureConfig {
+        iface: args.capture.iface.clone(),
+        services: args.capture.old.clone(),
+        ring_bytes: args.capture.ring_size,
+    })?;
+    let clock = capture.clock();
+    let started = Instant::now();
+    let mut shutdown = Shutdown::new(args.duration)?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks = 0u32;
+    let mut drops_seen = 0u64;
+    let mut malformed = 0u64;
+    let pipeline = &mut setup.pipeline;
+
+    let reason = loop {
+        tokio::select! {
+            r = capture.next_batch(BATCH, |s| match s {
+                Ok(seg) => pipeline.push(&seg.to_tcp(&clock)),
+                Err(e) => {
+                    malformed += 1;
+                    warn!("skipping malformed record: {e}");
+                }
+            }) => {
+                r?;
+                pipeline.dispatch().await;
+            }
+            _ = tick.tick() => {
+                let kernel = capture.kernel_counters();
+                setup.metrics.set_kernel(&kernel);
+                let drops = kernel.get(Counter::RingBufFull);
+                if drops > drops_seen {
+                    pipeline.note_ring_drops();
+                    drops_seen = drops;
+                }
+                pipeline.tick(wall_ns());
+                pipeline.dispatch().await;
+                ticks += 1;
+                if ticks.is_multiple_of(PROGRESS_EVERY) {
+                    progress(pipeline, started);
+                }
+            }
+            reason = shutdown.wait() => break reason,
+        }
+    };
+    info!(reason, "stopping");
+    capture.detach();
+    capture.drain(|s| {
+        if let Ok(seg) = s {
+            pipeline.push(&seg.to_tcp(&clock));
+        }
+    });
+    pipeline.finish().await;
+    let kernel = capture.kernel_counters();
+    let summary = Summary {
+        seconds: started.elapsed().as_secs_f64(),
+        requests_seen: pipeline.http_stats().requests_seen,
+        unaccounted: pipeline.unaccounted(),
+        outcomes: pipeline.accounting(),
+        http: pipeline.http_stats(),
+        reassembly: pipeline.reassembly_stats(),
+        kernel: Some(kernel),
+        pcap: None,
+        malformed_records: malformed,
+    };
+    finish(
+        &summary,
+        &setup.log_path,
+        args.pipeline.stats_json.as_deref(),
+    )
+}
+
+/// `parallelrun replay`: offline from a pcap file.
+pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
+    let mut source = PcapSource::open(&args.pcap, &args.old)?;
+    let mut setup = Setup::new(&args.pipeline, &args.old, true).await?;
+    let pipeline = &mut setup.pipeline;
+    let started = Instant::now();
+    let mut shutdown = Shutdown::new(args.duration)?;
+    let mut last_progress = Instant::now();
+    let mut last_ts = 0u64;
+    let mut stopped = None;
+    loop {
+        // A slice of the file at a time: the pipeline replays what it
+        // completed before more is read, so memory stays bounded.
+        let more = source.read_batch(BATCH, |seg| {
+            pipeline.push(seg);
+            last_ts = last_ts.max(seg.ts_ns);
+        })?;
+        tokio::select! {
+            () = pipeline.dispatch() => {}
+            reason = shutdown.wait() => { stopped = Some(reason); }
+        }
+        pipeline.tick(last_ts);
+        if last_progress.elapsed() >= Duration::from_secs(PROGRESS_EVERY.into()) {
+            progress(pipeline, started);
+            last_progress = Instant::now();
+        }
+        if !more || stopped.is_some() {
+            break;
+        }
+    }
+    if let Some(reason) = stopped {
+        info!(reason, "stopping before the end of the file");
+    }
+    pipeline.finish().await;
+    let summary = Summary {
+        seconds: started.elapsed().as_secs_f64(),
+        requests_seen: pipeline.http_stats().requests_seen,
+        unaccounted: pipeline.unaccounted(),
+        outcomes: pipeline.accounting(),
+        http: pipeline.http_stats(),
+        reassembly: pipeline.reassembly_stats(),
+        kernel: None,
+        pcap: Some(source.stats().clone()),
+        malformed_records: 0,
+    };
+    finish(
+        &summary,
+        &setup.log_path,
+        args.pipeline.stats_json.as_deref(),
+    )
+}
+
+fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Result<()> {
+    let o = &s.outcomes;
+    eprintln!(
+        "parallelrun: {} requests seen in {:.1}s: {} matched, {} mismatched, {} noise, \
+         {} skipped, {} lost, {} replay errors",
+        s.requests_seen,
+        s.seconds,
+        o.matched,
+        o.mismatched,
+        o.noise,
+        o.skipped_total(),
+        o.lost_total(),
+        o.replay_errors
+    );
+    let nonzero = |m: &std::collections::BTreeMap<&'static str, u64>| {
+        m.iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if o.skipped_total() > 0 {
+        eprintln!("  skipped: {}", nonzero(&o.skipped));
+    }
+    if o.lost_total() > 0 {
+        eprintln!("  lost:    {}", nonzero(&o.lost));
+    }
+    if o.noise_differences > 0 || o.secondary_errors > 0 {
+        eprintln!(
+            "  noise:   {} differences suppressed, {} secondary errors",
+            o.noise_differences, o.secondary_errors
+        );
+    }
+    if let Some(k) = &s.kernel {
+        let drops = k.get(Counter::RingBufFull);
+        if drops > 0 {
+            eprintln!(
+                "  warning: {drops} segments were lost because the ring buffer was full; \
+                 raise --ring-size"
+            );
+        }
+    }
+    if o.log_errors > 0 {
+        eprintln!(
+            "  warning: {} events could not be written to the log",
+            o.log_errors
+        );
+    }
+    if s.unaccounted != 0 {
+        eprintln!(
+            "  warning: {} requests without an outcome (a bug: please report it)",
+            s.unaccounted
+        );
+    }
+    eprintln!("  mismatch log: {}", log.display());
+    if let Some(path) = stats_json {
+        fs::write(path, serde_json::to_vec_pretty(s)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `parallelrun tail`.
+pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
+    let color = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
+    };
+    let opts = TailOptions {
+        follow: !args.no_follow,
+        from_start: args.from_start,
+        color,
+    };
+    let mut shutdown = Shutdown::new(None)?;
+    let mut out = std::io::stdout();
+    follow(&args.file, &opts, &mut out, async move {
+        shutdown.wait().await;
+    })
+    .await?;
+    Ok(())
+}

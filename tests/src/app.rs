@@ -1,0 +1,383 @@
+//! A sample HTTP/1.1 service in two versions, for replay tests: the old one
+//! and a new one with deliberate differences. Runs in a namespace like
+//! [`crate::server::Server`] and counts the requests it served per path, so
+//! a test can prove what was (or was not) replayed to it.
+//!
+//! Routes (the same on both flavors unless said):
+//! - `GET /users/{n}`: `{"id":n,"name":"user n","plan":"basic","tags":["a","b"]}`;
+//!   [`Flavor::New`] answers `"plan":"premium"` for n = 7.
+//! - `GET /status`: old 200 `ok`, new 500 `error`.
+//! - `GET /version`: header `X-Version: 1` (new: `2`), same body.
+//! - `GET /gzip`: gzip-encoded `{"items":[1,2,3]}` (new: `[1,2,4]`).
+//! - `GET /random`: `{"value":42,"nonce":"<16 random hex digits>"}`, a new
+//!   nonce on every response (per-response noise).
+//! - `GET /same/{anything}`: the same JSON on both, with a `Date` (the
+//!   instance's skewed clock) and a random `X-Request-Id`: values that
+//!   differ on every response and must be ignored by default.
+//! - `GET /chunked`: a 50 000-byte JSON body, sent chunked.
+//! - `GET /big`: 1 MiB of [`crate::body_pattern`].
+//! - `POST /orders`: reads the body, then 201 `{"created":true}`.
+//! - anything else: 404.
+
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    io::Write as _,
+    net::{SocketAddr, TcpListener},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Frame, Incoming},
+    header::HeaderMap,
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+
+use crate::{body_pattern, netns::Netns};
+
+/// Which version of the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// The version in production.
+    Old,
+    /// The version under test, with the differences listed in the module docs.
+    New,
+}
+
+/// Requests served, by path (query excluded).
+type Hits = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// A running service; stopped on drop.
+pub struct App {
+    pub addr: SocketAddr,
+    pub flavor: Flavor,
+    hits: Hits,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl App {
+    /// Starts the service in `ns` listening on `addr` (port 0 picks one).
+    pub fn start(ns: &Netns, addr: SocketAddr, flavor: Flavor) -> Self {
+        let (tx_addr, rx_addr) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let hits = Hits::default();
+        let counted = Arc::clone(&hits);
+        let thread = ns.spawn(move || {
+            let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            listener.set_nonblocking(true).unwrap();
+            tx_addr.send(listener.local_addr().unwrap()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(serve(listener, stopped, flavor, counted));
+        });
+        let addr = rx_addr.recv().expect("app thread died before listening");
+        Self {
+            addr,
+            flavor,
+            hits,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests served whose path starts with `path_prefix` (`"/"`: all).
+    pub fn hits(&self, path_prefix: &str) -> u64 {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| path.starts_with(path_prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    mut stopped: oneshot::Receiver<()>,
+    flavor: Flavor,
+    hits: Hits,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    // The clock of this instance: a fixed skew, as between two hosts, so
+    // that Date headers differ between instances even within one second.
+    let skew = Duration::from_secs(rand::random_range(1..3600));
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let hits = Arc::clone(&hits);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let hits = Arc::clone(&hits);
+                        async move { Ok::<_, Infallible>(handle(req, flavor, skew, &hits).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .unwrap()
+}
+
+fn json(value: serde_json::Value) -> Response<Body> {
+    full(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec(&value).unwrap(),
+    )
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The body of `GET /chunked`: JSON of about 50 000 bytes.
+pub fn chunked_body() -> Vec<u8> {
+    let rows: Vec<serde_json::Value> = (0..1000)
+        .map(|i| serde_json::json!({"row": i, "label": format!("row number {i:05}")}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "rows": rows })).unwrap()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    flavor: Flavor,
+    skew: Duration,
+    hits: &Mutex<BTreeMap<String, u64>>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    // Read any request body whole before answering (keep-alive continues).
+    let _ = req.into_body().collect().await;
+    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let new = flavor == Flavor::New;
+    match (&method, path.as_str()) {
+        (&Method::POST, "/orders") => Response::builder()
+            .status(StatusCode::CREATED)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(br#"{"created":true}"#)).boxed())
+            .unwrap(),
+        (&Method::GET, "/status") if new => {
+            full(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "error\n")
+        }
+        (&Method::GET, "/status") => full(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/version") => {
+            let mut r = full(StatusCode::OK, "text/plain", "version\n");
+            let v = if new { "2" } else { "1" };
+            r.headers_mut().insert("x-version", v.parse().unwrap());
+            r
+        }
+        (&Method::GET, "/gzip") => {
+            let last = if new { 4 } else { 3 };
+            let body = serde_json::to_vec(&serde_json::json!({"items": [1, 2, last]})).unwrap();
+            let mut r = full(StatusCode::OK, "application/json", gzip(&body));
+            r.headers_mut()
+                .insert("content-encoding", "gzip".parse().unwrap());
+            r
+        }
+        (&Method::GET, "/random") => json(serde_json::json!({
+            "value": 42,
+            "nonce": format!("{:016x}", rand::random::<u64>()),
+        })),
+        (&Method::GET, "/chunked") => {
+            // No length known up front: hyper sends Transfer-Encoding: chunked.
+            let chunks: Vec<Bytes> = chunked_body()
+                .chunks(4000)
+                .map(Bytes::copy_from_slice)
+                .collect();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Chunks(chunks.into_iter()).boxed())
+                .unwrap()
+        }
+        (&Method::GET, "/big") => full(
+            StatusCode::OK,
+            "application/octet-stream",
+            body_pattern(1 << 20),
+        ),
+        (&Method::GET, p) if p.starts_with("/same/") => {
+            let mut r = json(serde_json::json!({"same": true, "path": p}));
+            let h = r.headers_mut();
+            let date = http_date(SystemTime::now() - skew);
+            h.insert("date", date.parse().unwrap());
+            let id = format!("{:032x}", rand::random::<u128>());
+            h.insert("x-request-id", id.parse().unwrap());
+            r
+        }
+        (&Method::GET, p) => match p
+            .strip_prefix("/users/")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(n) => {
+                let plan = if new && n == 7 { "premium" } else { "basic" };
+                json(serde_json::json!({
+                    "id": n,
+                    "name": format!("user {n}"),
+                    "plan": plan,
+                    "tags": ["a", "b"],
+                }))
+            }
+            None => not_found(),
+        },
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response<Body> {
+    full(StatusCode::NOT_FOUND, "text/plain", "not found\n")
+}
+
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A body of prepared chunks with no size hint.
+struct Chunks(std::vec::IntoIter<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.next().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A response as a client received it (body as sent, not decoded).
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends each `(method, path, body)` in turn on one keep-alive connection
+/// (hyper's client) and returns the replies; closes the connection and waits
+/// until it is closed. Runs in the calling thread's network namespace.
+pub fn fetch(server: SocketAddr, requests: &[(&str, &str, &[u8])]) -> Vec<Reply> {
+    let requests: Vec<(Method, String, Bytes)> = requests
+        .iter()
+        .map(|(m, p, b)| {
+            (
+                m.parse().unwrap(),
+                (*p).to_owned(),
+                Bytes::copy_from_slice(b),
+            )
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(server),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("connect {server}: timed out"))
+        .unwrap_or_else(|e| panic!("connect {server}: {e}"));
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+        let conn = tokio::spawn(conn);
+        let mut replies = Vec::new();
+        for (method, path, body) in requests {
+            let req = Request::builder()
+                .method(method)
+                .uri(&path)
+                .header("host", "old.test")
+                .header("user-agent", "parallelrun-tests")
+                .body(Full::new(body))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(20), sender.send_request(req))
+                .await
+                .unwrap_or_else(|_| panic!("{path}: no response within 20 s"))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: reading body: {e}"))
+                .to_bytes();
+            replies.push(Reply {
+                status,
+                headers,
+                body,
+            });
+        }
+        drop(sender);
+        let _ = conn.await;
+        replies
+    })
+}
