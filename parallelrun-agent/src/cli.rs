@@ -9,7 +9,6 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand};
-use parallelrun_common::DEFAULT_RING_BYTES;
 
 use parallelrun_agent::service::ServiceAddr;
 
@@ -52,7 +51,7 @@ pub struct ExchangesArgs {
     #[arg(long = "old", value_name = "ADDR:PORT", required = true)]
     pub old: Vec<ServiceAddr>,
     /// Kernel ring buffer size (live capture).
-    #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_RING_BYTES, value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub ring_size: u32,
     /// JSON Lines output: one exchange (or lost request) per line.
     #[arg(long, value_name = "FILE")]
@@ -140,10 +139,13 @@ pub struct PipelineArgs {
     /// At most this many replays per second (skipped ones are counted).
     #[arg(long, value_name = "PER_SEC")]
     pub rate: Option<NonZeroU32>,
-    /// Replays in flight at most, per target; beyond it live requests are
-    /// skipped (counted as overload), never queued.
+    /// Replays in flight at most, per target (pooled keep-alive connections).
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(64).expect("64 > 0"))]
     pub max_in_flight: NonZeroUsize,
+    /// Replays queued or in flight at most; beyond it live requests are
+    /// skipped (counted as overload), so memory stays bounded.
+    #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(1024).expect("1024 > 0"))]
+    pub max_queue: NonZeroUsize,
     /// Timeout of one replayed exchange.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
@@ -218,7 +220,7 @@ pub struct CaptureArgs {
     pub old: Vec<ServiceAddr>,
     /// Kernel ring buffer size (power of two, e.g. 16MiB, 64MiB). Larger
     /// absorbs longer bursts; drops are counted when it fills.
-    #[arg(long, value_name = "SIZE", default_value_t = DEFAULT_RING_BYTES, value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     pub ring_size: u32,
 }
 
@@ -349,6 +351,14 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_ring_size_is_the_shared_constant() {
+        assert_eq!(
+            parse_size("32MiB"),
+            Ok(parallelrun_common::DEFAULT_RING_BYTES)
+        );
     }
 
     #[test]

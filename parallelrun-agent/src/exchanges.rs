@@ -19,7 +19,6 @@ use parallelrun_agent::{
     reassembly::{Reassembler, ReassemblyConfig},
     shutdown::Shutdown,
 };
-use parallelrun_common::Counter;
 use serde_json::{Value, json};
 use tracing::info;
 
@@ -127,18 +126,17 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         })?;
         let clock = capture.clock();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut drops_seen = 0;
         let reason = loop {
             tokio::select! {
                 res = capture.next_batch(BATCH, |s| {
-                    if let Ok(seg) = s { r.push(&seg.to_tcp(&clock)) }
+                    if let Ok(seg) = s {
+                        if seg.drops_before {
+                            r.note_ring_drops();
+                        }
+                        r.push(&seg.to_tcp(&clock));
+                    }
                 }) => { res?; w.drain(&mut r); }
                 _ = tick.tick() => {
-                    let drops = capture.kernel_counters().get(Counter::RingBufFull);
-                    if drops > drops_seen {
-                        r.note_ring_drops();
-                        drops_seen = drops;
-                    }
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                     r.expire(now.as_nanos().min(u64::MAX as u128) as u64);
                     w.drain(&mut r);

@@ -102,6 +102,9 @@ pub struct PipelineConfig {
     pub wait_for_capacity: bool,
     /// How long to wait for replays still in flight at the end.
     pub drain_timeout: Duration,
+    /// Replays waiting for a connection or running, at most (bounds memory
+    /// when the new service is slower than the old one).
+    pub max_queue: usize,
 }
 
 /// Outcome counters of one run. Requests seen = the sum of all of them.
@@ -184,6 +187,70 @@ impl Accounting {
     }
 }
 
+/// Stops replaying to a new service that refuses connections, so that a
+/// service that is down is not hammered and requests are skipped (counted as
+/// `new_down`) instead of piling up errors. After [`Breaker::TRIP_AFTER`]
+/// connection failures in a row, replays pause; one probe request goes
+/// through every [`Breaker::PROBE_EVERY`]; its success closes the breaker.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    failures: AtomicU64,
+    /// Wall-clock ns before which requests are skipped (0 = closed).
+    open_until_ns: AtomicU64,
+}
+
+impl Breaker {
+    pub const TRIP_AFTER: u64 = 5;
+    pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a request may be replayed now. While open, lets one probe
+    /// through per [`Breaker::PROBE_EVERY`].
+    pub fn allow(&self, now_ns: u64) -> bool {
+        let until = self.open_until_ns.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if now_ns < until {
+            return false;
+        }
+        // Time for a probe: only one caller wins the swap.
+        let next = now_ns.saturating_add(Self::PROBE_EVERY.as_nanos() as u64);
+        self.open_until_ns
+            .compare_exchange(until, next, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Records a replay's result; `connect_failed` for refused or timed-out
+    /// connections (the service is down, not merely wrong).
+    pub fn record(&self, connect_failed: bool, now_ns: u64) {
+        if !connect_failed {
+            self.failures.store(0, Relaxed);
+            self.open_until_ns.store(0, Relaxed);
+            return;
+        }
+        let n = self.failures.fetch_add(1, Relaxed) + 1;
+        if n >= Self::TRIP_AFTER && self.open_until_ns.load(Relaxed) == 0 {
+            let until = now_ns.saturating_add(Self::PROBE_EVERY.as_nanos() as u64);
+            self.open_until_ns.store(until, Relaxed);
+            warn!(
+                failures = n,
+                "the new service refuses connections: pausing replays (skipped requests are \
+                 counted as new_down) and probing every second"
+            );
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_until_ns.load(Relaxed) != 0
+    }
+}
+
+fn wall_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
+}
+
 /// Replay targets.
 pub struct Targets {
     pub new: Replayer,
@@ -193,6 +260,7 @@ pub struct Targets {
 /// What the replay tasks share.
 struct Shared {
     targets: Targets,
+    breaker: Breaker,
     diff: DiffConfig,
     endpoints: Mutex<EndpointNoise>,
     log: Mutex<MismatchLog>,
@@ -211,6 +279,8 @@ pub struct Pipeline {
     wait_for_capacity: bool,
     drain_timeout: Duration,
     tasks: JoinSet<()>,
+    /// Slots for replays waiting for a connection or running.
+    queue: Arc<tokio::sync::Semaphore>,
     shared: Arc<Shared>,
     /// Newest segment timestamp: the pipeline's notion of "now" (pcap time
     /// offline, capture time live).
@@ -236,8 +306,10 @@ impl Pipeline {
             wait_for_capacity: cfg.wait_for_capacity,
             drain_timeout: cfg.drain_timeout,
             tasks: JoinSet::new(),
+            queue: Arc::new(tokio::sync::Semaphore::new(cfg.max_queue.max(1))),
             shared: Arc::new(Shared {
                 targets,
+                breaker: Breaker::default(),
                 diff: cfg.diff,
                 endpoints: Mutex::new(EndpointNoise::new(cfg.noise)),
                 log: Mutex::new(log),
@@ -318,27 +390,36 @@ impl Pipeline {
                     continue;
                 }
             }
-            let targets = &self.shared.targets;
-            let permit = if self.wait_for_capacity {
-                Some(targets.new.acquire().await)
+            if !self.shared.breaker.allow(wall_now_ns()) {
+                self.skip(SkipReason::NewDown);
+                continue;
+            }
+            // A queue slot bounds the replays waiting or running; live
+            // capture never waits for one (it skips and counts overload),
+            // offline replay does.
+            let slot = if self.wait_for_capacity {
+                Arc::clone(&self.queue).acquire_owned().await.ok()
             } else {
-                targets.new.try_acquire()
+                Arc::clone(&self.queue).try_acquire_owned().ok()
             };
-            let Some(permit) = permit else {
+            let Some(slot) = slot else {
                 self.skip(SkipReason::Overload);
                 continue;
             };
-            // The secondary only ever helps: without capacity there, the
-            // request is compared without per-request noise cancellation.
-            let secondary = targets
-                .secondary
-                .as_ref()
-                .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
             self.shared.acc.replayed.fetch_add(1, Relaxed);
             self.shared.metrics.replayed();
             let shared = Arc::clone(&self.shared);
             self.tasks.spawn(async move {
+                let _slot = slot;
                 let new = shared.targets.new.clone();
+                let permit = new.acquire().await;
+                // The secondary only ever helps: without capacity there, the
+                // request is compared without per-request noise cancellation.
+                let secondary = shared
+                    .targets
+                    .secondary
+                    .as_ref()
+                    .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
                 let (new_res, sec_res) = tokio::join!(new.send(permit, &ex.request), async {
                     match secondary {
                         Some((s, p)) => Some(s.send(p, &ex.request).await),
@@ -395,6 +476,11 @@ impl Pipeline {
         seen - self.accounting().accounted() as i128
     }
 
+    /// True while replays pause because the new service refuses connections.
+    pub fn new_service_down(&self) -> bool {
+        self.shared.breaker.is_open()
+    }
+
     /// Replays in flight now.
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
@@ -409,6 +495,10 @@ impl Shared {
         new: Result<Replayed, ReplayError>,
         secondary: Option<Result<Replayed, ReplayError>>,
     ) {
+        self.breaker.record(
+            matches!(&new, Err(e) if e.kind() == "connect"),
+            wall_now_ns(),
+        );
         let new = match new {
             Ok(new) => new,
             Err(e) => {
@@ -531,4 +621,64 @@ pub fn check_targets(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn breaker_trips_after_repeated_connect_failures_and_probes() {
+        let b = Breaker::default();
+        for _ in 0..Breaker::TRIP_AFTER - 1 {
+            b.record(true, 10 * S);
+        }
+        assert!(b.allow(10 * S), "not yet tripped");
+        b.record(true, 10 * S);
+        assert!(b.is_open());
+        assert!(!b.allow(10 * S + 1), "open: skip");
+        // After PROBE_EVERY one probe goes through, the next caller waits.
+        assert!(b.allow(11 * S + 1));
+        assert!(!b.allow(11 * S + 2));
+        // The probe succeeded: closed again.
+        b.record(false, 11 * S + 3);
+        assert!(!b.is_open());
+        assert!(b.allow(11 * S + 4));
+    }
+
+    #[test]
+    fn other_errors_do_not_trip_the_breaker() {
+        let b = Breaker::default();
+        for _ in 0..10 {
+            b.record(false, S);
+        }
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn policy_filters_methods_and_paths() {
+        let p = Policy {
+            path_prefixes: vec!["/api/".into()],
+            exclude_prefixes: vec!["/api/admin".into()],
+            ..Policy::default()
+        };
+        assert_eq!(p.filter("POST", "/api/x"), Some(SkipReason::Method));
+        assert_eq!(p.filter("GET", "/other"), Some(SkipReason::Filter));
+        assert_eq!(
+            p.filter("GET", "/api/admin/users"),
+            Some(SkipReason::Filter)
+        );
+        assert_eq!(p.filter("get", "/api/x?q=/api/admin"), None);
+    }
+
+    #[test]
+    fn replay_targets_must_not_be_old_services() {
+        let old: Vec<crate::service::ServiceAddr> = vec![":8080".parse().unwrap()];
+        let new: SocketAddr = "10.0.0.9:8080".parse().unwrap();
+        assert!(check_targets(&old, &[("--new", new)]).is_err());
+        let new: SocketAddr = "10.0.0.9:9090".parse().unwrap();
+        assert!(check_targets(&old, &[("--new", new)]).is_ok());
+    }
 }

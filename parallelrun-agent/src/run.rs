@@ -137,6 +137,7 @@ impl Setup {
             },
             wait_for_capacity: offline,
             drain_timeout: args.timeout + Duration::from_secs(1),
+            max_queue: args.max_queue.get(),
         };
         let metrics = Metrics::new();
         if !args.no_metrics {
@@ -185,7 +186,7 @@ fn progress(p: &Pipeline, started: Instant) {
         lost = a.lost_total(),
         replay_errors = a.replay_errors,
         in_flight = p.in_flight(),
-        connections = p.reassembly_stats().buffered_bytes,
+        buffered_bytes = p.reassembly_stats().buffered_bytes,
         "progress"
     );
 }
@@ -204,14 +205,18 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks = 0u32;
-    let mut drops_seen = 0u64;
     let mut malformed = 0u64;
     let pipeline = &mut setup.pipeline;
 
     let reason = loop {
         tokio::select! {
             r = capture.next_batch(BATCH, |s| match s {
-                Ok(seg) => pipeline.push(&seg.to_tcp(&clock)),
+                Ok(seg) => {
+                    if seg.drops_before {
+                        pipeline.note_ring_drops();
+                    }
+                    pipeline.push(&seg.to_tcp(&clock));
+                }
                 Err(e) => {
                     malformed += 1;
                     warn!("skipping malformed record: {e}");
@@ -221,13 +226,7 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
                 pipeline.dispatch().await;
             }
             _ = tick.tick() => {
-                let kernel = capture.kernel_counters();
-                setup.metrics.set_kernel(&kernel);
-                let drops = kernel.get(Counter::RingBufFull);
-                if drops > drops_seen {
-                    pipeline.note_ring_drops();
-                    drops_seen = drops;
-                }
+                setup.metrics.set_kernel(&capture.kernel_counters());
                 pipeline.tick(wall_ns());
                 pipeline.dispatch().await;
                 ticks += 1;

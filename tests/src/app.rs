@@ -25,7 +25,10 @@ use std::{
     io::Write as _,
     net::{SocketAddr, TcpListener},
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     thread,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -54,14 +57,30 @@ pub enum Flavor {
     New,
 }
 
-/// Requests served, by path (query excluded).
-type Hits = Arc<Mutex<BTreeMap<String, u64>>>;
+/// What the service counts: requests served by path (query excluded) and
+/// connections.
+#[derive(Default)]
+struct Counts {
+    hits: Mutex<BTreeMap<String, u64>>,
+    connections: AtomicU64,
+    open: AtomicU64,
+    peak_open: AtomicU64,
+}
+
+/// One open connection, uncounted on drop.
+struct Open(Arc<Counts>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// A running service; stopped on drop.
 pub struct App {
     pub addr: SocketAddr,
     pub flavor: Flavor,
-    hits: Hits,
+    counts: Arc<Counts>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -71,8 +90,8 @@ impl App {
     pub fn start(ns: &Netns, addr: SocketAddr, flavor: Flavor) -> Self {
         let (tx_addr, rx_addr) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let hits = Hits::default();
-        let counted = Arc::clone(&hits);
+        let counts = Arc::<Counts>::default();
+        let counted = Arc::clone(&counts);
         let thread = ns.spawn(move || {
             let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
             listener.set_nonblocking(true).unwrap();
@@ -87,7 +106,7 @@ impl App {
         Self {
             addr,
             flavor,
-            hits,
+            counts,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -95,13 +114,24 @@ impl App {
 
     /// Requests served whose path starts with `path_prefix` (`"/"`: all).
     pub fn hits(&self, path_prefix: &str) -> u64 {
-        self.hits
+        self.counts
+            .hits
             .lock()
             .unwrap()
             .iter()
             .filter(|(path, _)| path.starts_with(path_prefix))
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.counts.connections.load(Ordering::Relaxed)
+    }
+
+    /// The most connections that were open at once.
+    pub fn peak_connections(&self) -> u64 {
+        self.counts.peak_open.load(Ordering::Relaxed)
     }
 }
 
@@ -120,7 +150,7 @@ async fn serve(
     listener: TcpListener,
     mut stopped: oneshot::Receiver<()>,
     flavor: Flavor,
-    hits: Hits,
+    counts: Arc<Counts>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
     // The clock of this instance: a fixed skew, as between two hosts, so
@@ -131,11 +161,15 @@ async fn serve(
             _ = &mut stopped => return,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let hits = Arc::clone(&hits);
+                let counts = Arc::clone(&counts);
+                counts.connections.fetch_add(1, Ordering::Relaxed);
+                let open = counts.open.fetch_add(1, Ordering::Relaxed) + 1;
+                counts.peak_open.fetch_max(open, Ordering::Relaxed);
                 tokio::spawn(async move {
+                    let _open = Open(Arc::clone(&counts));
                     let service = service_fn(move |req| {
-                        let hits = Arc::clone(&hits);
-                        async move { Ok::<_, Infallible>(handle(req, flavor, skew, &hits).await) }
+                        let counts = Arc::clone(&counts);
+                        async move { Ok::<_, Infallible>(handle(req, flavor, skew, &counts).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -171,24 +205,49 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// The body of `GET /chunked`: JSON of about 50 000 bytes.
-pub fn chunked_body() -> Vec<u8> {
-    let rows: Vec<serde_json::Value> = (0..1000)
-        .map(|i| serde_json::json!({"row": i, "label": format!("row number {i:05}")}))
-        .collect();
-    serde_json::to_vec(&serde_json::json!({ "rows": rows })).unwrap()
+pub fn chunked_body() -> Bytes {
+    static BODY: OnceLock<Bytes> = OnceLock::new();
+    BODY.get_or_init(|| {
+        let rows: Vec<serde_json::Value> = (0..1000)
+            .map(|i| serde_json::json!({"row": i, "label": format!("row number {i:05}")}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "rows": rows }))
+            .unwrap()
+            .into()
+    })
+    .clone()
+}
+
+/// The body of `GET /big`: 1 MiB of [`body_pattern`], made once (the
+/// services must stay cheap: they share a few CPUs with the agent).
+fn big_body() -> Bytes {
+    static BODY: OnceLock<Bytes> = OnceLock::new();
+    BODY.get_or_init(|| body_pattern(1 << 20).into()).clone()
+}
+
+/// The gzip-encoded body of `GET /gzip`, made once per flavor.
+fn gzip_body(flavor: Flavor) -> Bytes {
+    static BODIES: OnceLock<[Bytes; 2]> = OnceLock::new();
+    let bodies = BODIES.get_or_init(|| {
+        [3, 4].map(|last| {
+            let json = serde_json::to_vec(&serde_json::json!({"items": [1, 2, last]})).unwrap();
+            gzip(&json).into()
+        })
+    });
+    bodies[usize::from(flavor == Flavor::New)].clone()
 }
 
 async fn handle(
     req: Request<Incoming>,
     flavor: Flavor,
     skew: Duration,
-    hits: &Mutex<BTreeMap<String, u64>>,
+    counts: &Counts,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     // Read any request body whole before answering (keep-alive continues).
     let _ = req.into_body().collect().await;
-    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    *counts.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     let new = flavor == Flavor::New;
     match (&method, path.as_str()) {
         (&Method::POST, "/orders") => Response::builder()
@@ -207,9 +266,7 @@ async fn handle(
             r
         }
         (&Method::GET, "/gzip") => {
-            let last = if new { 4 } else { 3 };
-            let body = serde_json::to_vec(&serde_json::json!({"items": [1, 2, last]})).unwrap();
-            let mut r = full(StatusCode::OK, "application/json", gzip(&body));
+            let mut r = full(StatusCode::OK, "application/json", gzip_body(flavor));
             r.headers_mut()
                 .insert("content-encoding", "gzip".parse().unwrap());
             r
@@ -220,9 +277,10 @@ async fn handle(
         })),
         (&Method::GET, "/chunked") => {
             // No length known up front: hyper sends Transfer-Encoding: chunked.
-            let chunks: Vec<Bytes> = chunked_body()
-                .chunks(4000)
-                .map(Bytes::copy_from_slice)
+            let body = chunked_body();
+            let chunks: Vec<Bytes> = (0..body.len())
+                .step_by(4000)
+                .map(|i| body.slice(i..(i + 4000).min(body.len())))
                 .collect();
             Response::builder()
                 .status(StatusCode::OK)
@@ -230,11 +288,7 @@ async fn handle(
                 .body(Chunks(chunks.into_iter()).boxed())
                 .unwrap()
         }
-        (&Method::GET, "/big") => full(
-            StatusCode::OK,
-            "application/octet-stream",
-            body_pattern(1 << 20),
-        ),
+        (&Method::GET, "/big") => full(StatusCode::OK, "application/octet-stream", big_body()),
         (&Method::GET, p) if p.starts_with("/same/") => {
             let mut r = json(serde_json::json!({"same": true, "path": p}));
             let h = r.headers_mut();

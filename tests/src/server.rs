@@ -3,7 +3,11 @@
 //! Routes:
 //! - `GET /bytes/N`: N bytes of [`crate::body_pattern`], with Content-Length.
 //! - `GET /chunked/N`: the same bytes, chunked.
+//! - `GET /etag`: 200 with `ETag: "v1"`, or 304 without a body when the
+//!   request has `If-None-Match: "v1"`.
 //! - anything else: 404 with a short body.
+//!
+//! HEAD works on every route (hyper sends the head only).
 
 use std::{
     convert::Infallible,
@@ -89,6 +93,10 @@ type Body = BoxBody<Bytes, Infallible>;
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let etag_match = req
+        .headers()
+        .get("if-none-match")
+        .is_some_and(|v| v.as_bytes() == b"\"v1\"");
     // Drain any request body so keep-alive continues.
     let _ = req.into_body().collect().await;
     let full = |status: StatusCode, body: Vec<u8>| {
@@ -98,6 +106,22 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
             .body(Full::new(Bytes::from(body)).boxed())
             .unwrap()
     };
+    if path == "/etag" {
+        let status = if etag_match {
+            StatusCode::NOT_MODIFIED
+        } else {
+            StatusCode::OK
+        };
+        let body = if etag_match {
+            Vec::new()
+        } else {
+            b"versioned\n".to_vec()
+        };
+        let mut resp = full(status, body);
+        resp.headers_mut()
+            .insert("etag", hyper::header::HeaderValue::from_static("\"v1\""));
+        return Ok(resp);
+    }
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
         return Ok(full(StatusCode::OK, body_pattern(n)));
     }

@@ -217,40 +217,61 @@ impl Results {
     }
 }
 
+/// `conns` keep-alive connections in parallel from the client namespace,
+/// each sending `paths(conn)` in turn; returns each connection's body lengths.
+fn parallel_keep_alive(
+    rig: &Rig,
+    conns: usize,
+    paths: impl Fn(usize) -> Vec<String>,
+) -> Vec<Vec<usize>> {
+    let addr = rig.old.addr;
+    let handles: Vec<_> = (0..conns)
+        .map(|c| {
+            let paths = paths(c);
+            rig.pair.client.spawn(move || {
+                let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+                client::keep_alive(addr, &paths).body_lens
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        .collect()
+}
+
 /// Two identical versions under thousands of keep-alive requests (JSON,
 /// chunked, gzip-encoded, 1 MiB bodies, per-response headers) never produce
 /// a mismatch: every request is seen, replayed once and matched.
+///
+/// The in-flight limit is raised above the request count: when the agent
+/// lags behind the clients it dispatches a whole backlog at once, and the
+/// default limit (64) would skip part of it as overload, which is another
+/// property (see `replay_concurrency_is_bounded_and_overload_counted`).
 #[test]
 fn identical_versions_have_no_mismatches() {
     const CONNS: usize = 8;
     const PER_CONN: usize = 250;
-    let mut rig = Rig::start(Some(Flavor::Old), &[]);
-    let addr = rig.old.addr;
-    let handles: Vec<_> = (0..CONNS)
-        .map(|c| {
-            let paths: Vec<String> = (0..PER_CONN)
-                .map(|i| match i {
-                    100 => "/big".to_owned(),
-                    _ => match i % 5 {
-                        0 | 4 => format!("/users/{}", c * 1000 + i),
-                        1 => format!("/same/{c}-{i}"),
-                        2 => "/chunked".to_owned(),
-                        _ => "/gzip".to_owned(),
-                    },
-                })
-                .collect();
-            rig.pair.client.spawn(move || {
-                let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-                client::keep_alive(addr, &paths)
-            })
-        })
-        .collect();
-    for h in handles {
-        let conv = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        assert_eq!(conv.body_lens.len(), PER_CONN);
-        assert_eq!(conv.body_lens[100], MIB, "the client got a short /big");
-    }
     let total = (CONNS * PER_CONN) as u64;
+    parallelrun_tests::raise_fd_limit();
+    let mut rig = Rig::start(Some(Flavor::Old), &["--max-in-flight", "4096"]);
+    let lens = parallel_keep_alive(&rig, CONNS, |c| {
+        (0..PER_CONN)
+            .map(|i| match i {
+                100 => "/big".to_owned(),
+                _ => match i % 5 {
+                    0 | 4 => format!("/users/{}", c * 1000 + i),
+                    1 => format!("/same/{c}-{i}"),
+                    2 => "/chunked".to_owned(),
+                    _ => "/gzip".to_owned(),
+                },
+            })
+            .collect()
+    });
+    for l in &lens {
+        assert_eq!(l.len(), PER_CONN);
+        assert_eq!(l[100], MIB, "the client got a short /big");
+    }
     assert_eq!(rig.old.hits("/"), total);
     let r = rig.stop();
 
@@ -267,6 +288,45 @@ fn identical_versions_have_no_mismatches() {
     // Each request reached the new service exactly once.
     assert_eq!(rig.new_app().hits("/"), total);
     assert_eq!(rig.new_app().hits("/big"), CONNS as u64);
+}
+
+/// `--max-in-flight` bounds what the agent sends at once (to the new
+/// service and to the secondary alike), whatever the load: requests beyond
+/// it are skipped as overload, never queued, and counted; the new service
+/// receives exactly the requests counted as replayed.
+#[test]
+fn replay_concurrency_is_bounded_and_overload_counted() {
+    const CONNS: usize = 8;
+    const PER_CONN: usize = 100;
+    const MAX: u64 = 2;
+    let total = (CONNS * PER_CONN) as u64;
+    let mut rig = Rig::start(Some(Flavor::Old), &["--max-in-flight", &MAX.to_string()]);
+    let lens = parallel_keep_alive(&rig, CONNS, |c| {
+        (0..PER_CONN).map(|i| format!("/users/{c}{i}")).collect()
+    });
+    assert!(lens.iter().all(|l| l.len() == PER_CONN));
+    let r = rig.stop();
+
+    r.assert_accounted();
+    assert!(r.log.is_empty(), "{:#?}", r.log);
+    let replayed = r.n("/outcomes/replayed");
+    assert_eq!(r.n("/requests_seen"), total, "{:#}", r.stats);
+    assert_eq!(r.n("/outcomes/matched"), replayed, "{:#}", r.stats);
+    assert_eq!(
+        r.n("/outcomes/skipped/overload"),
+        total - replayed,
+        "{:#}",
+        r.stats
+    );
+    assert_eq!(rig.new_app().hits("/"), replayed);
+    assert!(rig.secondary.hits("/") <= replayed);
+    // One connection per request in flight, kept for reuse.
+    assert!(
+        rig.new_app().peak_connections() <= MAX,
+        "{} connections open at once to the new service with --max-in-flight {MAX}",
+        rig.new_app().peak_connections()
+    );
+    assert!(rig.secondary.peak_connections() <= MAX);
 }
 
 /// Each deliberate difference of the new version is reported once, at

@@ -46,6 +46,9 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Benchmarks, printed as markdown tables: the capture-side pipeline's
+    /// offline throughput (pcap → reassembly → exchanges) on one core.
+    Bench,
     /// Run a cargo-fuzz target for a bounded time over its checked-in corpus
     /// (installs cargo-fuzz when missing).
     Fuzz {
@@ -86,6 +89,13 @@ fn main() -> Result<()> {
             setup::run()?;
             lint()
         }
+        Task::Bench => util::status(cargo().args([
+            "bench",
+            "--package",
+            "parallelrun-agent",
+            "--bench",
+            "pipeline",
+        ])),
         Task::Fuzz { seconds, target } => {
             setup::run()?;
             fuzz(&target, seconds)

@@ -83,6 +83,9 @@ pub struct Capture {
     counters: PerCpuArray<MapData, u64>,
     clock: Clock,
     iface: String,
+    /// Ring-buffer-full drops already reported through
+    /// [`Segment::drops_before`].
+    drops_reported: u64,
 }
 
 impl Capture {
@@ -192,6 +195,7 @@ impl Capture {
             counters,
             clock: Clock::now(),
             iface: cfg.iface.clone(),
+            drops_reported: 0,
         })
     }
 
@@ -205,6 +209,10 @@ impl Capture {
 
     /// Waits until records are available, then hands up to `max` of them to
     /// `f` in order. Returns how many were handed over.
+    ///
+    /// The kernel's ring-buffer-full counter is read before each batch; when
+    /// it grew, the batch's first segment has `drops_before` set, so the
+    /// holes that this batch reveals can be blamed on the drops.
     pub async fn next_batch(
         &mut self,
         max: usize,
@@ -212,11 +220,18 @@ impl Capture {
     ) -> Result<usize, CaptureError> {
         loop {
             let mut guard = self.ring.readable_mut().await?;
+            let drops = sum_counter(&self.counters, Counter::RingBufFull);
+            let mut drops_before = drops > self.drops_reported;
+            self.drops_reported = drops;
             let ring = guard.get_inner_mut();
             let mut n = 0;
             while n < max {
                 let Some(item) = ring.next() else { break };
-                f(Segment::parse(&item));
+                let mut seg = Segment::parse(&item);
+                if let Ok(seg) = &mut seg {
+                    seg.drops_before = std::mem::take(&mut drops_before);
+                }
+                f(seg);
                 n += 1;
             }
             if n < max {
@@ -244,9 +259,7 @@ impl Capture {
     pub fn kernel_counters(&self) -> KernelCounters {
         let mut out = KernelCounters::default();
         for c in Counter::ALL {
-            if let Ok(values) = self.counters.get(&(c as u32), 0) {
-                out.0[c as usize] = values.iter().sum();
-            }
+            out.0[c as usize] = sum_counter(&self.counters, c);
         }
         out
     }
@@ -255,6 +268,13 @@ impl Capture {
     pub fn clock(&self) -> Clock {
         self.clock
     }
+}
+
+/// One kernel counter summed over all CPUs (0 if unreadable).
+fn sum_counter(counters: &PerCpuArray<MapData, u64>, c: Counter) -> u64 {
+    counters
+        .get(&(c as u32), 0)
+        .map_or(0, |values| values.iter().sum())
 }
 
 /// Registers the ring buffer's epoll-able fd with the tokio reactor.

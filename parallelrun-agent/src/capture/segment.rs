@@ -17,6 +17,9 @@ pub struct Segment<'a> {
     pub header: SegmentHeader,
     pub direction: Direction,
     pub payload: &'a [u8],
+    /// The kernel dropped records (ring buffer full) since the previous
+    /// batch: set on the first segment handed out after the drops.
+    pub drops_before: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,6 +67,7 @@ impl<'a> Segment<'a> {
             header,
             direction,
             payload,
+            drops_before: false,
         })
     }
 

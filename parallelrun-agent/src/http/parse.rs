@@ -36,7 +36,9 @@
 //! Every other error ([`HttpError::is_recoverable`] is false) leaves the
 //! parser failed: the message's end is unknown, so the parser cannot find
 //! the next one by itself. It returns the same error until
-//! [`RequestParser::clear`], and drops bytes pushed meanwhile.
+//! [`RequestParser::clear`] and drops bytes pushed meanwhile; `buffered()`
+//! still counts the bytes it had not parsed (after an upgrade: the first
+//! bytes of the new protocol), so that a caller can account for them.
 //!
 //! Memory held between calls is bounded: after `next` returned `Ok(None)` a
 //! parser holds at most the head of the current message (`max_head`), its
@@ -291,17 +293,15 @@ impl ResponseParser {
     /// is an error.
     ///
     /// A complete response still buffered is returned first, so call it
-    /// until it returns `Ok(None)` or an error. After a truncated message
-    /// ([`HttpError::Truncated`]) the parser is cleared.
+    /// until it returns `Ok(None)` or an error. A truncated message
+    /// ([`HttpError::Truncated`]) leaves the parser failed, its bytes still
+    /// counted by `buffered()`, until cleared.
     pub fn finish(&mut self, method: &str) -> Result<Option<Response>, HttpError> {
         if let Some(response) = self.next(method)? {
             return Ok(Some(response));
         }
         let result = match mem::replace(&mut self.core.phase, Phase::Head) {
-            Phase::Failed(error) => {
-                self.core.phase = Phase::Failed(error.clone());
-                return Err(error);
-            }
+            Phase::Failed(error) => Err(error),
             Phase::Head if self.core.buf.is_empty() => Ok(None),
             Phase::Head => Err(HttpError::Truncated),
             Phase::Body(head) if self.core.framing == Framing::UntilClose => self
@@ -310,8 +310,8 @@ impl ResponseParser {
                 .map(|parts| Some(head.into_response(parts))),
             Phase::Body(_) => Err(HttpError::Truncated),
         };
-        if matches!(result, Err(HttpError::Truncated)) {
-            self.core.clear();
+        if let Err(error) = &result {
+            self.core.failed(error);
         }
         result
     }
@@ -345,12 +345,18 @@ impl ResponseParser {
                         return Ok(None);
                     };
                     let bytes = self.core.buf.get(..head_len).unwrap_or_default();
-                    match parse_response_head(bytes, method, &self.core.limits)? {
-                        ParsedResponse::Interim => self.core.skip_head(head_len),
-                        ParsedResponse::Final(head, framing, fields) => {
+                    match parse_response_head(bytes, method, &self.core.limits) {
+                        Ok(ParsedResponse::Interim) => self.core.skip_head(head_len),
+                        Ok(ParsedResponse::Final(head, framing, fields)) => {
                             self.core.start_body(head_len, framing, fields);
                             self.core.phase = Phase::Body(head);
                         }
+                        Err(HttpError::Upgrade) => {
+                            // What follows the head is the new protocol.
+                            self.core.skip_head(head_len);
+                            return Err(HttpError::Upgrade);
+                        }
+                        Err(error) => return Err(error),
                     }
                 }
                 Phase::Body(head) => {
@@ -540,10 +546,13 @@ impl<H> Core<H> {
         *self = Self::new(self.limits);
     }
 
-    /// Records a fatal error; a recoverable one needs nothing.
+    /// Records a fatal error, keeping the unparsed bytes for `buffered()`;
+    /// a recoverable one needs nothing.
     fn failed(&mut self, error: &HttpError) {
         if !error.is_recoverable() {
+            let unparsed = mem::take(&mut self.buf);
             self.clear();
+            self.buf = unparsed;
             self.phase = Phase::Failed(error.clone());
         }
     }
@@ -553,7 +562,8 @@ impl<H> Core<H> {
         unparsed(&self.buf, self.pos)
     }
 
-    /// Takes `n` unparsed bytes as part of the body.
+    /// Takes `n` unparsed bytes as part of the body; stops keeping the
+    /// message once its body as transferred is over the limit.
     fn consume(&mut self, n: usize) {
         let n = n.min(self.rest().len());
         if self.discarding {
@@ -562,6 +572,9 @@ impl<H> Core<H> {
             self.pos += n;
         }
         self.wire = self.wire.saturating_add(n as u64);
+        if !self.discarding && self.wire > self.limits.max_body as u64 {
+            self.discard();
+        }
     }
 
     /// Stops keeping the current message: drops what is buffered of it.
@@ -673,9 +686,6 @@ impl<H> Core<H> {
                 }
                 Framing::UntilClose => {
                     self.consume(avail);
-                    if !self.discarding && self.wire > max_body {
-                        self.discard();
-                    }
                     return Ok(false);
                 }
                 Framing::Chunked(Chunk::Size) => {
@@ -706,6 +716,7 @@ impl<H> Core<H> {
                     if size == 0 {
                         self.framing = Framing::Chunked(Chunk::Trailers);
                     } else {
+                        // Skip a chunk that cannot fit before buffering it.
                         if !self.discarding
                             && self.wire.saturating_add(size).saturating_add(2) > max_body
                         {
@@ -1374,13 +1385,28 @@ mod tests {
     fn finish_reports_truncated_messages() {
         let mut parser = ResponseParser::new(limits());
         assert_eq!(parser.finish("GET"), Ok(None), "nothing pending");
-        parser.push(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+        let cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
+        parser.push(cut);
         assert_eq!(parser.finish("GET"), Err(HttpError::Truncated));
-        assert_eq!(parser.buffered(), 0, "cleared after a truncated message");
-        parser.push(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab");
-        assert_eq!(parser.finish("GET"), Err(HttpError::Truncated));
-        parser.push(b"HTTP/1.1 200 OK\r\nContent-");
-        assert_eq!(parser.finish("GET"), Err(HttpError::Truncated));
+        assert_eq!(
+            parser.buffered(),
+            cut.len(),
+            "the truncated bytes are counted"
+        );
+        assert_eq!(
+            parser.next("GET"),
+            Err(HttpError::Truncated),
+            "and it sticks"
+        );
+        for cut in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"[..],
+            b"HTTP/1.1 200 OK\r\nContent-",
+        ] {
+            parser.clear();
+            parser.push(cut);
+            assert_eq!(parser.finish("GET"), Err(HttpError::Truncated));
+        }
+        parser.clear();
         // A complete response still buffered comes first.
         parser.push(b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n\r\nrest");
         assert_eq!(parser.finish("GET").unwrap().unwrap().status, 204);
@@ -1419,13 +1445,15 @@ mod tests {
         let mut parser = ResponseParser::new(limits());
         parser.push(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello");
         assert_eq!(parser.next("GET"), Err(HttpError::Upgrade));
+        assert_eq!(parser.buffered(), 7, "the new protocol's bytes are left");
         assert_eq!(parser.next("GET"), Err(HttpError::Upgrade));
         parser.push(b"\x81\x05again");
         assert_eq!(
             parser.buffered(),
-            0,
+            7,
             "bytes after a fatal error are dropped"
         );
+        assert!(!parser.in_message());
         assert_eq!(HttpError::Upgrade.cause(), LossCause::Upgrade);
         parser.clear();
         parser.push(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -1466,6 +1494,14 @@ mod tests {
         assert_eq!(got[0], Err(HttpError::BodyTooLarge { limit }));
         assert_eq!(&got[1].as_ref().unwrap().body[..], b"ok");
         assert_eq!(got.len(), 2);
+
+        // The chunk fits, but with the trailer section the body as
+        // transferred does not.
+        let trailers = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            1\r\na\r\n0\r\nX-Trailer: long enough\r\n\r\n";
+        let got = responses(&[trailers, next], &[], with_body_limit(limit));
+        assert_eq!(got[0], Err(HttpError::BodyTooLarge { limit }));
+        assert_eq!(&got[1].as_ref().unwrap().body[..], b"ok");
 
         let until_close = b"HTTP/1.0 200 OK\r\n\r\n0123456789abcdef";
         assert_eq!(
@@ -1719,7 +1755,8 @@ mod tests {
             let wire = request_corpus();
             let limits = with_body_limit(6);
             let whole = requests(&[&wire], limits);
-            prop_assert_eq!(whole.iter().filter(|r| r.is_err()).count(), 1);
+            // Both chunked requests are over 6 bytes as transferred.
+            prop_assert_eq!(whole.iter().filter(|r| r.is_err()).count(), 2);
             prop_assert_eq!(requests(&split(&wire, &cuts), limits), whole);
         }
 

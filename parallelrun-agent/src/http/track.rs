@@ -532,6 +532,10 @@ impl HttpTracker {
                     break;
                 }
                 Err(error) => {
+                    if error == HttpError::Truncated {
+                        self.stats.truncated_bytes += conn.responses.buffered() as u64;
+                        conn.responses.clear();
+                    }
                     self.desync(conn, key, error.cause());
                     break;
                 }
@@ -701,10 +705,6 @@ mod tests {
 
         fn open() -> Self {
             Self::new(HttpConfig::default(), false)
-        }
-
-        fn conn(&mut self) -> &mut HttpConn {
-            self.conn.as_mut().expect("connection open")
         }
 
         fn drain(&mut self) {
@@ -898,7 +898,9 @@ mod tests {
         h.resp(8, &ok("fresh"));
         assert_eq!(h.pairs(), [("/after".into(), 200)]);
         assert_eq!(&h.paired()[0].response.body[..], b"fresh");
-        let skipped = b"partial".len()
+        // The partial response (head included) dropped at the gap, then
+        // what was skipped.
+        let skipped = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".len()
             + b"rest of the old body".len()
             + ok("stale").len()
             + b"Host: old\r\n\r\n".len();
@@ -992,7 +994,8 @@ mod tests {
                 [lost(cause, "/a"), lost(cause, "/b"), lost(cause, "/c")],
                 "{reason:?}"
             );
-            let truncated = b"abc".len() + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc".len();
+            let truncated = b"POST /c HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc".len()
+                + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc".len();
             assert_eq!(h.stats().truncated_bytes, truncated as u64);
         }
     }
@@ -1065,8 +1068,10 @@ mod tests {
     fn parse_error_loses_pending_and_resyncs() {
         let mut h = Harness::open();
         h.req(1, &get("/ok"));
-        h.req(2, b"\x16\x03\x01\x00\xa5 not http\r\n");
+        let garbage = b"\x16\x03\x01\x00\xa5 not http\r\n";
+        h.req(2, garbage);
         assert_eq!(h.lost(), [lost(LossCause::ParseError, "/ok")]);
+        assert_eq!(h.stats().resync_skipped_bytes, garbage.len() as u64);
         h.resp(3, &ok("ok"));
         h.req(4, &get("/again"));
         h.resp(5, &ok("again"));
@@ -1132,7 +1137,10 @@ mod tests {
             ]
         );
         assert_eq!(h.stats().requests_seen, 3, "/4 was skipped unparsed");
-        assert_eq!(h.stats().resync_skipped_bytes, get("/4").len() as u64);
+        assert_eq!(
+            h.stats().resync_skipped_bytes,
+            (get("/3").len() + get("/4").len()) as u64
+        );
         h.resp(2, &[ok("1"), ok("2")].concat());
         h.req(3, &get("/5"));
         h.resp(4, &ok("5"));
@@ -1165,6 +1173,10 @@ mod tests {
         h.resp(2, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
         h.fin(Direction::Response, 3);
         assert_eq!(h.lost(), [lost(LossCause::Closed, "/cut")]);
+        assert_eq!(
+            h.stats().truncated_bytes,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".len() as u64
+        );
         h.close(CloseReason::Fin);
     }
 
