@@ -54,6 +54,23 @@ struct Summary<'a> {
     malformed_records: u64,
 }
 
+impl<'a> Summary<'a> {
+    /// The pipeline's counters; the caller adds what its source knows.
+    fn new(p: &'a Pipeline, started: Instant) -> Self {
+        Self {
+            seconds: started.elapsed().as_secs_f64(),
+            requests_seen: p.http_stats().requests_seen,
+            unaccounted: p.unaccounted(),
+            outcomes: p.accounting(),
+            http: p.http_stats(),
+            reassembly: p.reassembly_stats(),
+            kernel: None,
+            pcap: None,
+            malformed_records: 0,
+        }
+    }
+}
+
 /// What `run` and `replay` build the same way from their flags.
 struct Setup {
     pipeline: Pipeline,
@@ -245,18 +262,9 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     pipeline.finish().await;
-    let kernel = capture.kernel_counters();
-    let summary = Summary {
-        seconds: started.elapsed().as_secs_f64(),
-        requests_seen: pipeline.http_stats().requests_seen,
-        unaccounted: pipeline.unaccounted(),
-        outcomes: pipeline.accounting(),
-        http: pipeline.http_stats(),
-        reassembly: pipeline.reassembly_stats(),
-        kernel: Some(kernel),
-        pcap: None,
-        malformed_records: malformed,
-    };
+    let mut summary = Summary::new(pipeline, started);
+    summary.kernel = Some(capture.kernel_counters());
+    summary.malformed_records = malformed;
     finish(
         &summary,
         &setup.log_path,
@@ -298,17 +306,8 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
         info!(reason, "stopping before the end of the file");
     }
     pipeline.finish().await;
-    let summary = Summary {
-        seconds: started.elapsed().as_secs_f64(),
-        requests_seen: pipeline.http_stats().requests_seen,
-        unaccounted: pipeline.unaccounted(),
-        outcomes: pipeline.accounting(),
-        http: pipeline.http_stats(),
-        reassembly: pipeline.reassembly_stats(),
-        kernel: None,
-        pcap: Some(source.stats().clone()),
-        malformed_records: 0,
-    };
+    let mut summary = Summary::new(pipeline, started);
+    summary.pcap = Some(source.stats().clone());
     finish(
         &summary,
         &setup.log_path,

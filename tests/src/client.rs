@@ -71,44 +71,8 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (usize, usize) {
     }
 }
 
-/// If `buf` starts with a complete response, its total length and body length.
+/// If `buf` starts with a complete response to a GET, its total length
+/// and body length.
 fn complete_response(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut resp = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head) = resp.parse(buf).expect("valid response head") else {
-        return None;
-    };
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).into_owned())
-    };
-    if let Some(cl) = header("content-length") {
-        let cl: usize = cl.trim().parse().expect("numeric content-length");
-        return (buf.len() >= head + cl).then_some((head + cl, cl));
-    }
-    if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
-        let mut pos = head;
-        let mut body = 0;
-        loop {
-            let (consumed, size) = match httparse::parse_chunk_size(&buf[pos..]).ok()? {
-                httparse::Status::Complete(c) => c,
-                httparse::Status::Partial => return None,
-            };
-            pos += consumed;
-            if size == 0 {
-                // No trailers from our server: the final CRLF follows.
-                return (buf.len() >= pos + 2).then_some((pos + 2, body));
-            }
-            let size = size as usize;
-            if buf.len() < pos + size + 2 {
-                return None;
-            }
-            pos += size + 2;
-            body += size;
-        }
-    }
-    // No length: HEAD-style or 304/204 responses carry no body.
-    Some((head, 0))
+    crate::exchange::parse(buf, "GET").map(|(used, (_, _, body))| (used, body.len()))
 }

@@ -101,7 +101,8 @@ pub fn run(server: SocketAddr, reqs: &[Req], pipelined: bool) -> Connection {
     conn
 }
 
-type Parsed = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+/// Status, headers and de-chunked body of a response.
+pub type Parsed = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
 
 fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, method: &str) -> Parsed {
     loop {
@@ -116,8 +117,9 @@ fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, method: &str) -> Parsed {
     }
 }
 
-/// A complete response at the start of `buf`: bytes used and its parts.
-fn parse(buf: &[u8], method: &str) -> Option<(usize, Parsed)> {
+/// A complete response to `method` at the start of `buf`: bytes used and
+/// its status, headers and de-chunked body.
+pub fn parse(buf: &[u8], method: &str) -> Option<(usize, Parsed)> {
     let mut hs = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut hs);
     let httparse::Status::Complete(head) = resp.parse(buf).expect("valid response head") else {

@@ -29,25 +29,3 @@ pub fn require_root() {
         "integration tests attach eBPF programs and create network namespaces: run them as root with `cargo xtask test`"
     );
 }
-
-/// Raises this process's soft limit on open files to its hard limit, for
-/// tests whose children (the agent inherits it) open many sockets.
-pub fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            assert_eq!(
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim),
-                0,
-                "setrlimit: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}

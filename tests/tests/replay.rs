@@ -244,17 +244,16 @@ fn parallel_keep_alive(
 /// chunked, gzip-encoded, 1 MiB bodies, per-response headers) never produce
 /// a mismatch: every request is seen, replayed once and matched.
 ///
-/// The in-flight limit is raised above the request count: when the agent
-/// lags behind the clients it dispatches a whole backlog at once, and the
-/// default limit (64) would skip part of it as overload, which is another
-/// property (see `replay_concurrency_is_bounded_and_overload_counted`).
+/// The replay queue is made longer than the whole run: the clients go
+/// faster than the agent replays, and with the default queue part of the
+/// backlog would be skipped as overload, which is another property (see
+/// `replay_concurrency_is_bounded_and_overload_counted`).
 #[test]
 fn identical_versions_have_no_mismatches() {
     const CONNS: usize = 8;
     const PER_CONN: usize = 250;
     let total = (CONNS * PER_CONN) as u64;
-    parallelrun_tests::raise_fd_limit();
-    let mut rig = Rig::start(Some(Flavor::Old), &["--max-in-flight", "4096"]);
+    let mut rig = Rig::start(Some(Flavor::Old), &["--max-queue", "4096"]);
     let lens = parallel_keep_alive(&rig, CONNS, |c| {
         (0..PER_CONN)
             .map(|i| match i {
@@ -291,16 +290,19 @@ fn identical_versions_have_no_mismatches() {
 }
 
 /// `--max-in-flight` bounds what the agent sends at once (to the new
-/// service and to the secondary alike), whatever the load: requests beyond
-/// it are skipped as overload, never queued, and counted; the new service
-/// receives exactly the requests counted as replayed.
+/// service and to the secondary alike), whatever the load; requests beyond
+/// `--max-queue` are skipped as overload and counted, never held; the new
+/// service receives exactly the requests counted as replayed.
 #[test]
 fn replay_concurrency_is_bounded_and_overload_counted() {
     const CONNS: usize = 8;
     const PER_CONN: usize = 100;
     const MAX: u64 = 2;
     let total = (CONNS * PER_CONN) as u64;
-    let mut rig = Rig::start(Some(Flavor::Old), &["--max-in-flight", &MAX.to_string()]);
+    let mut rig = Rig::start(
+        Some(Flavor::Old),
+        &["--max-in-flight", &MAX.to_string(), "--max-queue", "8"],
+    );
     let lens = parallel_keep_alive(&rig, CONNS, |c| {
         (0..PER_CONN).map(|i| format!("/users/{c}{i}")).collect()
     });
@@ -459,9 +461,11 @@ fn post_is_not_replayed_by_default() {
     assert!(r.log.is_empty(), "{:#?}", r.log);
 }
 
-/// With nothing listening at the new address, every replayable request is
-/// one replay error with its own log line; clients of the old service are
-/// not affected and the agent still exits cleanly.
+/// With nothing listening at the new address, every replayable request
+/// ends as a replay error (with its own log line) or, once the agent has
+/// seen the new service refuse several connections in a row, as skipped
+/// `new_down`; clients of the old service are not affected and the agent
+/// still exits cleanly.
 #[test]
 fn new_service_down_counts_replay_errors() {
     const N: usize = 20;
@@ -480,28 +484,91 @@ fn new_service_down_counts_replay_errors() {
 
     r.assert_accounted();
     assert_eq!(r.n("/requests_seen"), N as u64 + 1, "{:#}", r.stats);
-    assert_eq!(r.n("/outcomes/replay_errors"), N as u64, "{:#}", r.stats);
     assert_eq!(r.n("/outcomes/skipped/method"), 1, "{:#}", r.stats);
-    let errors = r.events("replay_error");
-    assert_eq!(errors.len(), N, "log: {:#?}", r.log);
-    assert_eq!(r.log.len(), N, "log: {:#?}", r.log);
-    let mut logged: Vec<&str> = errors
+    let errors = r.n("/outcomes/replay_errors");
+    let down = r.n("/outcomes/skipped/new_down");
+    assert_eq!(errors + down, N as u64, "{:#}", r.stats);
+    assert!(errors > 0, "{:#}", r.stats);
+    // The agent stops replaying only after 5 refused connections in a row.
+    assert!(down == 0 || errors >= 5, "{:#}", r.stats);
+    assert_eq!(r.n("/outcomes/replayed"), errors, "{:#}", r.stats);
+
+    let events = r.events("replay_error");
+    assert_eq!(events.len() as u64, errors, "log: {:#?}", r.log);
+    assert_eq!(r.log.len(), events.len(), "log: {:#?}", r.log);
+    let logged: std::collections::BTreeSet<&str> = events
         .iter()
         .map(|e| e["target"].as_str().unwrap())
         .collect();
-    logged.sort_unstable();
-    let mut sent: Vec<&str> = targets.iter().map(String::as_str).collect();
-    sent.sort_unstable();
-    assert_eq!(logged, sent);
-    for e in errors {
+    assert_eq!(logged.len(), events.len(), "a request logged twice");
+    assert!(logged.iter().all(|t| targets.iter().any(|s| s == t)));
+    for e in events {
         let msg = e["error"]
             .as_str()
             .unwrap_or_else(|| panic!("no error: {e}"));
         assert!(!msg.is_empty(), "{e}");
+        assert_eq!(e["method"], "GET", "{e}");
         assert_eq!(e["old"]["status"], 200, "{e}");
         assert!(e["new"]["status"].is_null(), "{e}");
     }
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
+
+/// When the new service comes back after being down, replays resume by
+/// themselves (the agent probes it), and differences are reported again.
+#[test]
+fn replays_resume_when_the_new_service_comes_back() {
+    let mut rig = Rig::start(None, &[]);
+    let down: Vec<String> = (0..20).map(|i| format!("/users/{i}")).collect();
+    let requests: Vec<(&str, &str, &[u8])> =
+        down.iter().map(|t| ("GET", t.as_str(), &b""[..])).collect();
+    rig.fetch(&requests);
+    thread::sleep(Duration::from_millis(300));
+    rig.new = Some(App::start(
+        &rig.pair.server,
+        NEW.parse().unwrap(),
+        Flavor::New,
+    ));
+    // One request at a time until one is replayed: the agent's probe.
+    let mut probes = 0;
+    while rig.new_app().hits("/") == 0 {
+        assert!(
+            probes < 40,
+            "no replay within 12 s of the new service starting"
+        );
+        rig.fetch(&[("GET", "/users/100", b"")]);
+        probes += 1;
+        thread::sleep(Duration::from_millis(300));
+    }
+    let up: Vec<String> = (0..10).map(|i| format!("/users/{}", 200 + i)).collect();
+    let mut requests: Vec<(&str, &str, &[u8])> =
+        up.iter().map(|t| ("GET", t.as_str(), &b""[..])).collect();
+    requests.push(("GET", "/users/7", b""));
+    rig.fetch(&requests);
+    let r = rig.stop();
+
+    r.assert_accounted();
+    assert_eq!(r.n("/requests_seen"), 20 + probes + 11, "{:#}", r.stats);
+    // Everything after the new service answered was replayed and compared.
+    for t in &up {
+        assert_eq!(rig.new_app().hits(t), 1, "{t} not replayed: {:#}", r.stats);
+    }
+    assert_eq!(
+        r.wheres(),
+        BTreeMap::from([("/users/7".to_owned(), vec!["body:/plan".to_owned()])]),
+        "log: {:#?}",
+        r.log
+    );
+    assert_eq!(r.n("/outcomes/matched"), 11, "{:#}", r.stats);
+    assert_eq!(r.n("/outcomes/mismatched"), 1, "{:#}", r.stats);
+    assert!(
+        r.log
+            .iter()
+            .filter(|e| e["kind"] == "replay_error")
+            .all(|e| down.iter().any(|d| e["target"] == d.as_str())),
+        "replay errors after the new service came back: {:#?}",
+        r.log
+    );
 }
 
 /// The sample service itself (no agent): each flavor answers as the other

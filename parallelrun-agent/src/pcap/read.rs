@@ -979,22 +979,11 @@ mod tests {
             (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
             _ => panic!("mixed address families"),
         };
-        let mut tcp = builder.tcp(src.port(), dst.port(), seq, 65535);
-        if flags & tcp_flags::ACK != 0 {
-            tcp = tcp.ack(ACK_NO);
-        }
-        if flags & tcp_flags::SYN != 0 {
-            tcp = tcp.syn();
-        }
-        if flags & tcp_flags::FIN != 0 {
-            tcp = tcp.fin();
-        }
-        if flags & tcp_flags::RST != 0 {
-            tcp = tcp.rst();
-        }
-        if flags & tcp_flags::PSH != 0 {
-            tcp = tcp.psh();
-        }
+        let tcp = crate::pcap::write::with_flags(
+            builder.tcp(src.port(), dst.port(), seq, 65535),
+            flags,
+            ACK_NO,
+        );
         let mut out = Vec::new();
         tcp.write(&mut out, payload).unwrap();
         out

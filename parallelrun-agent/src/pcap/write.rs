@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use etherparse::PacketBuilder;
+use etherparse::{PacketBuilder, PacketBuilderStep, TcpHeader};
 use parallelrun_common::tcp_flags;
 use pcap_file::{
     DataLink, Endianness, TsResolution,
@@ -137,22 +137,7 @@ impl<W: Write> PcapSink<W> {
         } else {
             PacketBuilder::ipv6(h.saddr, h.daddr, 64)
         };
-        let mut tcp = builder.tcp(h.sport, h.dport, seq, u16::MAX);
-        if flags & tcp_flags::ACK != 0 {
-            tcp = tcp.ack(h.ack);
-        }
-        if flags & tcp_flags::SYN != 0 {
-            tcp = tcp.syn();
-        }
-        if flags & tcp_flags::FIN != 0 {
-            tcp = tcp.fin();
-        }
-        if flags & tcp_flags::RST != 0 {
-            tcp = tcp.rst();
-        }
-        if flags & tcp_flags::PSH != 0 {
-            tcp = tcp.psh();
-        }
+        let tcp = with_flags(builder.tcp(h.sport, h.dport, seq, u16::MAX), flags, h.ack);
         self.buf.clear();
         tcp.write(&mut self.buf, payload)
             .map_err(|e| PcapError::Build(e.to_string()))
@@ -165,6 +150,31 @@ impl<W: Write> PcapSink<W> {
             .map_err(|e| PcapError::Write(pcap_file::PcapError::IoError(e)))?;
         Ok(w)
     }
+}
+
+/// Sets the TCP flags of `flags` (and the acknowledgement number when ACK
+/// is set) on a packet being built.
+pub(crate) fn with_flags(
+    mut tcp: PacketBuilderStep<TcpHeader>,
+    flags: u8,
+    ack: u32,
+) -> PacketBuilderStep<TcpHeader> {
+    if flags & tcp_flags::ACK != 0 {
+        tcp = tcp.ack(ack);
+    }
+    if flags & tcp_flags::SYN != 0 {
+        tcp = tcp.syn();
+    }
+    if flags & tcp_flags::FIN != 0 {
+        tcp = tcp.fin();
+    }
+    if flags & tcp_flags::RST != 0 {
+        tcp = tcp.rst();
+    }
+    if flags & tcp_flags::PSH != 0 {
+        tcp = tcp.psh();
+    }
+    tcp
 }
 
 #[cfg(test)]
