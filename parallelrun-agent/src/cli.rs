@@ -229,8 +229,12 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
     /// pcap file to write (LINKTYPE_RAW; tcpdump, tshark and Wireshark read it).
-    #[arg(long, value_name = "FILE")]
-    pub pcap: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "discard")]
+    pub pcap: Option<PathBuf>,
+    /// Read and count the records without writing them anywhere (measures
+    /// the capture's own cost).
+    #[arg(long, conflicts_with = "pcap")]
+    pub discard: bool,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,

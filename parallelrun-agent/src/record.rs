@@ -41,7 +41,8 @@ struct Summary {
 
 /// Turns segments into pcap packets, counting as it goes.
 struct Recorder {
-    sink: PcapSink<std::io::BufWriter<std::fs::File>>,
+    /// None with `--discard`: records are read and counted only.
+    sink: Option<PcapSink<std::io::BufWriter<std::fs::File>>>,
     clock: Clock,
     counters: AgentCounters,
     /// First write error; once set, the capture stops.
@@ -63,12 +64,16 @@ impl Recorder {
                     flags = seg.header.flags,
                     "segment"
                 );
+                let Some(sink) = &mut self.sink else {
+                    self.counters.payload_bytes += seg.payload.len() as u64;
+                    return;
+                };
                 let ts = self
                     .clock
                     .wall(seg.header.ts_ns)
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default();
-                match self.sink.write(&seg, ts) {
+                match sink.write(&seg, ts) {
                     Ok(()) => self.counters.payload_bytes += seg.payload.len() as u64,
                     Err(e) => self.write_error = Some(e),
                 }
@@ -84,7 +89,10 @@ impl Recorder {
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     // Open the output first: a bad path fails before anything is attached.
-    let sink = PcapSink::create(&args.pcap)?;
+    let sink = match &args.pcap {
+        Some(path) => Some(PcapSink::create(path)?),
+        None => None,
+    };
     let cfg = CaptureConfig {
         iface: args.capture.iface,
         services: args.capture.old,
@@ -115,15 +123,21 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(e) = rec.write_error {
         return Err(e).context("the capture stopped; the pcap file is incomplete");
     }
-    rec.counters.pcap_packets = rec.sink.packets();
-    rec.sink.finish()?;
+    if let Some(sink) = rec.sink.take() {
+        rec.counters.pcap_packets = sink.packets();
+        sink.finish()?;
+    }
 
     let summary = Summary {
         seconds: started.elapsed().as_secs_f64(),
         kernel: capture.kernel_counters(),
         agent: rec.counters,
     };
-    print_summary(&summary, &args.pcap.display().to_string());
+    let target = args.pcap.as_ref().map_or_else(
+        || "nowhere (--discard)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    print_summary(&summary, &target);
     if let Some(path) = &args.stats_json {
         fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
