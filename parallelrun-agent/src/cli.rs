@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
+    /// Memory cap of the agent (resident set): above it, replays are
+    /// skipped (counted as overload) until usage falls 10 % below it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    pub max_memory: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod exchanges;
+mod memory;
 mod record;
 mod run;
 

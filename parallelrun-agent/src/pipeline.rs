@@ -279,6 +279,8 @@ pub struct Pipeline {
     wait_for_capacity: bool,
     drain_timeout: Duration,
     tasks: JoinSet<()>,
+    /// Skip every replay (overload) while the agent is over its memory cap.
+    shedding: bool,
     /// Slots for replays waiting for a connection or running.
     queue: Arc<tokio::sync::Semaphore>,
     shared: Arc<Shared>,
@@ -306,6 +308,7 @@ impl Pipeline {
             wait_for_capacity: cfg.wait_for_capacity,
             drain_timeout: cfg.drain_timeout,
             tasks: JoinSet::new(),
+            shedding: false,
             queue: Arc::new(tokio::sync::Semaphore::new(cfg.max_queue.max(1))),
             shared: Arc::new(Shared {
                 targets,
@@ -389,6 +392,10 @@ impl Pipeline {
                     self.skip(SkipReason::RateLimit);
                     continue;
                 }
+            }
+            if self.shedding {
+                self.skip(SkipReason::Overload);
+                continue;
             }
             if !self.shared.breaker.allow(wall_now_ns()) {
                 self.skip(SkipReason::NewDown);
@@ -474,6 +481,15 @@ impl Pipeline {
     pub fn unaccounted(&self) -> i128 {
         let seen = self.http_stats().requests_seen as i128;
         seen - self.accounting().accounted() as i128
+    }
+
+    /// Sheds load (skips every replay as overload) while `on`.
+    pub fn set_shedding(&mut self, on: bool) {
+        self.shedding = on;
+    }
+
+    pub fn shedding(&self) -> bool {
+        self.shedding
     }
 
     /// True while replays pause because the new service refuses connections.

@@ -31,7 +31,10 @@ use parallelrun_common::Counter;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::cli::{PipelineArgs, ReplayArgs, RunArgs, TailArgs};
+use crate::{
+    cli::{PipelineArgs, ReplayArgs, RunArgs, TailArgs},
+    memory,
+};
 
 /// Records handed over per wake-up, so a flood cannot starve the timers.
 const BATCH: usize = 4096;
@@ -223,6 +226,8 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks = 0u32;
     let mut malformed = 0u64;
+    let mut interface_gone = false;
+    let max_rss = args.max_memory;
     let pipeline = &mut setup.pipeline;
 
     let reason = loop {
@@ -244,6 +249,19 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 setup.metrics.set_kernel(&capture.kernel_counters());
+                if capture.interface_gone() {
+                    interface_gone = true;
+                    break "interface removed";
+                }
+                if let Some(cap) = max_rss {
+                    let rss = memory::rss_bytes().unwrap_or(0);
+                    // Hysteresis: stop shedding once 10 % under the cap.
+                    let shed = rss > cap || (pipeline.shedding() && rss > cap / 10 * 9);
+                    if shed != pipeline.shedding() {
+                        warn!(rss, cap, shed, "agent memory at its cap: replays are skipped (overload) until it falls");
+                        pipeline.set_shedding(shed);
+                    }
+                }
                 pipeline.tick(wall_ns());
                 pipeline.dispatch().await;
                 ticks += 1;
@@ -269,7 +287,15 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
         &summary,
         &setup.log_path,
         args.pipeline.stats_json.as_deref(),
-    )
+    )?;
+    if interface_gone {
+        bail!(
+            "interface {} was removed while attached; the capture stopped (the summary above \
+             covers what was seen until then)",
+            args.capture.iface
+        );
+    }
+    Ok(())
 }
 
 /// `parallelrun replay`: offline from a pcap file.

@@ -83,6 +83,8 @@ pub struct Capture {
     counters: PerCpuArray<MapData, u64>,
     clock: Clock,
     iface: String,
+    /// The interface's index at attach time.
+    ifindex: u32,
     /// Ring-buffer-full drops already reported through
     /// [`Segment::drops_before`].
     drops_reported: u64,
@@ -195,6 +197,7 @@ impl Capture {
             counters,
             clock: Clock::now(),
             iface: cfg.iface.clone(),
+            ifindex: iface.index,
             drops_reported: 0,
         })
     }
@@ -253,6 +256,13 @@ impl Capture {
             n += 1;
         }
         n
+    }
+
+    /// True when the interface attached to is gone (deleted, or replaced by
+    /// another of the same name): the kernel removed the program with it and
+    /// nothing more will be captured.
+    pub fn interface_gone(&self) -> bool {
+        Interface::lookup(&self.iface).map_or(true, |i| i.index != self.ifindex)
     }
 
     /// Kernel counters summed over all CPUs.
