@@ -253,7 +253,7 @@ fn identical_versions_have_no_mismatches() {
     const CONNS: usize = 8;
     const PER_CONN: usize = 250;
     let total = (CONNS * PER_CONN) as u64;
-    let mut rig = Rig::start(Some(Flavor::Old), &[]);
+    let mut rig = Rig::start(Some(Flavor::Old), &["--max-queue", "4096"]);
     let lens = parallel_keep_alive(&rig, CONNS, |c| {
         (0..PER_CONN)
             .map(|i| match i {

@@ -115,7 +115,9 @@ pub struct HttpStats {
     pub requests_seen: u64,
     /// Requests paired with their response.
     pub paired: u64,
-    /// Requests lost, indexed like [`LossCause::ALL`].
+    /// Requests lost, indexed like [`LossCause::ALL`] (serialized as a map
+    /// by cause name).
+    #[serde(serialize_with = "serialize_lost")]
     pub lost: [u64; 8],
     /// Responses that came when no request was waiting for one.
     pub unmatched_responses: u64,
@@ -130,6 +132,10 @@ pub struct HttpStats {
     pub connections: u64,
     /// Connections that left HTTP/1.x (101, or CONNECT answered with 2xx).
     pub upgraded_connections: u64,
+}
+
+fn serialize_lost<S: serde::Serializer>(lost: &[u64; 8], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(LossCause::ALL.iter().zip(lost).map(|(c, n)| (c.name(), n)))
 }
 
 impl HttpStats {
@@ -1219,7 +1225,8 @@ mod tests {
         }
         assert_eq!(stats.lost_total(), 36);
         let json = serde_json::to_value(&stats).unwrap();
-        assert_eq!(json["lost"].as_array().map(Vec::len), Some(8));
+        assert_eq!(json["lost"].as_object().map(|m| m.len()), Some(8));
+        assert_eq!(json["lost"]["too_large"], 6);
         assert_eq!(json["requests_seen"], 0);
     }
 }
