@@ -218,15 +218,18 @@ fn line_difference(old: &str, new: &str) -> (String, String) {
         }
     }
     let line_no = prefix + 1;
+    // The first differing line, and for multi-line bodies how many lines
+    // the other side lacks.
+    let show = |shown: String, lines: usize, missing: usize, other: &str| {
+        if lines > 1 {
+            format!("line {line_no}: {shown} ({missing} of {lines} lines not in {other})")
+        } else {
+            format!("line {line_no}: {shown}")
+        }
+    };
     (
-        format!(
-            "{} lines, {not_in_new} not in new; line {line_no}: {shown_x}",
-            a.len()
-        ),
-        format!(
-            "{} lines, {not_in_old} not in old; line {line_no}: {shown_y}",
-            b.len()
-        ),
+        show(shown_x, a.len(), not_in_new, "new"),
+        show(shown_y, b.len(), not_in_old, "old"),
     )
 }
 
@@ -473,8 +476,8 @@ mod tests {
             got,
             vec![d(
                 "body",
-                json!("5 lines, 1 not in new; line 3: c"),
-                json!("6 lines, 2 not in old; line 3: X")
+                json!("line 3: c (1 of 5 lines not in new)"),
+                json!("line 3: X (2 of 6 lines not in old)")
             )]
         );
     }
@@ -484,31 +487,28 @@ mod tests {
         assert_eq!(
             line_difference("a\nb\n", "a\nb\nc\n"),
             (
-                "2 lines, 0 not in new; line 3: <end of body>".to_owned(),
-                "3 lines, 1 not in old; line 3: c".to_owned()
+                "line 3: <end of body> (0 of 2 lines not in new)".to_owned(),
+                "line 3: c (1 of 3 lines not in old)".to_owned()
             )
         );
         assert_eq!(
             line_difference("a\n", "a"),
             (
-                "1 lines, 1 not in new; line 1: a".to_owned(),
-                "1 lines, 1 not in old; line 1: a (no newline at end)".to_owned()
+                "line 1: a".to_owned(),
+                "line 1: a (no newline at end)".to_owned()
             )
         );
         // Moved lines: found, but not counted.
         assert_eq!(
             line_difference("x\ny\n", "y\nx\n"),
             (
-                "2 lines, 0 not in new; line 1: x".to_owned(),
-                "2 lines, 0 not in old; line 1: y".to_owned()
+                "line 1: x (0 of 2 lines not in new)".to_owned(),
+                "line 1: y (0 of 2 lines not in old)".to_owned()
             )
         );
         assert_eq!(
             line_difference("", "z"),
-            (
-                "0 lines, 0 not in new; line 1: <end of body>".to_owned(),
-                "1 lines, 1 not in old; line 1: z".to_owned()
-            )
+            ("line 1: <end of body>".to_owned(), "line 1: z".to_owned())
         );
     }
 
@@ -526,8 +526,8 @@ mod tests {
             got,
             vec![d(
                 "body",
-                json!("1 lines, 1 not in new; line 1: caf\u{fffd}"),
-                json!("1 lines, 1 not in old; line 1: cafe")
+                json!("line 1: caf\u{fffd}"),
+                json!("line 1: cafe")
             )]
         );
     }
@@ -541,13 +541,7 @@ mod tests {
         let long = "z".repeat(100);
         let got = body_diffs(&cfg, (&[], long.as_bytes()), (&[], b"short"));
         let old = got[0].old.as_str().unwrap_or_default();
-        assert_eq!(
-            old,
-            format!(
-                "1 lines, 1 not in new; line 1: {}…(+91 bytes)",
-                "z".repeat(9)
-            )
-        );
+        assert_eq!(old, format!("line 1: {}…(+68 bytes)", "z".repeat(32)));
     }
 
     #[test]

@@ -66,7 +66,7 @@
 //! each side's value counts those the other side lacks (a multiset
 //! difference: linear time, and moved lines are not counted) and shows the
 //! first differing line:
-//! `"120 lines, 2 not in new; line 12: <text>"`. A side that has no such
+//! `"line 12: <text> (2 of 120 lines not in new)"` (the count only for multi-line bodies). A side that has no such
 //! line shows `line 12: <end of body>`.
 //!
 //! # Limits
