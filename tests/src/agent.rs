@@ -1,6 +1,7 @@
 //! The `parallelrun` binary as a child process inside a namespace.
 
 use std::{
+    os::unix::process::CommandExt as _,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, ExitStatus, Stdio},
@@ -36,15 +37,23 @@ impl Agent {
     /// Starts `parallelrun ARGS` in `ns` and waits until it reports that it
     /// is attached (panics with its output if it exits first).
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut child = ns
-            .command(binary().to_str().unwrap())
+        let mut cmd = ns.command(binary().to_str().unwrap());
+        cmd
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn agent");
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe. If the test dies, the agent
+        // gets SIGTERM instead of outliving it. (The signal follows the
+        // *thread* that started the agent: start it from the test's thread.)
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn agent");
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();

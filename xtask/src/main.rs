@@ -46,6 +46,14 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// A first look: the agent shadows a sample service, in throwaway network
+    /// namespaces, while clients use it; shows the mismatch log live, the
+    /// summary and a verdict (as root, through sudo when needed).
+    Demo {
+        /// Seconds of live traffic.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+    },
     /// Benchmarks, printed as markdown tables: the capture-side pipeline's
     /// offline throughput (pcap → reassembly → exchanges) on one core.
     Bench,
@@ -89,6 +97,22 @@ fn main() -> Result<()> {
             setup::run()?;
             lint()
         }
+        Task::Demo { duration } => {
+            setup::run()?;
+            let agent = build(false)?;
+            let demo = build_demo()?;
+            let args = [
+                "--duration".to_owned(),
+                duration.to_string(),
+                "--agent".to_owned(),
+                agent.display().to_string(),
+            ];
+            util::run_as_root_interactive(
+                &demo,
+                &args,
+                "the demo creates network namespaces and attaches eBPF",
+            )
+        }
         Task::Bench => util::status(cargo().args([
             "bench",
             "--package",
@@ -113,6 +137,18 @@ fn build(release: bool) -> Result<PathBuf> {
     util::status(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
     Ok(util::target_dir()?.join(profile).join("parallelrun"))
+}
+
+/// Builds the demo (`tests/src/bin/demo.rs`) and returns its path.
+fn build_demo() -> Result<PathBuf> {
+    util::status(cargo().args([
+        "build",
+        "--package",
+        "parallelrun-tests",
+        "--bin",
+        "parallelrun-demo",
+    ]))?;
+    Ok(util::target_dir()?.join("debug").join("parallelrun-demo"))
 }
 
 fn lint() -> Result<()> {
@@ -151,7 +187,11 @@ fn test(filter: Option<&str>) -> Result<()> {
     ensure_root(&["test", "--no-lint"], filter)?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "parallelrun-ebpf"])
-        .env("PARALLELRUN_BIN", &bin);
+        .env("PARALLELRUN_BIN", &bin)
+        .env(
+            "PARALLELRUN_DEMO_BIN",
+            util::target_dir()?.join("debug").join("parallelrun-demo"),
+        );
     if let Some(f) = filter {
         cmd.arg(f);
     }

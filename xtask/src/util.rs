@@ -1,5 +1,6 @@
 use std::{
     env,
+    os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -69,16 +70,59 @@ unsafe extern "C" {
 
 /// Runs `bin args` as root: directly when root, else through `sudo -E`.
 pub fn run_as_root(bin: &Path, args: &[String]) -> Result<()> {
-    let mut cmd = if is_root() {
-        Command::new(bin)
-    } else {
-        eprintln!("xtask: parallelrun needs root to load eBPF; running it through sudo");
-        let mut c = Command::new("sudo");
-        c.arg("-E").arg(bin);
-        c
-    };
+    let mut cmd = root_command(bin, "parallelrun needs root to load eBPF")?;
     cmd.args(args);
     status(&mut cmd)
+}
+
+/// `bin` as root: itself when root, else `sudo -E bin` (saying `why`); a
+/// clear error when neither is possible.
+fn root_command(bin: &Path, why: &str) -> Result<Command> {
+    if is_root() {
+        return Ok(Command::new(bin));
+    }
+    if !on_path("sudo") {
+        bail!("{why}, so it must run as root, and sudo is not installed: run this command as root");
+    }
+    eprintln!("xtask: {why}; running it through sudo");
+    let mut c = Command::new("sudo");
+    c.arg("-E").arg(bin);
+    Ok(c)
+}
+
+fn on_path(bin: &str) -> bool {
+    env::var_os("PATH").is_some_and(|p| env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+/// Like [`run_as_root`] for a program the user watches and may stop with
+/// Ctrl-C: xtask ignores SIGINT while it runs, so that the program can clean
+/// up and finish its output before the shell prompt returns. Exits with the
+/// program's status when it fails (it has said why).
+pub fn run_as_root_interactive(bin: &Path, args: &[String], why: &str) -> Result<()> {
+    let mut cmd = root_command(bin, why)?;
+    cmd.args(args);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    // SAFETY: signal(2) with SIG_IGN, then restoring the previous handler.
+    let previous = unsafe { libc_signal(SIGINT, SIG_IGN) };
+    let st = child.wait();
+    // SAFETY: as above.
+    unsafe { libc_signal(SIGINT, previous) };
+    let st = st.with_context(|| format!("waiting for {cmd:?}"))?;
+    if !st.success() {
+        let code = st.code().or_else(|| st.signal().map(|s| 128 + s));
+        std::process::exit(code.unwrap_or(1));
+    }
+    Ok(())
+}
+
+const SIGINT: i32 = 2;
+const SIG_IGN: usize = 1;
+
+unsafe extern "C" {
+    #[link_name = "signal"]
+    fn libc_signal(signum: i32, handler: usize) -> usize;
 }
 
 /// When not root, re-runs `cargo xtask ARGS` through `sudo -E` (keeping PATH
