@@ -57,6 +57,10 @@ fn to_usize(x: u64) -> usize {
 }
 
 /// A range of the stream held until the bytes before it are delivered.
+/// How far beyond the bytes seen an ACK may declare bytes lost (see
+/// `on_peer_ack`).
+const MAX_ACK_AHEAD: u64 = 64 << 20;
+
 enum Piece {
     /// Captured bytes, copied out of their segment.
     Data { bytes: Vec<u8>, ts_ns: u64 },
@@ -452,6 +456,16 @@ impl DirState {
             return;
         };
         if acked <= i128::from(self.next) {
+            return;
+        }
+        // An ACK far beyond every byte seen is not believed: a forged or
+        // corrupt ACK must not declare gigabytes lost. Bytes really in
+        // flight are bounded by the peer's window, far below this.
+        let seen_end = self
+            .pieces
+            .last_key_value()
+            .map_or(self.next, |(&k, p)| k.saturating_add(p.len()));
+        if acked > i128::from(seen_end.saturating_add(MAX_ACK_AHEAD)) {
             return;
         }
         // The FIN takes one sequence number: an ACK of it is one past `fin`.
