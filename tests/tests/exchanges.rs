@@ -42,6 +42,53 @@ const PIPELINED: &[Req] = &[
     Req::get("/bytes/65536"),
 ];
 
+/// tcpdump writing every packet of an interface to a file (`-U`: per packet).
+struct Tcpdump(std::process::Child, std::path::PathBuf);
+
+impl Tcpdump {
+    fn start(ns: &parallelrun_tests::netns::Netns, iface: &str, path: &std::path::Path) -> Self {
+        let child = ns
+            .command("tcpdump")
+            .args(["-i", iface, "-s", "0", "-B", "65536", "-U", "-w"])
+            .arg(path)
+            .arg("tcp")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump (cargo xtask setup installs it)");
+        // tcpdump needs a moment to open the interface.
+        thread::sleep(Duration::from_millis(500));
+        Self(child, path.to_owned())
+    }
+
+    /// Stops tcpdump once it has written everything: SIGINT makes it exit
+    /// without reading what is still queued, so wait until the file stops
+    /// growing first.
+    fn stop(&mut self) {
+        let size = || std::fs::metadata(&self.1).map_or(0, |m| m.len());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = size();
+        loop {
+            thread::sleep(Duration::from_millis(500));
+            let now = size();
+            if now == last || std::time::Instant::now() > deadline {
+                break;
+            }
+            last = now;
+        }
+        // SAFETY: kill(2) on our own child. SIGINT makes tcpdump flush.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn b64(v: &serde_json::Value) -> Vec<u8> {
     STANDARD
         .decode(v.as_str().expect("base64 string"))
@@ -61,40 +108,10 @@ fn headers(v: &serde_json::Value) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn capture_exchanges(family: Family) {
-    require_root();
-    let pair = Pair::new(family);
-    let server = Server::start(&pair.server, SocketAddr::new(pair.server_ip, 8080));
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("exchanges.jsonl");
-    let stats_path = dir.path().join("stats.json");
-    let old = server.addr.to_string();
-    let mut agent = Agent::start(
-        &pair.server,
-        &[
-            "exchanges",
-            "--iface",
-            &pair.server_if,
-            "--old",
-            &old,
-            "--out",
-            out.to_str().unwrap(),
-            "--stats-json",
-            stats_path.to_str().unwrap(),
-        ],
-    );
-    let addr = server.addr;
-    let conns: Vec<Connection> = pair.client.run(move || {
-        vec![
-            exchange::run(addr, KEEP_ALIVE, false),
-            exchange::run(addr, PIPELINED, true),
-            exchange::run(addr, KEEP_ALIVE, true),
-        ]
-    });
-    thread::sleep(Duration::from_millis(300));
-    agent.stop();
-
-    let text = std::fs::read_to_string(&out).unwrap();
+/// Every exchange in `text` (JSON Lines from `parallelrun exchanges`)
+/// equals what the client saw on its connection, and none is lost. Returns
+/// how many exchanges there were.
+fn assert_exchanges(text: &str, conns: &[Connection]) -> u64 {
     let mut by_client: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
@@ -105,7 +122,7 @@ fn capture_exchanges(family: Family) {
             .push(v);
     }
     let mut total = 0;
-    for conn in &conns {
+    for conn in conns {
         let got = by_client
             .get(&conn.local.to_string())
             .unwrap_or_else(|| panic!("no exchanges for {}", conn.local));
@@ -138,6 +155,68 @@ fn capture_exchanges(family: Family) {
         }
         total += conn.exchanges.len() as u64;
     }
+    total
+}
+
+fn capture_exchanges(family: Family) {
+    require_root();
+    let pair = Pair::new(family);
+    let server = Server::start(&pair.server, SocketAddr::new(pair.server_ip, 8080));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exchanges.jsonl");
+    let stats_path = dir.path().join("stats.json");
+    let old = server.addr.to_string();
+    let mut agent = Agent::start(
+        &pair.server,
+        &[
+            "exchanges",
+            "--iface",
+            &pair.server_if,
+            "--old",
+            &old,
+            "--out",
+            out.to_str().unwrap(),
+            "--stats-json",
+            stats_path.to_str().unwrap(),
+        ],
+    );
+    let tcpdump_path = dir.path().join("tcpdump.pcap");
+    let mut tcpdump = Tcpdump::start(&pair.server, &pair.server_if, &tcpdump_path);
+    let addr = server.addr;
+    let conns: Vec<Connection> = pair.client.run(move || {
+        vec![
+            exchange::run(addr, KEEP_ALIVE, false),
+            exchange::run(addr, PIPELINED, true),
+            exchange::run(addr, KEEP_ALIVE, true),
+        ]
+    });
+    thread::sleep(Duration::from_millis(300));
+    agent.stop();
+
+    // tcpdump's own capture of the same traffic, read back offline.
+    tcpdump.stop();
+    let offline = dir.path().join("offline.jsonl");
+    let st = std::process::Command::new(parallelrun_tests::agent::binary())
+        .args([
+            "exchanges",
+            "--pcap",
+            tcpdump_path.to_str().unwrap(),
+            "--old",
+            &old,
+            "--out",
+        ])
+        .arg(&offline)
+        .output()
+        .expect("run parallelrun exchanges --pcap");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    let total = assert_exchanges(&std::fs::read_to_string(&out).unwrap(), &conns);
+    let from_tcpdump = assert_exchanges(&std::fs::read_to_string(&offline).unwrap(), &conns);
+    assert_eq!(total, from_tcpdump);
     let s = stats(&stats_path);
     assert_eq!(s["http"]["requests_seen"], total);
     assert_eq!(s["http"]["paired"], total);
