@@ -105,6 +105,17 @@ pub struct PipelineConfig {
     /// Replays waiting for a connection or running, at most (bounds memory
     /// when the new service is slower than the old one).
     pub max_queue: usize,
+    /// Bytes the replays waiting or running may hold (captured request and
+    /// old response), at most. One exchange larger than this is always let
+    /// through alone.
+    pub max_queue_bytes: usize,
+}
+
+/// Queue weight of an exchange: the KiB its request and old response hold
+/// (at least 1).
+fn queue_weight(ex: &Exchange) -> u32 {
+    let bytes = ex.request.raw.len() + ex.response.body.len();
+    u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
 }
 
 /// Outcome counters of one run. Requests seen = the sum of all of them.
@@ -283,6 +294,10 @@ pub struct Pipeline {
     shedding: bool,
     /// Slots for replays waiting for a connection or running.
     queue: Arc<tokio::sync::Semaphore>,
+    /// KiB held by replays waiting or running (see [`queue_weight`]).
+    queue_bytes: Arc<tokio::sync::Semaphore>,
+    /// Permits of `queue_bytes` in all.
+    queue_kib: u32,
     shared: Arc<Shared>,
     /// Newest segment timestamp: the pipeline's notion of "now" (pcap time
     /// offline, capture time live).
@@ -296,6 +311,12 @@ impl Pipeline {
         log: MismatchLog,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let queue_kib = u32::try_from(cfg.max_queue_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(
+                1,
+                u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX),
+            );
         let limiter = cfg
             .policy
             .rate
@@ -310,6 +331,8 @@ impl Pipeline {
             tasks: JoinSet::new(),
             shedding: false,
             queue: Arc::new(tokio::sync::Semaphore::new(cfg.max_queue.max(1))),
+            queue_bytes: Arc::new(tokio::sync::Semaphore::new(queue_kib as usize)),
+            queue_kib,
             shared: Arc::new(Shared {
                 targets,
                 breaker: Breaker::default(),
@@ -401,13 +424,22 @@ impl Pipeline {
                 self.skip(SkipReason::NewDown);
                 continue;
             }
-            // A queue slot bounds the replays waiting or running; live
-            // capture never waits for one (it skips and counts overload),
-            // offline replay does.
+            // Queue slots bound the replays waiting or running, by count and
+            // by the bytes they hold; live capture never waits for them (it
+            // skips and counts overload), offline replay does.
+            let weight = queue_weight(&ex).min(self.queue_kib);
             let slot = if self.wait_for_capacity {
-                Arc::clone(&self.queue).acquire_owned().await.ok()
+                let bytes = Arc::clone(&self.queue_bytes)
+                    .acquire_many_owned(weight)
+                    .await
+                    .ok();
+                let count = Arc::clone(&self.queue).acquire_owned().await.ok();
+                bytes.zip(count)
             } else {
-                Arc::clone(&self.queue).try_acquire_owned().ok()
+                Arc::clone(&self.queue_bytes)
+                    .try_acquire_many_owned(weight)
+                    .ok()
+                    .zip(Arc::clone(&self.queue).try_acquire_owned().ok())
             };
             let Some(slot) = slot else {
                 self.skip(SkipReason::Overload);

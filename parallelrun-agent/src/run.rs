@@ -158,6 +158,7 @@ impl Setup {
             wait_for_capacity: offline,
             drain_timeout: args.timeout + Duration::from_secs(1),
             max_queue: args.max_queue.get(),
+            max_queue_bytes: usize::try_from(args.max_queue_bytes).unwrap_or(usize::MAX),
         };
         let metrics = Metrics::new();
         if !args.no_metrics {
