@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the reassembly_http fuzz target: real HTTP/1.1
-conversations encoded as `op seq:u16le ack:u16le len payload` segments."""
-import os, random, struct
+"""Writes the seed corpus of the fuzz targets:
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "reassembly_http")
+- reassembly_http: real HTTP/1.1 conversations encoded as
+  `op seq:u16le ack:u16le len payload` segments;
+- http_parse: `mode nsplits split:u16le... data` (see the target);
+- diff: limits, three responses and a target (see the target).
+"""
+import os, random, struct, zlib
+
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+OUT = os.path.join(CORPUS, "reassembly_http")
 
 def seg(direction, kind, seq, ack, payload=b""):
     op = direction | (kind << 1)
@@ -48,8 +54,89 @@ seeds = {
     "upgrade": conversation([UP], [SW]),
     "shuffled": conversation([GET, GET, GET], [OK, CHUNKED, OK], cut=9, shuffle=True, dup=True, seed=1),
 }
-os.makedirs(OUT, exist_ok=True)
-for name, data in seeds.items():
-    with open(os.path.join(OUT, name), "wb") as f:
-        f.write(data)
-print(f"wrote {len(seeds)} seeds to {OUT}")
+def write(target, seeds):
+    out = os.path.join(CORPUS, target)
+    os.makedirs(out, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+    print(f"wrote {len(seeds)} seeds to {out}")
+
+write("reassembly_http", seeds)
+
+# http_parse: mode bit 0 = response parser, bits 1..3 = method answered
+# (GET, HEAD, CONNECT, POST), bits 3..5 = limits (0: head 64 / body 32,
+# 1: 256 / 256, 2: 1024 / 4096, 3: 40 / 1).
+def parse_seed(response, data, splits=(), method=0, limits=2):
+    mode = (1 if response else 0) | (method << 1) | (limits << 3)
+    return bytes([mode, len(splits)]) + b"".join(struct.pack("<H", x) for x in splits) + data
+
+CHUNKED_TRAILER = (b"HTTP/1.1 200 OK\r\ntransfer-ENCODING: gzip, chunked\r\n\r\n"
+                   b"4;ext=1\r\nwiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\n")
+write("http_parse", {
+    "requests_keepalive": parse_seed(False, GET + POST + HEAD, splits=(3, 40, 41, 90)),
+    "request_chunked": parse_seed(False, b"PUT /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.0\r\n\r\n", splits=(10, 50, 52)),
+    "request_blank_lines": parse_seed(False, b"\r\n\r\n" + GET, splits=(1, 2, 3)),
+    "request_bad_cl": parse_seed(False, b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+    "request_too_big": parse_seed(False, b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"x" * 100 + GET,
+                                  limits=0, splits=(20, 60)),
+    "responses": parse_seed(True, OK + CHUNKED + NOTMOD, splits=(5, 60, 61, 62)),
+    "response_trailers": parse_seed(True, CHUNKED_TRAILER, splits=(30, 31, 70)),
+    "response_continue": parse_seed(True, CONT + b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK,
+                                    method=3, splits=(10,)),
+    "response_head": parse_seed(True, NOBODY + NOBODY, method=1),
+    "response_close_delimited": parse_seed(True, b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close",
+                                           splits=(12, 40)),
+    "response_upgrade": parse_seed(True, SW),
+    "response_connect": parse_seed(True, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01", method=2),
+    "response_too_big": parse_seed(True, b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"y" * 40 + OK,
+                                   limits=0, splits=(7,)),
+})
+
+# diff: max_value_len, max_differences, log max_value_len; then old, new,
+# secondary as `status:u16le nheaders (name len value)... coding len:u16le
+# body`; then the target. Header names index this list (as in the target):
+NAMES = ["Content-Type", "content-encoding", "Set-Cookie", "Authorization", "X-Api-Key", "ETag",
+         "Date", "X-Custom", "x-custom", "Cookie", "X-Secret", "Content-Length"]
+TYPES = {"json": 0, "text": 1, "binary": 2}
+
+def resp(status, headers, body, coding=0):
+    out = struct.pack("<H", status - 100) + bytes([len(headers)])
+    for name, value in headers:
+        if name == "Content-Type" and value in TYPES:
+            out += bytes([NAMES.index(name), TYPES[value]])
+        else:
+            out += bytes([NAMES.index(name), len(value)]) + value
+    return out + bytes([coding]) + struct.pack("<H", len(body)) + body
+
+def diff_seed(old, new, secondary, target, limits=(60, 7, 60)):
+    return bytes(limits) + old + new + secondary + target
+
+USER = b'{"id":7,"plan":"basic","tags":["a","b"],"a":{"x":1},"b":{"c":[1,2]}}'
+USER_NEW = b'{"id":7,"plan":"premium","tags":["a"],"a":{"x":2},"b":{"c":[3]},"extra":null}'
+JSON = [("Content-Type", "json")]
+write("diff", {
+    "json": diff_seed(resp(200, JSON, USER), resp(200, JSON, USER_NEW), resp(200, JSON, USER),
+                      b"/users/7?token=abc&page=2"),
+    "json_gzip_vs_plain": diff_seed(resp(200, JSON, USER, coding=1), resp(200, JSON, USER_NEW),
+                                    resp(200, JSON, USER, coding=2), b"/users/7"),
+    "status_and_secrets": diff_seed(
+        resp(200, [("Set-Cookie", b"sid=1"), ("Authorization", b"Bearer a"), ("X-Api-Key", b"k1"),
+                   ("X-Secret", b"s1")], b"ok"),
+        resp(500, [("Set-Cookie", b"other=2"), ("Authorization", b"Bearer b"), ("X-Api-Key", b"k2"),
+                   ("X-Secret", b"s2")], b"error"),
+        resp(200, [("Set-Cookie", b"sid=3")], b"ok"),
+        b"/login?password=hunter2&api_key=xyz&session=&x=1#frag"),
+    "text_lines": diff_seed(resp(200, [("Content-Type", "text")], b"a\nb\nc\nd\n"),
+                            resp(200, [("Content-Type", "text")], b"a\nB\nc\r\nd"),
+                            resp(200, [("Content-Type", "text")], b"a\nb\nc\nd\n"), b"/t"),
+    "binary": diff_seed(resp(200, [("Content-Type", "binary")], bytes(range(256))),
+                        resp(200, [("Content-Type", "binary")], bytes(range(255, -1, -1))),
+                        resp(200, [], b""), b"/bin"),
+    "undecodable": diff_seed(resp(200, [("content-encoding", b"gzip")], b"not gzip"),
+                             resp(200, [("content-encoding", b"br, identity")], zlib.compress(b"x" * 100)),
+                             resp(200, [("content-encoding", b"bogus")], b"?"), b"/enc"),
+    "small_limits": diff_seed(resp(200, JSON, USER), resp(201, JSON, USER_NEW), resp(200, JSON, USER_NEW),
+                              "/é?signature=%E2%82%AC&Token=1".encode(), limits=(4, 1, 8)),
+})

@@ -175,6 +175,10 @@ pub struct PipelineArgs {
     /// Largest body kept whole; larger exchanges are counted as too large.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub max_body: u64,
+    /// Bytes all connections together may hold in HTTP messages not yet
+    /// paired; the connection that passes it loses its requests (too large).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_http_buffer: u64,
     /// Connections tracked at once; the least recently active is evicted.
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     pub max_connections: usize,

@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig},
+    capture::{Capture, CaptureConfig, CaptureError},
     http::{HttpConfig, HttpLimits, HttpTracker},
     model::{Exchange, Header, Outcome},
     pcap::read::PcapSource,
@@ -108,6 +108,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut shutdown = Shutdown::new(args.duration)?;
     let mut kernel = None;
+    let mut interface_gone = false;
     if let Some(path) = &args.pcap {
         let mut source = PcapSource::open(path, &args.old)?;
         loop {
@@ -126,6 +127,8 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         })?;
         let clock = capture.clock();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let removed = capture.removed();
+        tokio::pin!(removed);
         let reason = loop {
             tokio::select! {
                 res = capture.next_batch(BATCH, |s| {
@@ -140,6 +143,10 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
                     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
                     r.expire(now.as_nanos().min(u64::MAX as u128) as u64);
                     w.drain(&mut r);
+                }
+                () = &mut removed => {
+                    interface_gone = true;
+                    break "interface removed";
                 }
                 reason = shutdown.wait() => break reason,
             }
@@ -180,6 +187,9 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
     );
     if let Some(p) = &args.stats_json {
         write_json(p, &summary)?;
+    }
+    if let (true, Some(iface)) = (interface_gone, args.iface) {
+        return Err(CaptureError::InterfaceRemoved(iface).into());
     }
     Ok(())
 }

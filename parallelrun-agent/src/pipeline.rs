@@ -369,7 +369,7 @@ impl Pipeline {
         self.shared
             .metrics
             .set_reassembly(self.reassembler.connections() as u64, stats.buffered_bytes);
-        while self.tasks.try_join_next().is_some() {}
+        self.reap_finished();
     }
 
     fn collect(&mut self) {
@@ -467,7 +467,7 @@ impl Pipeline {
                 });
                 shared.complete(ex, new_res, sec_res);
             });
-            while self.tasks.try_join_next().is_some() {}
+            self.reap_finished();
         }
     }
 
@@ -482,17 +482,54 @@ impl Pipeline {
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                next = self.tasks.join_next() => if next.is_none() { break },
-                () = &mut deadline => {
-                    let left = self.tasks.len() as u64;
-                    warn!(left, "replays still in flight at the end; counted as replay errors");
-                    self.tasks.abort_all();
-                    self.shared.acc.replay_errors.fetch_add(left, Relaxed);
-                    self.shared.metrics.replay_error(ReplayTarget::New, "timeout");
-                    break;
-                }
+                next = self.tasks.join_next() => match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        self.task_failed(&e);
+                    }
+                    Some(Ok(())) => {}
+                },
+                () = &mut deadline => break,
             }
         }
+        if self.tasks.is_empty() {
+            return;
+        }
+        // Cancel what is left; a task that finished in the meantime has
+        // already recorded its outcome, so only the cancelled ones count.
+        self.tasks.abort_all();
+        let mut cancelled = 0u64;
+        while let Some(res) = self.tasks.join_next().await {
+            if res.is_err() {
+                cancelled += 1;
+                self.shared
+                    .metrics
+                    .replay_error(ReplayTarget::New, "timeout");
+            }
+        }
+        warn!(
+            cancelled,
+            "replays still in flight at the end were cancelled; counted as replay errors"
+        );
+        self.shared.acc.replay_errors.fetch_add(cancelled, Relaxed);
+    }
+
+    /// Collects finished replay tasks. A task that panicked recorded no
+    /// outcome: it counts as a replay error so that the accounting holds.
+    fn reap_finished(&mut self) {
+        while let Some(res) = self.tasks.try_join_next() {
+            if let Err(e) = res {
+                self.task_failed(&e);
+            }
+        }
+    }
+
+    fn task_failed(&self, e: &tokio::task::JoinError) {
+        warn!("a replay task failed: {e}; counted as a replay error");
+        self.shared.acc.replay_errors.fetch_add(1, Relaxed);
+        self.shared
+            .metrics
+            .replay_error(ReplayTarget::New, "internal");
     }
 
     pub fn accounting(&self) -> AccountingSnapshot {

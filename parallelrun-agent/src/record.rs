@@ -11,7 +11,7 @@ use tracing::{info, trace, warn};
 
 use crate::cli::RecordArgs;
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError},
+    capture::{Capture, CaptureConfig, CaptureError, Clock, KernelCounters, Segment, SegmentError},
     pcap::{PcapError, PcapSink},
     shutdown::Shutdown,
 };
@@ -108,9 +108,16 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut shutdown = Shutdown::new(args.duration)?;
 
+    let removed = capture.removed();
+    tokio::pin!(removed);
+    let mut interface_gone = false;
     let reason = loop {
         tokio::select! {
             r = capture.next_batch(BATCH, |s| rec.handle(s)) => { r?; }
+            () = &mut removed => {
+                interface_gone = true;
+                break "interface removed";
+            }
             reason = shutdown.wait() => break reason,
         }
         if rec.write_error.is_some() {
@@ -141,6 +148,9 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.stats_json {
         fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if interface_gone {
+        return Err(CaptureError::InterfaceRemoved(cfg.iface).into());
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, KernelCounters},
+    capture::{Capture, CaptureConfig, CaptureError, KernelCounters},
     diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
     http::{HttpConfig, HttpLimits, track::HttpStats},
     metrics::{self, Metrics},
@@ -140,6 +140,7 @@ impl Setup {
             },
             http: HttpConfig {
                 limits,
+                max_total_buffered: usize::try_from(args.max_http_buffer).unwrap_or(usize::MAX),
                 ..HttpConfig::default()
             },
             policy: Policy {
@@ -228,6 +229,8 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
     let mut ticks = 0u32;
     let mut malformed = 0u64;
     let mut interface_gone = false;
+    let removed = capture.removed();
+    tokio::pin!(removed);
     let max_rss = args.max_memory;
     let pipeline = &mut setup.pipeline;
 
@@ -250,10 +253,6 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = tick.tick() => {
                 setup.metrics.set_kernel(&capture.kernel_counters());
-                if capture.interface_gone() {
-                    interface_gone = true;
-                    break "interface removed";
-                }
                 if let Some(cap) = max_rss {
                     let rss = memory::rss_bytes().unwrap_or(0);
                     // Hysteresis: stop shedding once 10 % under the cap.
@@ -269,6 +268,10 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
                 if ticks.is_multiple_of(PROGRESS_EVERY) {
                     progress(pipeline, started);
                 }
+            }
+            () = &mut removed => {
+                interface_gone = true;
+                break "interface removed";
             }
             reason = shutdown.wait() => break reason,
         }
@@ -290,11 +293,7 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
         args.pipeline.stats_json.as_deref(),
     )?;
     if interface_gone {
-        bail!(
-            "interface {} was removed while attached; the capture stopped (the summary above \
-             covers what was seen until then)",
-            args.capture.iface
-        );
+        return Err(CaptureError::InterfaceRemoved(args.capture.iface).into());
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod app;
 pub mod client;
 pub mod exchange;
+pub mod faults;
 pub mod netns;
 pub mod pcap;
 pub mod server;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: setup, build, run and test parallelrun.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -54,9 +55,11 @@ enum Task {
         #[arg(long, default_value_t = 20)]
         duration: u64,
     },
-    /// Benchmarks, printed as markdown tables: the capture-side pipeline's
-    /// offline throughput (pcap → reassembly → exchanges) on one core.
-    Bench,
+    /// Benchmarks, printed as markdown tables: live production overhead,
+    /// capture completeness and cost (no agent / capture only / full pipeline
+    /// / nginx mirror, as root), then the capture-side pipeline's offline
+    /// throughput on one core. JSON under target/bench/.
+    Bench(bench::BenchArgs),
     /// Run a cargo-fuzz target for a bounded time over its checked-in corpus
     /// (installs cargo-fuzz when missing).
     Fuzz {
@@ -89,7 +92,9 @@ fn main() -> Result<()> {
             }
             test(filter.as_deref())?;
             if filter.is_none() {
-                fuzz("reassembly_http", FUZZ_SECONDS_IN_TEST)?;
+                for target in FUZZ_TARGETS {
+                    fuzz(target, FUZZ_SECONDS_IN_TEST)?;
+                }
             }
             Ok(())
         }
@@ -113,13 +118,7 @@ fn main() -> Result<()> {
                 "the demo creates network namespaces and attaches eBPF",
             )
         }
-        Task::Bench => util::status(cargo().args([
-            "bench",
-            "--package",
-            "parallelrun-agent",
-            "--bench",
-            "pipeline",
-        ])),
+        Task::Bench(args) => bench::run(&args),
         Task::Fuzz { seconds, target } => {
             setup::run()?;
             fuzz(&target, seconds)
@@ -198,8 +197,11 @@ fn test(filter: Option<&str>) -> Result<()> {
     util::status(&mut cmd)
 }
 
-/// How long `cargo xtask test` fuzzes reassembly and HTTP parsing.
-const FUZZ_SECONDS_IN_TEST: u64 = 60;
+/// The cargo-fuzz targets (fuzz/Cargo.toml), all run by `cargo xtask test`.
+const FUZZ_TARGETS: [&str; 3] = ["reassembly_http", "http_parse", "diff"];
+
+/// How long `cargo xtask test` fuzzes each target.
+const FUZZ_SECONDS_IN_TEST: u64 = 40;
 
 /// Runs `cargo fuzz run TARGET` on its checked-in corpus for `seconds`.
 /// The fuzz crate is its own workspace, built with nightly and sanitizers;

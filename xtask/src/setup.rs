@@ -157,3 +157,33 @@ pub fn cargo_fuzz() -> Result<()> {
     say("cargo-fuzz", "installed");
     Ok(())
 }
+
+/// Installs what `cargo xtask bench` drives when missing: wrk and nginx
+/// (apt; Debian's nginx has the `mirror` module built in) and oha (crates.io:
+/// fixed-rate load with latency percentiles; wrk2 is not packaged).
+/// Returns the path of oha.
+pub fn bench_tools() -> Result<std::path::PathBuf> {
+    apt(&["wrk".to_owned(), "nginx".to_owned()])?;
+    let cargo_bin = env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .map(|d| d.join("bin/oha"));
+    let found = which("oha")
+        .map(std::path::PathBuf::from)
+        .or_else(|| cargo_bin.clone().filter(|p| p.is_file()));
+    if let Some(path) = found {
+        say("oha", "present");
+        return Ok(path);
+    }
+    say("oha", "missing; installing it with cargo (a few minutes)");
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["install", "--locked", "oha"])
+        .current_dir(env::temp_dir());
+    status(&mut cmd)?;
+    let path = which("oha")
+        .map(std::path::PathBuf::from)
+        .or_else(|| cargo_bin.filter(|p| p.is_file()))
+        .context("oha was installed but is not on PATH: add ~/.cargo/bin to PATH")?;
+    say("oha", "installed");
+    Ok(path)
+}

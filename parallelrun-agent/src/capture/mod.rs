@@ -64,6 +64,10 @@ pub enum CaptureError {
         "the kernel verifier rejected the TC program; please report this with `uname -r` and the log:\n{0}"
     )]
     Verifier(String),
+    #[error(
+        "interface {0} was removed while attached; the capture stopped (what was seen until then is reported)"
+    )]
+    InterfaceRemoved(String),
     #[error("attaching to {iface} ({hook}) failed: {reason}")]
     Attach {
         iface: String,
@@ -258,11 +262,20 @@ impl Capture {
         n
     }
 
-    /// True when the interface attached to is gone (deleted, or replaced by
-    /// another of the same name): the kernel removed the program with it and
-    /// nothing more will be captured.
-    pub fn interface_gone(&self) -> bool {
-        Interface::lookup(&self.iface).map_or(true, |i| i.index != self.ifindex)
+    /// Resolves once the interface attached to is gone (deleted, or
+    /// replaced by another of the same name): the kernel removed the program
+    /// with it and nothing more will be captured. Checked once a second; the
+    /// future owns what it needs, so it can run beside [`Capture::next_batch`].
+    pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (name, index) = (self.iface.clone(), self.ifindex);
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if Interface::lookup(&name).map_or(true, |i| i.index != index) {
+                    return;
+                }
+            }
+        }
     }
 
     /// Kernel counters summed over all CPUs.

@@ -97,6 +97,11 @@ pub struct HttpConfig {
     /// Most complete requests awaiting responses on one connection (at
     /// least 1 is used). Default 64.
     pub max_pipeline: usize,
+    /// Bytes all connections together may hold in messages not yet paired
+    /// (parser buffers and requests awaiting responses). A connection that
+    /// pushes the total over it falls out of step: its waiting requests are
+    /// lost (`TooLarge`) and its buffers dropped. Default 256 MiB.
+    pub max_total_buffered: usize,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +109,7 @@ impl Default for HttpConfig {
         Self {
             limits: HttpLimits::default(),
             max_pipeline: 64,
+            max_total_buffered: 256 << 20,
         }
     }
 }
@@ -132,6 +138,25 @@ pub struct HttpStats {
     pub connections: u64,
     /// Connections that left HTTP/1.x (101, or CONNECT answered with 2xx).
     pub upgraded_connections: u64,
+    /// Connections forced out of step because all connections together held
+    /// more than [`HttpConfig::max_total_buffered`].
+    pub shed_connections: u64,
+    /// Bytes held now in messages not yet paired, over all connections.
+    pub buffered_bytes: u64,
+    /// Highest `buffered_bytes` seen.
+    pub peak_buffered_bytes: u64,
+}
+
+/// One warning per 1000 sheds: a flood must not flood stderr too.
+fn warn_shed(n: u64, limit: usize) {
+    if n % 1000 == 1 {
+        tracing::warn!(
+            shed = n,
+            limit,
+            "unpaired HTTP messages over the total limit: connections dropped out of step \
+             (their requests count as too_large); raise --max-http-buffer if memory allows"
+        );
+    }
 }
 
 fn serialize_lost<S: serde::Serializer>(lost: &[u64; 8], s: S) -> Result<S::Ok, S::Error> {
@@ -188,9 +213,24 @@ pub struct HttpConn {
     request_sync: RequestSync,
     response_sync: ResponseSync,
     upgraded: bool,
+    /// What this connection adds to [`HttpStats::buffered_bytes`].
+    held: u64,
 }
 
 impl HttpConn {
+    /// Bytes held in parser buffers and in requests awaiting responses.
+    fn holding(&self) -> u64 {
+        let waiting: usize = self
+            .waiting
+            .iter()
+            .map(|s| match s {
+                Slot::Waiting { request, .. } => request.raw.len() + request.body.len(),
+                Slot::Reported { .. } => 0,
+            })
+            .sum();
+        (self.requests.buffered() + self.responses.buffered() + waiting) as u64
+    }
+
     fn new(limits: HttpLimits, midstream: bool) -> Self {
         let (request_sync, response_sync) = if midstream {
             (RequestSync::Resync, ResponseSync::Resync { after_ns: None })
@@ -206,6 +246,7 @@ impl HttpConn {
             request_sync,
             response_sync,
             upgraded: false,
+            held: 0,
         }
     }
 }
@@ -340,6 +381,26 @@ impl HttpTracker {
 
     /// `conn` fell out of step: its requests are lost for `cause` and both
     /// directions resynchronize.
+    /// Updates the bytes held after `conn` changed; over the total limit, the
+    /// connection falls out of step (its messages are dropped).
+    fn account(&mut self, conn: &mut HttpConn, key: &ConnKey) {
+        let now = conn.holding();
+        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
+        conn.held = now;
+        if self.stats.buffered_bytes > self.cfg.max_total_buffered as u64 {
+            self.stats.shed_connections += 1;
+            warn_shed(self.stats.shed_connections, self.cfg.max_total_buffered);
+            self.desync(conn, key, LossCause::TooLarge);
+            let now = conn.holding();
+            self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
+            conn.held = now;
+        }
+        self.stats.peak_buffered_bytes = self
+            .stats
+            .peak_buffered_bytes
+            .max(self.stats.buffered_bytes);
+    }
+
     fn desync(&mut self, conn: &mut HttpConn, key: &ConnKey, cause: LossCause) {
         debug!(
             ?key,
@@ -636,6 +697,7 @@ impl StreamHandler for HttpTracker {
             Direction::Request => self.request_data(conn, key, ts_ns, bytes),
             Direction::Response => self.response_data(conn, key, ts_ns, bytes),
         }
+        self.account(conn, key);
     }
 
     fn gap(
@@ -656,6 +718,7 @@ impl StreamHandler for HttpTracker {
             LossCause::Gap
         };
         self.desync(conn, key, cause);
+        self.account(conn, key);
     }
 
     fn fin(&mut self, conn: &mut HttpConn, key: &ConnKey, dir: Direction, ts_ns: u64) {
@@ -664,10 +727,12 @@ impl StreamHandler for HttpTracker {
             && conn.response_sync == ResponseSync::InStep
         {
             self.drain_responses(conn, key, ts_ns, true);
+            self.account(conn, key);
         }
     }
 
     fn close(&mut self, mut conn: HttpConn, key: &ConnKey, _ts_ns: u64, reason: CloseReason) {
+        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held);
         if conn.upgraded {
             return;
         }
@@ -1213,6 +1278,40 @@ mod tests {
         let stats = tracker.stats();
         assert_eq!(stats.requests_seen, stats.paired + stats.lost_total());
         assert_eq!(stats.connections, 2);
+    }
+
+    /// Half-received bodies on many connections are bounded in total: the
+    /// connection that pushes the total over the limit falls out of step,
+    /// its request is lost as too large, and its bytes are let go.
+    #[test]
+    fn unpaired_bytes_are_bounded_over_all_connections() {
+        let mut tracker = HttpTracker::new(HttpConfig {
+            max_total_buffered: 1000,
+            ..HttpConfig::default()
+        });
+        let key = |port| ConnKey {
+            client: format!("10.0.0.1:{port}").parse().unwrap(),
+            server: "10.0.0.5:80".parse().unwrap(),
+        };
+        let (a, b) = (key(1000), key(2000));
+        let head = b"POST /o HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
+        let mut ca = tracker.open(&a, 0, false);
+        let mut cb = tracker.open(&b, 0, false);
+        tracker.data(&mut ca, &a, Direction::Request, 1, head);
+        tracker.data(&mut ca, &a, Direction::Request, 2, &[b'x'; 600]);
+        assert!(tracker.stats().buffered_bytes >= 600);
+        tracker.data(&mut cb, &b, Direction::Request, 3, head);
+        tracker.data(&mut cb, &b, Direction::Request, 4, &[b'y'; 600]);
+        let stats = tracker.stats();
+        assert_eq!(stats.shed_connections, 1);
+        assert!(stats.buffered_bytes <= 1000, "{}", stats.buffered_bytes);
+        assert_eq!(stats.lost(LossCause::TooLarge), 1);
+        tracker.close(ca, &a, 5, CloseReason::Fin);
+        tracker.close(cb, &b, 5, CloseReason::Fin);
+        let stats = tracker.stats();
+        assert_eq!(stats.buffered_bytes, 0);
+        assert_eq!(stats.requests_seen, 2);
+        assert_eq!(stats.requests_seen, stats.paired + stats.lost_total());
     }
 
     #[test]

@@ -1,0 +1,416 @@
+//! One measured run: a condition, a body size and a load, with the agent's
+//! cost and the counts that tell how complete its view was.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    bpf::{self, EmptyProg, RunStats},
+    load::{self, LoadResult},
+    pcap::{PcapCounts, Tcpdump},
+    sys::{self, ForeignCpu, Proc},
+    topo::{OLD_IP, SERVICE_PORT, Topology},
+};
+
+/// Kernel ring buffer the agent is started with (its default, named so the
+/// memory target can add it).
+pub const RING_BYTES: u64 = 32 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Cond {
+    /// No agent.
+    A,
+    /// `parallelrun record --discard`: capture only.
+    B,
+    /// `parallelrun run`: capture, reassembly, replay, diff.
+    C,
+    /// nginx reverse proxy in the path with `mirror` to the new service.
+    D,
+}
+
+impl Cond {
+    pub const ALL: [Cond; 4] = [Cond::A, Cond::B, Cond::C, Cond::D];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Cond::A => "A no agent",
+            Cond::B => "B capture only",
+            Cond::C => "C full pipeline",
+            Cond::D => "D nginx mirror",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Load {
+    /// Closed loop (wrk).
+    Saturation,
+    /// Open loop at this many requests/s (oha).
+    Rate(u32),
+}
+
+/// The agent's side of a run (B and C).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentRun {
+    /// User + system CPU seconds from the load's start until the agent was
+    /// idle again.
+    pub cpu_s: f64,
+    /// CPU seconds per 1000 requests sent = cores per 1000 requests/s.
+    pub cpu_per_1k: Option<f64>,
+    /// VmHWM at the end of the run (startup included).
+    pub peak_rss_bytes: u64,
+    /// Of the resident set at the end: the BPF map mappings (the ring
+    /// buffer's data pages are mapped twice, so a full 32 MiB ring shows as
+    /// 64 MiB) and the agent's anonymous memory (heap).
+    pub ring_map_rss_bytes: u64,
+    /// The classifier's run-time statistics over the same window.
+    pub prog_run_time_ns: u64,
+    pub prog_run_cnt: u64,
+    pub ns_per_run: Option<f64>,
+    /// Run time over records emitted: every run (pure ACKs too) charged to
+    /// the packets the agent records, an upper bound per payload packet.
+    pub ns_per_record: Option<f64>,
+    pub packets_matched: u64,
+    pub records: u64,
+    pub payload_bytes: u64,
+    pub ringbuf_full_drops: u64,
+    /// `run` only: requests_seen.
+    pub captured: Option<u64>,
+    /// `run` only: matched + mismatched + noise.
+    pub compared: Option<u64>,
+    pub mismatched: Option<u64>,
+    pub skipped: Option<u64>,
+    pub lost: Option<u64>,
+    pub lost_ring_buffer_drop: Option<u64>,
+    pub replay_errors: Option<u64>,
+    /// `record` only: records read from the ring.
+    pub agent_records: Option<u64>,
+    pub stats: Value,
+}
+
+/// The tcpdump comparison of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TcpdumpRun {
+    pub tcpdump: PcapCounts,
+    /// The empty TC program attached beside the agent's: the floor of
+    /// `bpf_stats` (timestamps and dispatch) per run.
+    pub empty_prog_ns_per_run: Option<f64>,
+    pub empty_prog_runs: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub size: &'static str,
+    pub phase: &'static str,
+    pub round: u32,
+    pub cond: Cond,
+    pub load: LoadResult,
+    /// Requests the old service served during the run (its stub_status):
+    /// what was sent to production, in-flight ones at wrk's stop included.
+    pub sent: u64,
+    /// Requests the new service served (replays in C, mirrors in D).
+    pub new_served: u64,
+    pub agent: Option<AgentRun>,
+    pub tcpdump: Option<TcpdumpRun>,
+    /// CPU seconds used meanwhile by processes outside the bench's
+    /// namespaces (other work on the machine that competed).
+    pub foreign_cpu_s: f64,
+    /// Seconds waited before the run for other processes to go quiet, and
+    /// whether they did.
+    pub quiet_wait_s: f64,
+    pub quiet: bool,
+    /// IRQ work interrupts on the machine during the run (ring-buffer
+    /// wakeups from the TC program raise them).
+    pub irq_work_interrupts: u64,
+}
+
+pub struct Ctx<'a> {
+    pub topo: &'a mut Topology,
+    pub agent_bin: &'a Path,
+    pub oha_bin: &'a Path,
+    /// What is left of the time all runs together may wait for quiet.
+    pub quiet_budget: Duration,
+}
+
+pub struct Spec {
+    pub size: &'static str,
+    pub phase: &'static str,
+    pub round: u32,
+    pub cond: Cond,
+    pub load: Load,
+    pub seconds: u64,
+    pub with_tcpdump: bool,
+}
+
+struct Agent {
+    proc: Proc,
+    stats_path: PathBuf,
+    err_path: PathBuf,
+}
+
+impl Agent {
+    fn start(ctx: &Ctx, cond: Cond) -> Result<Self> {
+        let dir = &ctx.topo.dir;
+        let stats_path = dir.join("agent-stats.json");
+        let err_path = dir.join("agent.err");
+        let _ = fs::remove_file(&stats_path);
+        let old = format!("{OLD_IP}:{SERVICE_PORT}");
+        let mut cmd = ctx.topo.old.command(ctx.agent_bin);
+        match cond {
+            Cond::B => {
+                cmd.args(["record", "--discard"]);
+            }
+            Cond::C => {
+                cmd.args(["run", "--no-metrics", "--new"])
+                    .arg(ctx.topo.new_addr().to_string())
+                    .arg("--log")
+                    .arg(dir.join("mismatches.jsonl"));
+            }
+            _ => bail!("no agent in condition {cond:?}"),
+        }
+        cmd.args(["--iface", &ctx.topo.old_if, "--old", &old])
+            .args(["--ring-size", &format!("{}MiB", RING_BYTES >> 20)])
+            .arg("--stats-json")
+            .arg(&stats_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&err_path)?);
+        let mut proc = Proc::spawn("parallelrun", &mut cmd)?;
+        sys::wait_for_text(&mut proc, &err_path, " attached", Duration::from_secs(30))?;
+        Ok(Self {
+            proc,
+            stats_path,
+            err_path,
+        })
+    }
+
+    fn stop(mut self) -> Result<Value> {
+        let st = self.proc.stop(libc::SIGTERM, Duration::from_secs(30))?;
+        let log = || fs::read_to_string(&self.err_path).unwrap_or_default();
+        if !st.success() {
+            bail!("the agent failed ({st}):\n{}", log());
+        }
+        let text = fs::read_to_string(&self.stats_path)
+            .with_context(|| format!("the agent wrote no stats:\n{}", log()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// Reads of a stub_status counter; each read is itself one request.
+struct Served {
+    first: u64,
+    last: u64,
+    reads: u64,
+}
+
+impl Served {
+    fn new(v: u64) -> Self {
+        Self {
+            first: v,
+            last: v,
+            reads: 1,
+        }
+    }
+
+    fn update(&mut self, v: u64) {
+        self.last = v;
+        self.reads += 1;
+    }
+
+    fn served(&self) -> u64 {
+        (self.last - self.first).saturating_sub(self.reads - 1)
+    }
+}
+
+/// Other processes may use this much CPU (cores) before a run starts.
+const QUIET_CORES: f64 = 0.15;
+const QUIET_WAIT: Duration = Duration::from_secs(30);
+
+pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
+    sys::check()?;
+    ctx.topo.check_servers()?;
+    let (quiet_wait_s, quiet) = sys::wait_quiet(
+        &ctx.topo.namespace_inodes(),
+        QUIET_CORES,
+        QUIET_WAIT.min(ctx.quiet_budget),
+    )?;
+    ctx.quiet_budget = ctx
+        .quiet_budget
+        .saturating_sub(Duration::from_secs_f64(quiet_wait_s));
+    let has_agent = matches!(spec.cond, Cond::B | Cond::C);
+    // Statistics are on only while an agent runs (B and C).
+    let stats_on = has_agent.then(bpf::enable_stats).transpose()?;
+    let agent = if has_agent {
+        Some(Agent::start(ctx, spec.cond)?)
+    } else {
+        None
+    };
+    let empty = if spec.with_tcpdump {
+        Some(EmptyProg::attach(&ctx.topo.old, &ctx.topo.old_if)?)
+    } else {
+        None
+    };
+    let tcpdump = if spec.with_tcpdump {
+        let filter = format!(
+            "tcp and ((src host {OLD_IP} and src port {SERVICE_PORT}) or (dst host {OLD_IP} and dst port {SERVICE_PORT}))"
+        );
+        Some(Tcpdump::start(
+            &ctx.topo.old,
+            &ctx.topo.old_if,
+            &filter,
+            &ctx.topo.dir.path,
+        )?)
+    } else {
+        None
+    };
+    sys::sleep(Duration::from_millis(300))?;
+
+    let pid = agent.as_ref().map(|a| a.proc.pid());
+    let mut old = Served::new(ctx.topo.old_requests()?);
+    let mut new = Served::new(ctx.topo.new_requests()?);
+    let cpu0 = pid.map(sys::cpu_seconds).transpose()?;
+    let prog0 = pid.map(bpf::process_prog_stats).transpose()?;
+    let empty0 = empty.as_ref().map(EmptyProg::stats).transpose()?;
+    let foreign = ForeignCpu::start(ctx.topo.namespace_inodes());
+    let iwi0 = sys::irq_work_interrupts();
+
+    let addr = if spec.cond == Cond::D {
+        ctx.topo.proxy_addr()
+    } else {
+        ctx.topo.old_addr()
+    };
+    let load = match spec.load {
+        Load::Saturation => load::wrk(
+            &ctx.topo.client,
+            &ctx.topo.dir,
+            addr,
+            spec.size,
+            spec.seconds,
+        )?,
+        Load::Rate(r) => load::oha(
+            &ctx.topo.client,
+            &ctx.topo.dir,
+            ctx.oha_bin,
+            addr,
+            spec.size,
+            r,
+            spec.seconds,
+        )?,
+    };
+
+    // Until the agent and the new service are idle again: replays finish,
+    // the ring is drained.
+    let settle_end = Instant::now() + Duration::from_secs(10);
+    let mut stable = 0;
+    let mut last = (new.last, cpu0.unwrap_or(0.0));
+    while stable < 2 && Instant::now() < settle_end {
+        sys::sleep(Duration::from_millis(200))?;
+        new.update(ctx.topo.new_requests()?);
+        let now = (
+            new.last,
+            pid.map(sys::cpu_seconds).transpose()?.unwrap_or(0.0),
+        );
+        // The read itself adds one request to the counter.
+        if now.0 == last.0 + 1 && now.1 == last.1 {
+            stable += 1;
+        } else {
+            stable = 0;
+        }
+        last = now;
+    }
+    old.update(ctx.topo.old_requests()?);
+    let foreign_cpu_s = foreign.seconds();
+    let irq_work_interrupts = sys::irq_work_interrupts().saturating_sub(iwi0);
+    let sent = old.served();
+
+    let tcpdump = match tcpdump {
+        Some(t) => Some(t.finish()?),
+        None => None,
+    };
+    let empty_stats = match (&empty, empty0) {
+        (Some(e), Some(s0)) => Some(e.stats()?.since(s0)),
+        _ => None,
+    };
+    drop(empty);
+
+    let agent_run = match (agent, pid) {
+        (Some(agent), Some(pid)) => {
+            let cpu_s = sys::cpu_seconds(pid)? - cpu0.unwrap_or(0.0);
+            let peak_rss_bytes = sys::peak_rss(pid)?;
+            let ring_map_rss_bytes = sys::bpf_map_rss(pid);
+            let prog = bpf::process_prog_stats(pid)?.since(prog0.unwrap_or_default());
+            let stats = agent.stop()?;
+            let mut a = agent_run(stats, cpu_s, peak_rss_bytes, prog, sent);
+            a.ring_map_rss_bytes = ring_map_rss_bytes;
+            Some(a)
+        }
+        _ => None,
+    };
+    drop(stats_on);
+
+    Ok(Run {
+        size: spec.size,
+        phase: spec.phase,
+        round: spec.round,
+        cond: spec.cond,
+        load,
+        sent,
+        new_served: new.served(),
+        agent: agent_run,
+        tcpdump: tcpdump.map(|t| TcpdumpRun {
+            tcpdump: t,
+            empty_prog_ns_per_run: empty_stats.and_then(RunStats::ns_per_run),
+            empty_prog_runs: empty_stats.map_or(0, |s| s.run_cnt),
+        }),
+        foreign_cpu_s,
+        quiet_wait_s,
+        quiet,
+        irq_work_interrupts,
+    })
+}
+
+fn agent_run(stats: Value, cpu_s: f64, peak: u64, prog: RunStats, sent: u64) -> AgentRun {
+    let k = |name: &str| stats["kernel"][name].as_u64().unwrap_or(0);
+    let o = |name: &str| stats["outcomes"][name].as_u64();
+    let sum = |v: &Value| {
+        v.as_object()
+            .map(|m| m.values().filter_map(Value::as_u64).sum::<u64>())
+    };
+    let records = k("records_emitted");
+    let is_run = stats.get("requests_seen").is_some();
+    let compared = is_run
+        .then(|| Some(o("matched")? + o("mismatched")? + o("noise")?))
+        .flatten();
+    AgentRun {
+        cpu_s,
+        cpu_per_1k: (sent > 0).then(|| cpu_s / (sent as f64 / 1000.0)),
+        peak_rss_bytes: peak,
+        ring_map_rss_bytes: 0,
+        prog_run_time_ns: prog.run_time_ns,
+        prog_run_cnt: prog.run_cnt,
+        ns_per_run: prog.ns_per_run(),
+        ns_per_record: (records > 0).then(|| prog.run_time_ns as f64 / records as f64),
+        packets_matched: k("packets_matched"),
+        records,
+        payload_bytes: k("bytes_emitted"),
+        ringbuf_full_drops: k("ringbuf_full_drops"),
+        captured: stats["requests_seen"].as_u64(),
+        compared,
+        mismatched: o("mismatched"),
+        skipped: sum(&stats["outcomes"]["skipped"]),
+        lost: sum(&stats["outcomes"]["lost"]),
+        lost_ring_buffer_drop: stats["outcomes"]["lost"]["ring_buffer_drop"].as_u64(),
+        replay_errors: o("replay_errors"),
+        agent_records: stats["agent"]["records"].as_u64(),
+        stats,
+    }
+}

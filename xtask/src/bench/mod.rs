@@ -1,0 +1,389 @@
+//! `cargo xtask bench`: what parallelrun costs production, how complete its
+//! view is, and what it costs itself, side by side with no agent and with
+//! the conventional alternative (an nginx proxy that mirrors).
+//!
+//! Two parts:
+//! - **live** (root): namespaces, an old and a new nginx, wrk/oha load, and
+//!   four conditions alternated in one run — A no agent, B `record
+//!   --discard` (capture only), C `run` (full pipeline), D nginx `mirror` in
+//!   the path — reported as ratios to A, with completeness (sent / captured /
+//!   compared, drops), agent CPU and memory, kernel ns per packet, and a
+//!   tcpdump cross-check. Markdown on stdout, JSON under `target/bench/`.
+//! - **offline**: the capture-side pipeline's throughput on one core from a
+//!   pcap (`cargo bench -p parallelrun-agent --bench pipeline`).
+
+mod bpf;
+mod load;
+mod measure;
+mod pcap;
+mod report;
+mod sys;
+mod topo;
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use serde_json::json;
+
+use self::measure::{Cond, Ctx, Load, Run, Spec};
+use crate::util;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A ~2 minute smoke run: 1 KiB bodies only, 4 s per measurement.
+    #[arg(long)]
+    pub quick: bool,
+    /// Only the offline pipeline bench (one core, from a pcap; no root).
+    #[arg(long, conflicts_with = "live_only")]
+    pub offline_only: bool,
+    /// Only the live bench.
+    #[arg(long)]
+    pub live_only: bool,
+    /// Times each condition is measured (interleaved A B C D A B C D ...);
+    /// tables show the median. Default 2.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub rounds: Option<u32>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if !args.offline_only {
+        live(args)?;
+    }
+    if !args.live_only {
+        offline()?;
+    }
+    Ok(())
+}
+
+/// `cargo bench -p parallelrun-agent --bench pipeline` (prints its table).
+fn offline() -> Result<()> {
+    eprintln!("bench: offline pipeline throughput (one core, from a pcap)");
+    util::status(util::cargo().args([
+        "bench",
+        "--package",
+        "parallelrun-agent",
+        "--bench",
+        "pipeline",
+    ]))
+}
+
+/// Durations and repetitions of a live run.
+#[derive(Debug, serde::Serialize)]
+struct Plan {
+    sizes: Vec<&'static str>,
+    rounds: u32,
+    saturation_secs: u64,
+    latency_secs: u64,
+    /// Fixed rates for the completeness targets (1 KiB, condition C).
+    completeness_rates: Vec<u32>,
+    completeness_rounds: u32,
+    completeness_secs: u64,
+    tcpdump_secs: u64,
+    warmup_secs: u64,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Self {
+        if args.quick {
+            Self {
+                sizes: vec!["1k"],
+                rounds: args.rounds.unwrap_or(2),
+                saturation_secs: 4,
+                latency_secs: 4,
+                completeness_rates: vec![5000, 10000],
+                completeness_rounds: 1,
+                completeness_secs: 4,
+                tcpdump_secs: 4,
+                warmup_secs: 2,
+            }
+        } else {
+            let rounds = args.rounds.unwrap_or(2);
+            Self {
+                sizes: topo::SIZES.iter().map(|(n, _)| *n).collect(),
+                rounds,
+                saturation_secs: 8,
+                latency_secs: 8,
+                completeness_rates: vec![5000, 10000],
+                completeness_rounds: rounds,
+                completeness_secs: 6,
+                tcpdump_secs: 6,
+                warmup_secs: 2,
+            }
+        }
+    }
+
+    fn total_runs(&self) -> usize {
+        let per_size = 2 * 4 * self.rounds as usize + 1;
+        let completeness = if self.sizes.contains(&"1k") {
+            2 * self.completeness_rates.len() * self.completeness_rounds as usize
+        } else {
+            0
+        };
+        self.sizes.len() * per_size + completeness
+    }
+}
+
+fn live(args: &BenchArgs) -> Result<()> {
+    if !util::is_root() {
+        return rerun_as_root();
+    }
+    crate::setup::run()?;
+    let oha = crate::setup::bench_tools()?;
+    let agent = crate::build(true)?;
+    sys::install_interrupt_handler();
+    sys::remove_stale_namespaces(topo::NS_PREFIX);
+    sys::remove_stale_dirs(topo::TMP_PREFIX);
+
+    let plan = Plan::new(args);
+    let started = now_utc();
+    let meta = json!({
+        "started": started.rfc3339,
+        "plan": &plan,
+        "host": host_facts(),
+        "tools": tool_versions(&oha),
+        "agent": agent.display().to_string(),
+    });
+    eprintln!(
+        "bench: live, {} runs ({}); conditions: A no agent, B capture only, C full pipeline, D nginx mirror",
+        plan.total_runs(),
+        if args.quick {
+            "quick: about 2 minutes"
+        } else {
+            "about 10 minutes"
+        }
+    );
+    let mut runs = Vec::new();
+    let result = measure_all(&plan, &agent, &oha, &mut runs);
+    let finished = now_utc();
+    let meta = {
+        let mut m = meta;
+        m["finished"] = json!(finished.rfc3339);
+        m["complete"] = json!(result.is_ok());
+        if let Err(e) = &result {
+            m["error"] = json!(format!("{e:#}"));
+        }
+        m
+    };
+    let rep = report::build(meta, &runs);
+    let dir = util::target_dir()?.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let text = serde_json::to_string_pretty(&rep.json)?;
+    if result.is_ok() {
+        println!("{}", rep.markdown);
+        let stamped = dir.join(format!("live-{}.json", started.compact));
+        std::fs::write(&stamped, &text)?;
+        std::fs::write(dir.join("latest.json"), &text)?;
+        std::fs::write(dir.join("latest.md"), &rep.markdown)?;
+        eprintln!(
+            "bench: wrote {} (and latest.json, latest.md)",
+            stamped.display()
+        );
+    } else if !runs.is_empty() {
+        let partial = dir.join(format!("partial-{}.json", started.compact));
+        std::fs::write(&partial, &text)?;
+        eprintln!(
+            "bench: the {} runs measured so far are in {}",
+            runs.len(),
+            partial.display()
+        );
+    }
+    result
+}
+
+fn measure_all(plan: &Plan, agent: &Path, oha: &Path, runs: &mut Vec<Run>) -> Result<()> {
+    let mut topo = topo::Topology::create()?;
+    let mut ctx = Ctx {
+        topo: &mut topo,
+        agent_bin: agent,
+        oha_bin: oha,
+        quiet_budget: Duration::from_secs(if plan.sizes.len() > 1 { 120 } else { 30 }),
+    };
+    let total = plan.total_runs();
+    let one = |ctx: &mut Ctx, spec: Spec, runs: &mut Vec<Run>| -> Result<()> {
+        let r = measure::run(ctx, &spec)?;
+        eprintln!(
+            "bench: [{}/{total}] {}",
+            runs.len() + 1,
+            report::one_line(&r)
+        );
+        runs.push(r);
+        Ok(())
+    };
+    for &size in &plan.sizes {
+        // Warm caches and connections; not recorded.
+        measure::run(
+            &mut ctx,
+            &Spec {
+                size,
+                phase: "warmup",
+                round: 0,
+                cond: Cond::A,
+                load: Load::Saturation,
+                seconds: plan.warmup_secs,
+                with_tcpdump: false,
+            },
+        )?;
+        for round in 1..=plan.rounds {
+            for cond in Cond::ALL {
+                let spec = Spec {
+                    size,
+                    phase: "saturation",
+                    round,
+                    cond,
+                    load: Load::Saturation,
+                    seconds: plan.saturation_secs,
+                    with_tcpdump: false,
+                };
+                one(&mut ctx, spec, runs)?;
+            }
+        }
+        let rate = latency_rate(runs, size);
+        for round in 1..=plan.rounds {
+            for cond in Cond::ALL {
+                let spec = Spec {
+                    size,
+                    phase: "latency",
+                    round,
+                    cond,
+                    load: Load::Rate(rate),
+                    seconds: plan.latency_secs,
+                    with_tcpdump: false,
+                };
+                one(&mut ctx, spec, runs)?;
+            }
+        }
+        // The agent's records against tcpdump's packets, at saturation.
+        let spec = Spec {
+            size,
+            phase: "tcpdump",
+            round: 1,
+            cond: Cond::B,
+            load: Load::Saturation,
+            seconds: plan.tcpdump_secs,
+            with_tcpdump: true,
+        };
+        one(&mut ctx, spec, runs)?;
+    }
+    if plan.sizes.contains(&"1k") {
+        // C at the rates of the completeness targets, each after A at the
+        // same rate for the latency baseline.
+        for round in 1..=plan.completeness_rounds {
+            for &rate in &plan.completeness_rates {
+                for cond in [Cond::A, Cond::C] {
+                    let spec = Spec {
+                        size: "1k",
+                        phase: "completeness",
+                        round,
+                        cond,
+                        load: Load::Rate(rate),
+                        seconds: plan.completeness_secs,
+                        with_tcpdump: false,
+                    };
+                    one(&mut ctx, spec, runs)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Half of A's median saturation throughput, rounded to two significant
+/// digits.
+fn latency_rate(runs: &[Run], size: &str) -> u32 {
+    let sat: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.size == size && r.phase == "saturation" && r.cond == Cond::A)
+        .map(|r| r.load.rps)
+        .collect();
+    let half = report::median(&sat).unwrap_or(2000.0) / 2.0;
+    let scale = 10f64.powi((half.max(10.0).log10().floor() as i32) - 1);
+    ((half / scale).round() * scale).max(10.0) as u32
+}
+
+/// Re-runs this xtask binary as root through `sudo -E` (the live bench
+/// creates namespaces and attaches eBPF) and exits with its status.
+fn rerun_as_root() -> Result<()> {
+    eprintln!(
+        "xtask: the live bench creates network namespaces and attaches eBPF programs; re-running through sudo"
+    );
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let st = Command::new("sudo")
+        .arg("-E")
+        .arg("env")
+        .arg(format!("PATH={path}"))
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .current_dir(util::workspace_root())
+        .status()
+        .context("cannot start sudo")?;
+    std::process::exit(st.code().unwrap_or(1));
+}
+
+fn host_facts() -> serde_json::Value {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let git = util::output(
+        Command::new("git")
+            .current_dir(util::workspace_root())
+            .args(["describe", "--always", "--dirty"]),
+    )
+    .map(|s| s.trim().to_owned());
+    json!({
+        "kernel": read("/proc/sys/kernel/osrelease"),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadavg_at_start": read("/proc/loadavg"),
+        "git": git,
+    })
+}
+
+fn tool_versions(oha: &Path) -> serde_json::Value {
+    let first_line = |cmd: &mut Command| {
+        cmd.output().ok().map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        })
+    };
+    json!({
+        "nginx": first_line(Command::new("nginx").arg("-v")),
+        "wrk": first_line(Command::new("wrk").arg("-v")),
+        "oha": first_line(Command::new(oha).arg("--version")),
+        "tcpdump": first_line(Command::new("tcpdump").arg("--version")),
+    })
+}
+
+struct Stamp {
+    rfc3339: String,
+    compact: String,
+}
+
+fn now_utc() -> Stamp {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+    Stamp {
+        rfc3339: format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        compact: format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+    }
+}

@@ -1,0 +1,768 @@
+//! Tables, targets and the JSON of a live run.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::measure::{Cond, Load, RING_BYTES, Run};
+
+pub struct Report {
+    pub markdown: String,
+    pub json: Value,
+}
+
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    })
+}
+
+fn load_label(l: Load) -> String {
+    match l {
+        Load::Saturation => "saturation".to_owned(),
+        Load::Rate(r) => format!("{r} req/s"),
+    }
+}
+
+fn size_label(s: &str) -> &'static str {
+    match s {
+        "1k" => "1 KiB",
+        "64k" => "64 KiB",
+        "1m" => "1 MiB",
+        _ => "?",
+    }
+}
+
+fn load_of(r: &Run) -> Load {
+    r.load.target_rate.map_or(Load::Saturation, Load::Rate)
+}
+
+/// A progress line for one run.
+pub fn one_line(r: &Run) -> String {
+    let mut s = format!(
+        "{} {} {} r{} {}: {:.0} req/s",
+        size_label(r.size),
+        r.phase,
+        load_label(load_of(r)),
+        r.round,
+        r.cond.label(),
+        r.load.rps
+    );
+    if let (Some(p50), Some(p99)) = (r.load.p50_ms, r.load.p99_ms) {
+        let _ = write!(s, ", p50 {p50:.2} ms, p99 {p99:.2} ms");
+    }
+    let _ = write!(s, ", sent {}", r.sent);
+    if let Some(a) = &r.agent {
+        if let Some(c) = a.captured {
+            let _ = write!(s, ", captured {c}, compared {}", a.compared.unwrap_or(0));
+        }
+        let _ = write!(
+            s,
+            ", records {}, drops {}, agent {:.2} CPU-s",
+            a.records, a.ringbuf_full_drops, a.cpu_s
+        );
+    }
+    if r.cond == Cond::D {
+        let _ = write!(s, ", mirrored {}", r.new_served);
+    }
+    if r.foreign_cpu_s > 0.5 {
+        let _ = write!(s, " (other processes: {:.1} CPU-s)", r.foreign_cpu_s);
+    }
+    s
+}
+
+fn f(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |x| format!("{x:.decimals$}"))
+}
+
+fn n(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |x| x.to_string())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+struct OverheadRow {
+    size: &'static str,
+    cond: Cond,
+    saturation_rps: Option<f64>,
+    saturation_ratio: Option<f64>,
+    rate: Option<u32>,
+    achieved_rps: Option<f64>,
+    p50_ms: Option<f64>,
+    p50_ratio: Option<f64>,
+    p99_ms: Option<f64>,
+    p99_ratio: Option<f64>,
+    /// Most CPU other processes used during one of the row's runs, in cores.
+    others_max_cores: f64,
+}
+
+#[derive(Serialize)]
+struct FixedRateRow {
+    rate: u32,
+    cond: Cond,
+    achieved_rps: Option<f64>,
+    p50_ms: Option<f64>,
+    p50_ratio: Option<f64>,
+    p99_ms: Option<f64>,
+    p99_ratio: Option<f64>,
+    others_max_cores: f64,
+}
+
+#[derive(Serialize)]
+struct CostRow {
+    size: &'static str,
+    phase: &'static str,
+    load: String,
+    cond: Cond,
+    runs: usize,
+    sent: u64,
+    captured: Option<u64>,
+    compared: Option<u64>,
+    compared_pct: Option<f64>,
+    /// Lowest compared / sent over the runs.
+    worst_compared_pct: Option<f64>,
+    mismatched: Option<u64>,
+    skipped: Option<u64>,
+    lost: Option<u64>,
+    /// Of `lost`: requests lost to ring-buffer drops.
+    lost_ring: Option<u64>,
+    /// Records the kernel could not write because the ring was full.
+    ringbuf_drops: Option<u64>,
+    new_served: u64,
+    cpu_per_1k: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    /// Of the resident set: the ring buffer's mapping (counted twice).
+    ring_map_mib: Option<f64>,
+    /// IRQ work interrupts on the machine per record the kernel emitted.
+    irq_work_per_record: Option<f64>,
+    ns_per_run: Option<f64>,
+    ns_per_record: Option<f64>,
+    foreign_cpu_s: f64,
+}
+
+#[derive(Serialize)]
+struct TcpdumpRow {
+    size: &'static str,
+    tcpdump_packets: u64,
+    /// tcpdump's "packets received by filter" (what its socket got, written
+    /// or not).
+    tcpdump_received: Option<u64>,
+    kernel_packets_matched: u64,
+    tcpdump_record_worthy: u64,
+    kernel_records: u64,
+    ringbuf_drops: u64,
+    agent_records: Option<u64>,
+    tcpdump_payload_bytes: u64,
+    kernel_payload_bytes: u64,
+    tcpdump_dropped: Option<u64>,
+    agent_ns_per_run: Option<f64>,
+    empty_prog_ns_per_run: Option<f64>,
+    verdict: String,
+}
+
+#[derive(Serialize)]
+struct Target {
+    target: String,
+    measured: String,
+    /// None when not measured in this run.
+    met: Option<bool>,
+}
+
+fn sizes(runs: &[Run]) -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Vec::new();
+    for r in runs {
+        if !v.contains(&r.size) {
+            v.push(r.size);
+        }
+    }
+    v
+}
+
+fn select<'a>(runs: &'a [Run], size: &str, phase: &str, cond: Cond) -> Vec<&'a Run> {
+    runs.iter()
+        .filter(|r| r.size == size && r.phase == phase && r.cond == cond)
+        .collect()
+}
+
+fn med(rs: &[&Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+    median(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+}
+
+/// Sum of a count every run has; None when one lacks it.
+fn sum(rs: &[&Run], f: impl Fn(&Run) -> Option<u64>) -> Option<u64> {
+    if rs.is_empty() {
+        return None;
+    }
+    rs.iter().map(|r| f(r)).sum()
+}
+
+fn overhead_rows(runs: &[Run]) -> Vec<OverheadRow> {
+    let mut rows = Vec::new();
+    for size in sizes(runs) {
+        let sat_a = med(&select(runs, size, "saturation", Cond::A), |r| {
+            Some(r.load.rps)
+        });
+        let lat_a = select(runs, size, "latency", Cond::A);
+        let p50_a = med(&lat_a, |r| r.load.p50_ms);
+        let p99_a = med(&lat_a, |r| r.load.p99_ms);
+        for cond in Cond::ALL {
+            let sat = select(runs, size, "saturation", cond);
+            let lat = select(runs, size, "latency", cond);
+            if sat.is_empty() && lat.is_empty() {
+                continue;
+            }
+            let rps = med(&sat, |r| Some(r.load.rps));
+            let p50 = med(&lat, |r| r.load.p50_ms);
+            let p99 = med(&lat, |r| r.load.p99_ms);
+            rows.push(OverheadRow {
+                size,
+                cond,
+                saturation_rps: rps,
+                saturation_ratio: ratio(rps, sat_a),
+                rate: lat.first().and_then(|r| r.load.target_rate),
+                achieved_rps: med(&lat, |r| Some(r.load.rps)),
+                p50_ms: p50,
+                p50_ratio: ratio(p50, p50_a),
+                p99_ms: p99,
+                p99_ratio: ratio(p99, p99_a),
+                others_max_cores: sat
+                    .iter()
+                    .chain(&lat)
+                    .map(|r| others(r))
+                    .fold(0.0, f64::max),
+            });
+        }
+    }
+    rows
+}
+
+/// Cores other processes used during a run.
+fn others(r: &Run) -> f64 {
+    r.foreign_cpu_s / r.load.seconds.max(0.1)
+}
+
+/// A and C at the completeness rates (1 KiB).
+fn fixed_rate_rows(runs: &[Run]) -> Vec<FixedRateRow> {
+    let mut rates: Vec<u32> = Vec::new();
+    for r in runs.iter().filter(|r| r.phase == "completeness") {
+        if let Some(q) = r.load.target_rate
+            && !rates.contains(&q)
+        {
+            rates.push(q);
+        }
+    }
+    let mut rows = Vec::new();
+    for rate in rates {
+        let of = |cond: Cond| -> Vec<&Run> {
+            runs.iter()
+                .filter(|r| {
+                    r.phase == "completeness" && r.cond == cond && r.load.target_rate == Some(rate)
+                })
+                .collect()
+        };
+        let a = of(Cond::A);
+        let (p50_a, p99_a) = (med(&a, |r| r.load.p50_ms), med(&a, |r| r.load.p99_ms));
+        for cond in [Cond::A, Cond::C] {
+            let rs = of(cond);
+            if rs.is_empty() {
+                continue;
+            }
+            let (p50, p99) = (med(&rs, |r| r.load.p50_ms), med(&rs, |r| r.load.p99_ms));
+            rows.push(FixedRateRow {
+                rate,
+                cond,
+                achieved_rps: med(&rs, |r| Some(r.load.rps)),
+                p50_ms: p50,
+                p50_ratio: ratio(p50, p50_a),
+                p99_ms: p99,
+                p99_ratio: ratio(p99, p99_a),
+                others_max_cores: rs.iter().map(|r| others(r)).fold(0.0, f64::max),
+            });
+        }
+    }
+    rows
+}
+
+fn cost_rows(runs: &[Run]) -> Vec<CostRow> {
+    let mut rows = Vec::new();
+    for size in sizes(runs) {
+        for phase in ["saturation", "latency", "completeness"] {
+            for cond in [Cond::B, Cond::C, Cond::D] {
+                // One row per load (completeness runs have several rates).
+                let all = select(runs, size, phase, cond);
+                let mut loads: Vec<Load> = Vec::new();
+                for r in &all {
+                    if !loads.contains(&load_of(r)) {
+                        loads.push(load_of(r));
+                    }
+                }
+                for l in loads {
+                    let rs: Vec<&Run> = all.iter().copied().filter(|r| load_of(r) == l).collect();
+                    let a = |g: fn(&super::measure::AgentRun) -> Option<u64>| {
+                        sum(&rs, |r| r.agent.as_ref().and_then(g))
+                    };
+                    let sent: u64 = rs.iter().map(|r| r.sent).sum();
+                    let compared = a(|a| a.compared);
+                    let pct = |c: u64, s: u64| (s > 0).then(|| 100.0 * c as f64 / s as f64);
+                    let worst = rs
+                        .iter()
+                        .filter_map(|r| {
+                            let c = r.agent.as_ref()?.compared?;
+                            pct(c, r.sent)
+                        })
+                        .reduce(f64::min);
+                    let has_agent = cond != Cond::D;
+                    rows.push(CostRow {
+                        size,
+                        phase,
+                        load: load_label(l),
+                        cond,
+                        runs: rs.len(),
+                        sent,
+                        captured: a(|a| a.captured),
+                        compared,
+                        compared_pct: compared.and_then(|c| pct(c, sent)),
+                        worst_compared_pct: worst,
+                        mismatched: a(|a| a.mismatched),
+                        skipped: a(|a| a.skipped),
+                        lost: a(|a| a.lost),
+                        lost_ring: a(|a| a.lost_ring_buffer_drop),
+                        ringbuf_drops: if has_agent {
+                            a(|a| Some(a.ringbuf_full_drops))
+                        } else {
+                            None
+                        },
+                        new_served: rs.iter().map(|r| r.new_served).sum(),
+                        cpu_per_1k: med(&rs, |r| r.agent.as_ref()?.cpu_per_1k),
+                        peak_rss_mib: rs
+                            .iter()
+                            .filter_map(|r| r.agent.as_ref())
+                            .map(|a| a.peak_rss_bytes as f64 / (1 << 20) as f64)
+                            .reduce(f64::max),
+                        ring_map_mib: rs
+                            .iter()
+                            .filter_map(|r| r.agent.as_ref())
+                            .map(|a| a.ring_map_rss_bytes as f64 / (1 << 20) as f64)
+                            .reduce(f64::max),
+                        irq_work_per_record: med(&rs, |r| {
+                            let a = r.agent.as_ref()?;
+                            (a.records > 0).then(|| r.irq_work_interrupts as f64 / a.records as f64)
+                        }),
+                        ns_per_run: med(&rs, |r| r.agent.as_ref()?.ns_per_run),
+                        ns_per_record: med(&rs, |r| r.agent.as_ref()?.ns_per_record),
+                        foreign_cpu_s: rs.iter().map(|r| r.foreign_cpu_s).sum(),
+                    });
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn tcpdump_rows(runs: &[Run]) -> Vec<TcpdumpRow> {
+    runs.iter()
+        .filter_map(|r| {
+            let t = r.tcpdump.as_ref()?;
+            let a = r.agent.as_ref()?;
+            let p = &t.tcpdump;
+            let mut diffs = Vec::new();
+            if p.packets != a.packets_matched {
+                diffs.push(format!("packets {} vs {}", p.packets, a.packets_matched));
+            }
+            if p.record_worthy != a.records + a.ringbuf_full_drops {
+                diffs.push(format!(
+                    "records {} vs {}+{} dropped",
+                    p.record_worthy, a.records, a.ringbuf_full_drops
+                ));
+            }
+            if a.agent_records.is_some_and(|n| n != a.records) {
+                diffs.push("agent read fewer records than the kernel wrote".to_owned());
+            }
+            if p.payload_bytes != a.payload_bytes {
+                diffs.push(format!("bytes {} vs {}", p.payload_bytes, a.payload_bytes));
+            }
+            if p.dropped_by_kernel.unwrap_or(0) > 0 {
+                diffs.push("tcpdump itself dropped packets".to_owned());
+            }
+            Some(TcpdumpRow {
+                size: r.size,
+                tcpdump_packets: p.packets,
+                tcpdump_received: p.received_by_filter,
+                kernel_packets_matched: a.packets_matched,
+                tcpdump_record_worthy: p.record_worthy,
+                kernel_records: a.records,
+                ringbuf_drops: a.ringbuf_full_drops,
+                agent_records: a.agent_records,
+                tcpdump_payload_bytes: p.payload_bytes,
+                kernel_payload_bytes: a.payload_bytes,
+                tcpdump_dropped: p.dropped_by_kernel,
+                agent_ns_per_run: a.ns_per_run,
+                empty_prog_ns_per_run: t.empty_prog_ns_per_run,
+                verdict: if diffs.is_empty() {
+                    "identical".to_owned()
+                } else {
+                    diffs.join("; ")
+                },
+            })
+        })
+        .collect()
+}
+
+fn targets(
+    over: &[OverheadRow],
+    fixed: &[FixedRateRow],
+    cost: &[CostRow],
+    runs: &[Run],
+) -> Vec<Target> {
+    let mut t = Vec::new();
+    let ratio_target = |t: &mut Vec<Target>, what: &str, v: Option<f64>, ok: fn(f64) -> bool| {
+        t.push(Target {
+            target: what.to_owned(),
+            measured: f(v, 3),
+            met: v.map(ok),
+        });
+    };
+    for row in over {
+        let s = size_label(row.size);
+        match row.cond {
+            Cond::B => ratio_target(
+                &mut t,
+                &format!("{s}: throughput B/A ≥ 0.98"),
+                row.saturation_ratio,
+                |v| v >= 0.98,
+            ),
+            Cond::C => {
+                ratio_target(
+                    &mut t,
+                    &format!("{s}: throughput C/A ≥ 0.95"),
+                    row.saturation_ratio,
+                    |v| v >= 0.95,
+                );
+                ratio_target(
+                    &mut t,
+                    &format!(
+                        "{s}: p99 C/A ≤ 1.10 at {} req/s",
+                        row.rate.unwrap_or_default()
+                    ),
+                    row.p99_ratio,
+                    |v| v <= 1.10,
+                );
+            }
+            _ => {}
+        }
+    }
+    for r in fixed.iter().filter(|r| r.cond == Cond::C) {
+        ratio_target(
+            &mut t,
+            &format!("1 KiB: p99 C/A ≤ 1.10 at {} req/s", r.rate),
+            r.p99_ratio,
+            |v| v <= 1.10,
+        );
+    }
+    for (rate, min_pct, zero_drops) in [(5000u32, 100.0, true), (10000, 99.9, false)] {
+        let row = cost.iter().find(|r| {
+            r.size == "1k"
+                && r.phase == "completeness"
+                && r.cond == Cond::C
+                && r.load == load_label(Load::Rate(rate))
+        });
+        let what = if zero_drops {
+            format!("1 KiB at {rate} req/s: 100% compared, zero drops")
+        } else {
+            format!("1 KiB at {rate} req/s: ≥ {min_pct}% compared")
+        };
+        t.push(match row {
+            Some(r) => {
+                let drops = r.ringbuf_drops.unwrap_or(0) + r.lost_ring.unwrap_or(0);
+                let worst = r.worst_compared_pct.unwrap_or(0.0);
+                let all = r.compared == Some(r.sent);
+                Target {
+                    target: what,
+                    measured: format!(
+                        "{} of {} sent compared over {} runs (worst run {:.3}%), {} ring-buffer drops and losses",
+                        n(r.compared),
+                        r.sent,
+                        r.runs,
+                        worst,
+                        drops
+                    ),
+                    met: Some(if zero_drops {
+                        all && drops == 0
+                    } else {
+                        worst >= min_pct
+                    }),
+                }
+            }
+            None => Target {
+                target: what,
+                measured: "not measured".to_owned(),
+                met: None,
+            },
+        });
+    }
+    // Agent CPU at fixed rates (the production case), full pipeline.
+    for r in cost
+        .iter()
+        .filter(|r| r.cond == Cond::C && r.phase != "saturation")
+    {
+        t.push(Target {
+            target: format!(
+                "{}: agent ≤ 0.1 core per 1k req/s (C at {})",
+                size_label(r.size),
+                r.load
+            ),
+            measured: f(r.cpu_per_1k, 3),
+            met: r.cpu_per_1k.map(|v| v <= 0.1),
+        });
+    }
+    // Kernel cost per recorded packet, capture only, fixed rate.
+    for r in cost
+        .iter()
+        .filter(|r| r.cond == Cond::B && r.phase == "latency")
+    {
+        t.push(Target {
+            target: format!(
+                "{}: kernel ≤ 300 ns per payload packet (B at {})",
+                size_label(r.size),
+                r.load
+            ),
+            measured: format!(
+                "{} ns per record ({} ns per run)",
+                f(r.ns_per_record, 0),
+                f(r.ns_per_run, 0)
+            ),
+            met: r.ns_per_record.map(|v| v <= 300.0),
+        });
+    }
+    let limit = 64.0 + (RING_BYTES >> 20) as f64;
+    let peak = runs
+        .iter()
+        .filter_map(|r| r.agent.as_ref())
+        .map(|a| a.peak_rss_bytes as f64 / (1 << 20) as f64)
+        .reduce(f64::max);
+    t.push(Target {
+        target: format!(
+            "agent peak RSS ≤ 64 MiB + ring buffer ({} MiB) = {limit:.0} MiB",
+            RING_BYTES >> 20
+        ),
+        measured: format!("{} MiB (max over all B and C runs)", f(peak, 1)),
+        met: peak.map(|p| p <= limit),
+    });
+    t
+}
+
+pub fn build(meta: Value, runs: &[Run]) -> Report {
+    let over = overhead_rows(runs);
+    let cost = cost_rows(runs);
+    let dump = tcpdump_rows(runs);
+    let fixed = fixed_rate_rows(runs);
+    let tg = targets(&over, &fixed, &cost, runs);
+    let mut md = String::new();
+    let rounds = meta["plan"]["rounds"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "## Live bench ({}, kernel {}, {} CPUs, {})\n",
+        meta["started"].as_str().unwrap_or(""),
+        meta["host"]["kernel"].as_str().unwrap_or("?"),
+        meta["host"]["cpus"],
+        meta["host"]["git"].as_str().unwrap_or("?"),
+    );
+    let _ = writeln!(
+        md,
+        "Conditions alternated A B C D, each measured {rounds} times; medians. \
+         A: no agent. B: `parallelrun record --discard`. C: `parallelrun run` (replay to the new service, diff). \
+         D: nginx reverse proxy in the path with `mirror` to the new service. \
+         Saturation: `wrk -t2 -c32`, closed loop. Latency: `oha -q RATE --latency-correction`, \
+         open loop at about half of A's saturation throughput.\n"
+    );
+    let _ = writeln!(md, "### Production overhead (ratios to A)\n");
+    let _ = writeln!(
+        md,
+        "| body | condition | saturation req/s | ×A | fixed rate req/s | achieved | p50 ms | ×A | p99 ms | ×A | others (cores, max) |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &over {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+            size_label(r.size),
+            r.cond.label(),
+            f(r.saturation_rps, 0),
+            f(r.saturation_ratio, 3),
+            n(r.rate.map(u64::from)),
+            f(r.achieved_rps, 0),
+            f(r.p50_ms, 3),
+            f(r.p50_ratio, 2),
+            f(r.p99_ms, 3),
+            f(r.p99_ratio, 2),
+            r.others_max_cores,
+        );
+    }
+    if !fixed.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n### Latency at the completeness rates (1 KiB, open loop, A and C alternated)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| rate req/s | condition | achieved | p50 ms | ×A | p99 ms | ×A | others (cores, max) |"
+        );
+        let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        for r in &fixed {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2} |",
+                r.rate,
+                r.cond.label(),
+                f(r.achieved_rps, 0),
+                f(r.p50_ms, 3),
+                f(r.p50_ratio, 2),
+                f(r.p99_ms, 3),
+                f(r.p99_ratio, 2),
+                r.others_max_cores,
+            );
+        }
+    }
+    let _ = writeln!(md, "\n### Completeness and cost\n");
+    let _ = writeln!(
+        md,
+        "Counts are summed over the runs of a row. sent: requests the old service served (its \
+         stub_status). captured: requests the agent saw on the wire (`requests_seen`). compared: \
+         matched + mismatched + noise. skipped: not replayed by policy or overload. lost: requests \
+         lost by any cause (in parentheses: to ring-buffer drops). ring drops: records the kernel \
+         could not write because the ring buffer was full. new served: replays (C) or mirrors (D) the new service answered. CPU: agent \
+         user+system seconds per 1000 requests = cores per 1k req/s. RSS: agent VmHWM (max); ring \
+         map: the part of the resident set that is the ring buffer's mapping (its data pages are \
+         mapped twice, so a full 32 MiB ring counts 64 MiB). IRQ work/record: machine-wide IRQ work \
+         interrupts (what ring-buffer wakeups raise) per record emitted. \
+         ns/run: the TC program's run_time_ns / run_cnt (bpf_stats); ns/record: run time over the \
+         records it emitted (pure-ACK runs charged to them).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| body | load | condition | sent | captured | compared | % | skipped | lost (ring) | ring drops | new served | CPU s/1k req | RSS MiB | ring map MiB | ns/run | ns/record | IRQ work/record |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in &cost {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            size_label(r.size),
+            r.load,
+            r.cond.label(),
+            r.sent,
+            n(r.captured),
+            n(r.compared),
+            f(r.compared_pct, 3),
+            n(r.skipped),
+            match (r.lost, r.lost_ring) {
+                (Some(l), Some(k)) => format!("{l} ({k})"),
+                (l, _) => n(l),
+            },
+            n(r.ringbuf_drops),
+            r.new_served,
+            f(r.cpu_per_1k, 3),
+            f(r.peak_rss_mib, 1),
+            f(r.ring_map_mib, 1),
+            f(r.ns_per_run, 0),
+            f(r.ns_per_record, 0),
+            f(r.irq_work_per_record, 2),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n### Capture vs tcpdump (B at saturation, same interface, same run)\n"
+    );
+    let _ = writeln!(
+        md,
+        "tcpdump `-i OLD_IF` with the TC program's own selection (TCP to or from the old service), \
+         headers only. packets: every such segment (pure ACKs too) as tcpdump's socket received it \
+         (\"received by filter\") and as it wrote it, vs the kernel's `packets_matched`. \
+         records: segments with payload or SYN/FIN/RST vs the kernel's `records_emitted` (+ drops) \
+         and the records the agent read. bytes: TCP payload bytes vs `bytes_emitted`. An empty TC \
+         program (return TC_ACT_UNSPEC) is attached beside the agent's for the floor of bpf_stats.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| body | tcpdump received | tcpdump written | kernel matched | tcpdump records | kernel records | drops | agent read | tcpdump bytes | kernel bytes | tcpdump dropped | agent ns/run | empty ns/run | verdict |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for r in &dump {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            size_label(r.size),
+            n(r.tcpdump_received),
+            r.tcpdump_packets,
+            r.kernel_packets_matched,
+            r.tcpdump_record_worthy,
+            r.kernel_records,
+            r.ringbuf_drops,
+            n(r.agent_records),
+            r.tcpdump_payload_bytes,
+            r.kernel_payload_bytes,
+            n(r.tcpdump_dropped),
+            f(r.agent_ns_per_run, 0),
+            f(r.empty_prog_ns_per_run, 0),
+            r.verdict,
+        );
+    }
+    let _ = writeln!(md, "\n### Targets\n");
+    let _ = writeln!(md, "| target | measured | status |");
+    let _ = writeln!(md, "|---|---|---|");
+    for t in &tg {
+        let status = match t.met {
+            Some(true) => "met",
+            Some(false) => "**open**",
+            None => "not measured",
+        };
+        let _ = writeln!(md, "| {} | {} | {status} |", t.target, t.measured);
+    }
+    let met = tg.iter().filter(|t| t.met == Some(true)).count();
+    let open = tg.iter().filter(|t| t.met == Some(false)).count();
+    let _ = writeln!(md, "\n{met} met, {open} open.");
+    let foreign: f64 = runs.iter().map(|r| r.foreign_cpu_s).sum();
+    let secs: f64 = runs.iter().map(|r| r.load.seconds).sum();
+    if secs > 0.0 {
+        let _ = writeln!(
+            md,
+            "\nOther processes on the machine (outside the bench's namespaces) used {foreign:.1} CPU-s \
+             during {secs:.0} s of load ({:.1}% of one core on average); each run waited for them to \
+             use < 0.15 core first ({} of {} runs started without that quiet).",
+            100.0 * foreign / secs,
+            runs.iter().filter(|r| !r.quiet).count(),
+            runs.len()
+        );
+    }
+    let json = json!({
+        "meta": meta,
+        "overhead": over,
+        "cost": cost,
+        "tcpdump": dump,
+        "fixed_rate_latency": fixed,
+        "targets": tg,
+        "runs": runs,
+    });
+    Report { markdown: md, json }
+}
