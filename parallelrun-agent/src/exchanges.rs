@@ -104,7 +104,11 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         },
         ..HttpConfig::default()
     };
-    let mut r = Reassembler::new(ReassemblyConfig::default(), HttpTracker::new(http));
+    let reassembly = ReassemblyConfig {
+        lossless_capture: args.iface.is_some(),
+        ..ReassemblyConfig::default()
+    };
+    let mut r = Reassembler::new(reassembly, HttpTracker::new(http));
     let started = Instant::now();
     let mut shutdown = Shutdown::new(args.duration)?;
     let mut kernel = None;

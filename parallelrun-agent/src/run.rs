@@ -137,6 +137,7 @@ impl Setup {
                 max_conn_buffer: usize::try_from(args.max_conn_buffer).unwrap_or(usize::MAX),
                 max_total_buffer: usize::try_from(args.max_buffer).unwrap_or(usize::MAX),
                 idle_timeout_ns: args.idle_timeout.as_nanos().min(u64::MAX as u128) as u64,
+                lossless_capture: !offline,
             },
             http: HttpConfig {
                 limits,

@@ -72,6 +72,11 @@ pub struct SegmentHeader {
     /// TCP flags byte (see [`tcp_flags`]).
     pub flags: u8,
     pub _pad: u8,
+    /// Ring-buffer-full drops so far (all CPUs, wrapping) when this record
+    /// was written. A record whose value differs from the previous one's
+    /// follows lost records: the gaps it reveals are ring-buffer drops.
+    pub drop_epoch: u32,
+    pub _pad2: u32,
 }
 
 /// Size of [`SegmentHeader`] on the wire of the ring buffer.
@@ -165,6 +170,6 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceKey {}
 }
 
-const _: () = assert!(HEADER_LEN == 64);
+const _: () = assert!(HEADER_LEN == 72);
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(MAX_PAYLOAD.is_power_of_two());

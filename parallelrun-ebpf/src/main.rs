@@ -33,6 +33,12 @@ static SERVICES: HashMap<ServiceKey, u8> = HashMap::with_max_entries(MAX_SERVICE
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+/// Ring-buffer-full drops over all CPUs (one slot; see where it is bumped).
+/// Every record carries its value at write time (`drop_epoch`), so the agent
+/// knows exactly which records follow a loss.
+#[map]
+static DROPS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// One scratch [`Record`] per CPU, indexed by `bpf_get_smp_processor_id()`.
 /// A plain `Array` and not a `PerCpuArray`: per-CPU values are capped at
 /// 32 KiB, a record is 64 KiB + header. The agent sets max_entries to the
@@ -162,6 +168,8 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         direction: direction as u8,
         flags,
         _pad: 0,
+        drop_epoch: DROPS.get(0).map_or(0, |d| *d as u32),
+        _pad2: 0,
     };
 
     // Verifier: the output length must be bounded by the map value size;
@@ -175,7 +183,18 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         }
         // The only failure of bpf_ringbuf_output is "no room": count it, the
         // agent reports it as a capture loss.
-        Err(_) => count(Counter::RingBufFull, 1),
+        Err(_) => {
+            count(Counter::RingBufFull, 1);
+            if let Some(d) = DROPS.get_ptr_mut(0) {
+                // Shared by all CPUs, and the bpf target has no atomic
+                // fetch_add in `core`: CPUs racing here may lose an
+                // increment, but the value always changes, which is all a
+                // reader of `drop_epoch` needs.
+                unsafe {
+                    core::ptr::write_volatile(d, core::ptr::read_volatile(d).wrapping_add(1))
+                };
+            }
+        }
     }
     Ok(())
 }

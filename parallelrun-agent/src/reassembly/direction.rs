@@ -22,6 +22,9 @@ pub(super) struct Out<'a, H: StreamHandler> {
     pub(super) state: &'a mut H::Conn,
     /// The reassembler's ring-drop epoch (see [`DirState::drop_epoch`]).
     pub(super) drop_epoch: u64,
+    /// Every hole is blamed on ring-buffer drops (see
+    /// [`ReassemblyConfig::lossless_capture`](super::ReassemblyConfig)).
+    pub(super) blame_drops: bool,
 }
 
 impl<H: StreamHandler> Out<'_, H> {
@@ -417,7 +420,7 @@ impl DirState {
 
     /// Reports the `len` bytes at `next` as a hole that will not be filled.
     fn hole_gap<H: StreamHandler>(&mut self, out: &mut Out<'_, H>, len: u64, ts_ns: u64) {
-        let ring_drops = self.drop_epoch != out.drop_epoch;
+        let ring_drops = self.drop_epoch != out.drop_epoch || out.blame_drops;
         self.drop_epoch = out.drop_epoch;
         out.gap(self.dir, ts_ns, len, ring_drops);
         self.next = self.next.saturating_add(len);

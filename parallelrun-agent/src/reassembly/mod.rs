@@ -123,6 +123,12 @@ pub struct ReassemblyConfig {
     /// A connection without a segment for longer than this is closed by
     /// [`Reassembler::expire`].
     pub idle_timeout_ns: u64,
+    /// The capture sees every byte on the wire unless its ring buffer
+    /// overflows (live TC capture: a segment lost on the network is
+    /// retransmitted, and the retransmission passes the hook). Then, once
+    /// any ring-buffer drop was noted, every hole is blamed on drops. Off
+    /// for pcaps, whose capturer may lose packets silently.
+    pub lossless_capture: bool,
 }
 
 impl Default for ReassemblyConfig {
@@ -134,6 +140,7 @@ impl Default for ReassemblyConfig {
             max_conn_buffer: 4 << 20,
             max_total_buffer: 256 << 20,
             idle_timeout_ns: 60_000_000_000,
+            lossless_capture: false,
         }
     }
 }
@@ -394,6 +401,7 @@ impl<H: StreamHandler> Reassembler<H> {
             key,
             state,
             drop_epoch: self.drop_epoch,
+            blame_drops: self.cfg.lossless_capture && self.drop_epoch != 0,
         };
         if has_ack {
             other.on_peer_ack(&mut out, seg.ack, ts);
@@ -423,6 +431,7 @@ impl<H: StreamHandler> Reassembler<H> {
             key: &key,
             state: &mut conn.state,
             drop_epoch: self.drop_epoch,
+            blame_drops: self.cfg.lossless_capture && self.drop_epoch != 0,
         };
         for dir in &mut conn.dirs {
             dir.flush_all(&mut out, ts_ns);

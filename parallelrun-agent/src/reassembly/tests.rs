@@ -558,6 +558,30 @@ fn missing_bytes_become_gaps() {
     assert_eq!(r.stats().buffered_bytes, 0);
 }
 
+/// On a lossless capture (live TC), once drops were noted every hole is
+/// theirs, also the second hole of a direction from the same burst.
+#[test]
+fn lossless_capture_blames_every_hole_on_drops() {
+    let mut r = new(ReassemblyConfig {
+        lossless_capture: true,
+        ..ReassemblyConfig::default()
+    });
+    handshake(&mut r, 1, C, S);
+    push(&mut r, req_at(1, C, S, 0, b"GET "));
+    push(&mut r, req_at(1, C, S, 8, b"TP/1"));
+    // No drops noted yet: a hole is a plain gap.
+    push(&mut r, seg(1, RESP, S + 1, C + 1 + 12, ACK, b"HTTP"));
+    r.note_ring_drops();
+    push(&mut r, req_at(1, C, S, 16, b"more"));
+    push(&mut r, seg(1, RESP, S + 1 + 4, C + 1 + 20, ACK, b" 200"));
+    push(&mut r, req_at(1, C, S, 24, b"again"));
+    push(&mut r, seg(1, RESP, S + 1 + 8, C + 1 + 29, ACK, b" OK "));
+    assert_eq!(
+        r.handler().gaps(1, REQ),
+        vec![(4, false), (4, true), (4, true)]
+    );
+}
+
 #[test]
 fn peer_ack_declares_holes() {
     let mut r = new(ReassemblyConfig::default());
