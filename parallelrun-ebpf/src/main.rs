@@ -10,7 +10,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -51,6 +51,10 @@ static SCRATCH: Array<Record> = Array::with_max_entries(1, 0);
 /// Ethernet and loopback, 0 for L3 devices (tun, wireguard). Set at load.
 #[unsafe(no_mangle)]
 static L2_LEN: u32 = 14;
+
+/// Bytes waiting in the ring buffer from which a record wakes the agent
+/// (see `observe`); below it the agent's poll timer collects them.
+const WAKEUP_BYTES: u64 = 256 * 1024;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -176,7 +180,16 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
     // `captured` is 0 or in 1..=MAX_PAYLOAD, so this is at most a Record.
     let len = (HEADER_LEN + captured).min(core::mem::size_of::<Record>());
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), len) };
-    match EVENTS.output::<[u8]>(bytes, 0) {
+    // Wake the agent only once a batch is waiting: a wakeup is an IRQ work
+    // item (on some hypervisors a trapping self-IPI costing microseconds),
+    // and per-record wakeups were most of this program's cost. The agent
+    // also polls every few milliseconds, so a quiet trickle is not stranded.
+    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.output::<[u8]>(bytes, wakeup as u64) {
         Ok(()) => {
             count(Counter::RecordsEmitted, 1);
             count(Counter::BytesEmitted, captured as u64);

@@ -224,34 +224,38 @@ impl Capture {
         mut f: impl FnMut(Result<Segment<'_>, SegmentError>),
     ) -> Result<usize, CaptureError> {
         loop {
-            let mut guard = self.ring.readable_mut().await?;
-            let ring = guard.get_inner_mut();
-            let mut n = 0;
-            while n < max {
-                let Some(item) = ring.next() else { break };
-                let seg = mark_drops(Segment::parse(&item), &mut self.drop_epoch);
-                f(seg);
-                n += 1;
-            }
-            if n < max {
-                // Drained: wait for the next wake-up from the kernel.
-                guard.clear_ready();
-            }
-            if n > 0 {
-                return Ok(n);
+            // The kernel wakes us only when a batch is waiting (see the TC
+            // program); below that, records are collected by this poll.
+            match tokio::time::timeout(POLL_EVERY, self.ring.readable_mut()).await {
+                Ok(guard) => {
+                    let mut guard = guard?;
+                    let n = read_records(guard.get_inner_mut(), max, &mut self.drop_epoch, &mut f);
+                    if n < max {
+                        // Drained: wait for the next wake-up or poll.
+                        guard.clear_ready();
+                    }
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                }
+                Err(_elapsed) => {
+                    let n = read_records(self.ring.get_mut(), max, &mut self.drop_epoch, &mut f);
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                }
             }
         }
     }
 
     /// Hands every record already in the ring buffer to `f` without waiting.
     pub fn drain(&mut self, mut f: impl FnMut(Result<Segment<'_>, SegmentError>)) -> usize {
-        let ring = self.ring.get_mut();
-        let mut n = 0;
-        while let Some(item) = ring.next() {
-            f(mark_drops(Segment::parse(&item), &mut self.drop_epoch));
-            n += 1;
-        }
-        n
+        read_records(
+            self.ring.get_mut(),
+            usize::MAX,
+            &mut self.drop_epoch,
+            &mut f,
+        )
     }
 
     /// Resolves once the interface attached to is gone (deleted, or
@@ -283,6 +287,25 @@ impl Capture {
     pub fn clock(&self) -> Clock {
         self.clock
     }
+}
+
+/// How often the ring buffer is read when the kernel has not woken us.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// Hands up to `max` records to `f`; returns how many.
+fn read_records(
+    ring: &mut RingBuf<MapData>,
+    max: usize,
+    drop_epoch: &mut u32,
+    f: &mut impl FnMut(Result<Segment<'_>, SegmentError>),
+) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some(item) = ring.next() else { break };
+        f(mark_drops(Segment::parse(&item), drop_epoch));
+        n += 1;
+    }
+    n
 }
 
 /// Sets `drops_before` when the record's drop epoch moved since `last`.

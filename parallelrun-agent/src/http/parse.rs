@@ -662,10 +662,14 @@ impl<H> Core<H> {
         self.decoded = 0;
         self.fields = fields;
         self.trailers = None;
-        if let Framing::Length(len) = framing
-            && len > self.limits.max_body as u64
-        {
-            self.discard();
+        if let Framing::Length(len) = framing {
+            if len > self.limits.max_body as u64 {
+                self.discard();
+            } else {
+                // The body's size is known: grow the buffer once instead of
+                // reallocating (and copying) as segments arrive.
+                self.buf.reserve(clamp(len, usize::MAX));
+            }
         }
     }
 
