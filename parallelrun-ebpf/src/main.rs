@@ -184,7 +184,10 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
     // item (on some hypervisors a trapping self-IPI costing microseconds),
     // and per-record wakeups were most of this program's cost. The agent
     // also polls every few milliseconds, so a quiet trickle is not stranded.
-    let wakeup = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+    // Only the record that crosses the threshold wakes it: one wakeup per
+    // batch, not one per record while the agent catches up.
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let wakeup = if waiting < WAKEUP_BYTES && waiting + len as u64 >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
