@@ -1060,47 +1060,15 @@ fn ring_buffer_overflow_is_accounted() {
     assert!(s.n("/kernel/ringbuf_full_drops") > 0, "{:#}", s.0);
     assert!(d.stderr.contains("ring buffer was full"), "{}", d.stderr);
     assert!(s.n("/outcomes/lost/ring_buffer_drop") > 0, "{:#}", s.0);
-}
-
-/// The stricter half of [`ring_buffer_overflow_is_accounted`]: on a live
-/// TC capture every byte on the wire reaches the hook, so once the ring
-/// buffer dropped records, no hole may be blamed on a `gap`. (A connection
-/// whose response tail *and* FIN were both dropped ends, undetectably, as
-/// `closed` when the run stops: that case is allowed here and documented.)
-#[test]
-fn ring_buffer_losses_are_blamed_on_the_ring_buffer() {
-    let env = Env::new();
-    let old = App::start(&env.pair.server, env.old_addr(8080), Flavor::Old);
-    let _new = App::start(&env.pair.server, NEW.parse().unwrap(), Flavor::Old);
-    let run = env.run("ring", old.addr, &["--ring-size", "64KiB"]);
-    let addr = old.addr;
-    let clients: Vec<_> = (0..8u64)
-        .map(|c| {
-            env.pair.client.spawn(move || {
-                let paths: Vec<String> = (0..20u64)
-                    .map(|i| match i % 2 {
-                        0 => "/big".to_owned(),
-                        _ => format!("/users/{}", c * 100 + i),
-                    })
-                    .collect();
-                faults::timed_gets(addr, &paths).1.len()
-            })
-        })
-        .collect();
-    for h in clients {
-        assert_eq!(h.join().unwrap(), 20);
-    }
-    let d = run.stop();
-
-    d.stats.assert_accounted();
-    let s = &d.stats;
-    assert!(s.n("/kernel/ringbuf_full_drops") > 0, "{:#}", s.0);
+    // A live TC hook sees every byte on the wire, so once the ring buffer
+    // dropped records no hole may be blamed on a `gap`. (A connection whose
+    // response tail *and* FIN were both dropped ends, undetectably, as
+    // `closed` when the run stops: allowed, and documented.)
     assert_eq!(
         s.n("/outcomes/lost/gap"),
         0,
-        "losses caused by ring-buffer drops blamed on something else: lost {}, kernel {}",
-        s.0["outcomes"]["lost"],
-        s.0["kernel"]
+        "losses caused by ring-buffer drops blamed on a gap: lost {}",
+        s.0["outcomes"]["lost"]
     );
 }
 
