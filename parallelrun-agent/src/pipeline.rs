@@ -395,8 +395,10 @@ impl Pipeline {
 
     /// Starts a replay for each completed exchange, or counts why not.
     pub async fn dispatch(&mut self) {
-        let ready = std::mem::take(&mut self.ready);
-        for ex in ready {
+        // Taken out (keeping its allocation for the next batch) so that
+        // `self` stays usable across the awaits below.
+        let mut ready = std::mem::take(&mut self.ready);
+        for ex in ready.drain(..) {
             self.shared.acc.captured.fetch_add(1, Relaxed);
             self.shared.metrics.captured();
             self.shared.metrics.observe_old(ex.old_latency_ns());
@@ -469,6 +471,7 @@ impl Pipeline {
             });
             self.reap_finished();
         }
+        self.ready = ready;
     }
 
     /// The input ended: close every connection, replay what completed and

@@ -30,7 +30,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
-    thread,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -46,7 +45,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use crate::{body_pattern, netns::Netns};
+use crate::{body_pattern, netns::Netns, server::Background};
 
 /// Which version of the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,34 +80,22 @@ pub struct App {
     pub addr: SocketAddr,
     pub flavor: Flavor,
     counts: Arc<Counts>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
+    _background: Background,
 }
 
 impl App {
     /// Starts the service in `ns` listening on `addr` (port 0 picks one).
     pub fn start(ns: &Netns, addr: SocketAddr, flavor: Flavor) -> Self {
-        let (tx_addr, rx_addr) = std::sync::mpsc::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
         let counts = Arc::<Counts>::default();
         let counted = Arc::clone(&counts);
-        let thread = ns.spawn(move || {
-            let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-            listener.set_nonblocking(true).unwrap();
-            tx_addr.send(listener.local_addr().unwrap()).unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(serve(listener, stopped, flavor, counted));
+        let background = Background::start(ns, addr, move |listener, stopped| {
+            serve(listener, stopped, flavor, counted)
         });
-        let addr = rx_addr.recv().expect("app thread died before listening");
         Self {
-            addr,
+            addr: background.addr,
             flavor,
             counts,
-            stop: Some(stop),
-            thread: Some(thread),
+            _background: background,
         }
     }
 
@@ -132,17 +119,6 @@ impl App {
     /// The most connections that were open at once.
     pub fn peak_connections(&self) -> u64 {
         self.counts.peak_open.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::{
     sync::oneshot,
 };
 
-use crate::netns::Netns;
+use crate::{netns::Netns, server::Background};
 
 // ---------------------------------------------------------------------------
 // The agent's final counters and memory.
@@ -207,8 +207,7 @@ struct Counters {
 pub struct FaultServer {
     pub addr: SocketAddr,
     counters: Arc<Counters>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
+    _background: Background,
 }
 
 impl FaultServer {
@@ -222,26 +221,13 @@ impl FaultServer {
         let handler: Handler = Arc::new(handler);
         let counters = Arc::<Counters>::default();
         let shared = Arc::clone(&counters);
-        let (tx_addr, rx_addr) = std::sync::mpsc::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = ns.spawn(move || {
-            let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-            listener.set_nonblocking(true).unwrap();
-            tx_addr.send(listener.local_addr().unwrap()).unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(accept_loop(listener, stopped, handler, shared));
-            // Dropping the runtime drops every connection task: their
-            // sockets close here.
+        let background = Background::start(ns, addr, move |listener, stopped| {
+            accept_loop(listener, stopped, handler, shared)
         });
-        let addr = rx_addr.recv().expect("fault server died before listening");
         Self {
-            addr,
+            addr: background.addr,
             counters,
-            stop: Some(stop),
-            thread: Some(thread),
+            _background: background,
         }
     }
 
@@ -270,17 +256,6 @@ impl FaultServer {
     /// Bytes streamed out or drained in.
     pub fn streamed(&self) -> u64 {
         self.counters.streamed.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for FaultServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

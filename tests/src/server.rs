@@ -30,16 +30,22 @@ use tokio::sync::oneshot;
 
 use crate::{body_pattern, netns::Netns};
 
-/// A running server; stopped on drop.
-pub struct Server {
+/// A server on its own thread inside a namespace, with its own
+/// current-thread runtime: `serve` gets the bound listener and a stop signal.
+/// Stopped and joined on drop (dropping the runtime closes every connection).
+pub struct Background {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
-impl Server {
-    /// Starts a server in `ns` listening on `addr` (port 0 picks one).
-    pub fn start(ns: &Netns, addr: SocketAddr) -> Self {
+impl Background {
+    /// Binds `addr` in `ns` (port 0 picks one) and runs `serve` there.
+    pub fn start<F, Fut>(ns: &Netns, addr: SocketAddr, serve: F) -> Self
+    where
+        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let (tx_addr, rx_addr) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = ns.spawn(move || {
@@ -61,13 +67,30 @@ impl Server {
     }
 }
 
-impl Drop for Server {
+impl Drop for Background {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// A running server; stopped on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    _background: Background,
+}
+
+impl Server {
+    /// Starts a server in `ns` listening on `addr` (port 0 picks one).
+    pub fn start(ns: &Netns, addr: SocketAddr) -> Self {
+        let background = Background::start(ns, addr, serve);
+        Self {
+            addr: background.addr,
+            _background: background,
         }
     }
 }
