@@ -3,6 +3,9 @@
 //! `include_bytes_aligned!`. With `AYA_BUILD_SKIP=1` (clippy, docs, fuzzing)
 //! an empty object is embedded instead and attaching says so.
 use aya_build::{Package, Toolchain};
+// Not linked: a build dependency only so that cargo reruns this script when
+// the eBPF crate changes.
+use parallelrun_ebpf as _;
 
 fn main() -> anyhow::Result<()> {
     let ebpf = Package {

@@ -6,6 +6,11 @@
 //! not depend on the machine's disk or page cache. Run with
 //! `cargo xtask bench` (or `cargo bench -p parallelrun-agent --bench pipeline`).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::{
     fs::File,
     io::BufWriter,

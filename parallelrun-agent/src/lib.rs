@@ -5,6 +5,14 @@
 //! ([`diff`]) → mismatch log ([`report`]) and [`metrics`]. The `parallelrun`
 //! binary is the command line over it.
 
+// Used by the `parallelrun` binary only (cargo has no binary-only
+// dependencies); named here so that `unused_crate_dependencies` still checks
+// every other one.
+use anyhow as _;
+use base64 as _;
+use clap as _;
+use tracing_subscriber as _;
+
 pub mod capture;
 pub mod diff;
 pub mod http;

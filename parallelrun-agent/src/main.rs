@@ -1,6 +1,11 @@
 //! `parallelrun`: validate a new version of an HTTP service against the old
 //! one under real production traffic, observed with a TC eBPF program.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 mod cli;
 mod exchanges;
 mod memory;

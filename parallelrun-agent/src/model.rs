@@ -188,7 +188,10 @@ pub struct Lost {
 /// What HTTP tracking makes of each request seen: exactly one outcome each.
 // Most outcomes are pairs; boxing them would add an allocation per exchange
 // to save a few hundred bytes in a short-lived queue.
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "most outcomes are pairs; boxing would allocate per exchange"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Paired(Exchange),

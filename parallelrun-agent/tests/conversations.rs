@@ -7,6 +7,11 @@
 //! would (rightly) declare not-yet-seen bytes lost, which a capture point
 //! cannot produce for bytes that really were on the wire.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::net::SocketAddr;
 
 use parallelrun_agent::{

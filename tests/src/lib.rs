@@ -6,6 +6,13 @@
 //! Every helper panics on failure (a test should stop at the first surprise)
 //! and cleans up in `Drop`, so a failing test leaves no namespace behind.
 
+// Used by the demo binary only (cargo has no binary-only dependencies).
+use clap as _;
+use tempfile as _;
+// The test binaries' dev-dependencies, which this library's test build sees.
+#[cfg(test)]
+use {aya as _, base64 as _};
+
 pub mod agent;
 pub mod app;
 pub mod client;

@@ -3,6 +3,11 @@
 //! client, and the pcap the agent writes must rebuild, byte for byte, what
 //! the client sent and received.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::{net::SocketAddr, thread, time::Duration};
 
 use aya::programs::{SchedClassifier, TcAttachType};

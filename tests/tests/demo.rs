@@ -5,6 +5,11 @@
 //! its process group or even by SIGKILL, it must leave nothing behind: no
 //! namespace, no veth, no TCX link, no process, no temporary directory.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::{
     io::Read,
     os::unix::process::{CommandExt as _, ExitStatusExt as _},

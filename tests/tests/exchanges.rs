@@ -4,6 +4,11 @@
 //! in test-made namespaces; every exchange the agent reports must equal what
 //! the client saw, byte for byte, and every request must be accounted for.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::{collections::HashMap, net::SocketAddr, thread, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};

@@ -9,6 +9,11 @@
 //! on `127.0.0.1:9091`, so replays cross that namespace's `lo` and are never
 //! captured; the agent attached to the server's veth end.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::{collections::BTreeMap, net::SocketAddr, thread, time::Duration};
 
 use parallelrun_tests::{

@@ -18,6 +18,11 @@
 //! child process in its own process group, so that a Ctrl-C reaches the
 //! demo alone and not the commands and children it runs (see [`supervise`]).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "this target uses a few of its package's dependencies; the library and build check the rest"
+)]
+
 use std::{
     fmt::Display,
     io::{self, IsTerminal as _, Write as _},

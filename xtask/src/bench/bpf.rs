@@ -47,7 +47,13 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<RawFd> {
 }
 
 /// Run-time statistics on while this lives.
-pub struct StatsOn(#[allow(dead_code)] OwnedFd);
+pub struct StatsOn(
+    #[allow(
+        dead_code,
+        reason = "held only to keep the statistics on until dropped"
+    )]
+    OwnedFd,
+);
 
 pub fn enable_stats() -> Result<StatsOn> {
     #[repr(C)]

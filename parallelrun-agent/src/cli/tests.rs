@@ -1,0 +1,93 @@
+use clap::CommandFactory;
+
+use super::*;
+
+#[test]
+fn cli_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn default_ring_size_is_the_shared_constant() {
+    assert_eq!(
+        parse_size("32MiB"),
+        Ok(parallelrun_common::DEFAULT_RING_BYTES)
+    );
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert_eq!(parse_size("64k"), Ok(65536));
+    assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+    assert_eq!(parse_size("1G"), Ok(1 << 30));
+    for bad in ["", "abc", "3000", "12MiB", "1T", "4GiB", "-1"] {
+        assert!(parse_size(bad).is_err(), "{bad}");
+    }
+    assert_eq!(parse_bytes("100MiB"), Ok(100 << 20));
+    assert_eq!(parse_bytes("3000"), Ok(3000));
+    for bad in ["0", "", "x", "2T"] {
+        assert!(parse_bytes(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn seconds() {
+    assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+    for bad in ["0", "-3", "nan", "inf", "x"] {
+        assert!(parse_secs(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn methods_fractions_and_prefixes() {
+    assert_eq!(parse_method("post"), Ok("POST".into()));
+    assert!(parse_method("GE T").is_err());
+    assert!(parse_fraction("0").is_err());
+    assert!(parse_fraction("1.5").is_err());
+    assert_eq!(parse_fraction("0.5"), Ok(0.5));
+    assert!(parse_path_prefix("api").is_err());
+}
+
+#[test]
+fn run_defaults_replay_only_safe_methods() {
+    let cli = Cli::try_parse_from([
+        "parallelrun",
+        "run",
+        "--iface",
+        "lo",
+        "--old",
+        ":80",
+        "--new",
+        "127.0.0.1:81",
+    ])
+    .unwrap();
+    let Command::Run(args) = cli.command else {
+        panic!("not run")
+    };
+    assert_eq!(args.pipeline.methods, ["GET", "HEAD", "OPTIONS"]);
+    assert_eq!(args.pipeline.metrics.to_string(), "127.0.0.1:9464");
+}
+
+#[test]
+fn record_requires_an_old_service() {
+    let err =
+        Cli::try_parse_from(["parallelrun", "record", "--iface", "lo", "--pcap", "x"]).unwrap_err();
+    assert!(err.to_string().contains("--old"));
+}
+
+#[test]
+fn bad_service_address_is_a_usage_error() {
+    let err = Cli::try_parse_from([
+        "parallelrun",
+        "record",
+        "--iface",
+        "lo",
+        "--pcap",
+        "x",
+        "--old",
+        "nonsense",
+    ])
+    .unwrap_err();
+    assert!(err.to_string().contains("IP:PORT"), "{err}");
+}

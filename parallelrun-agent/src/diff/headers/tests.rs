@@ -1,0 +1,150 @@
+use serde_json::json;
+
+use super::super::{compare as compare_responses, tests::response};
+use super::*;
+
+fn diff(cfg: &DiffConfig, old: &[(&str, &str)], new: &[(&str, &str)]) -> Vec<Difference> {
+    compare_responses(cfg, &response(200, old, b""), &response(200, new, b"")).differences
+}
+
+fn d(location: &str, old: Value, new: Value) -> Difference {
+    Difference {
+        location: location.into(),
+        old,
+        new,
+    }
+}
+
+#[test]
+fn added_removed_and_changed_headers() {
+    let cfg = DiffConfig::default();
+    let got = diff(
+        &cfg,
+        &[("X-Gone", "1"), ("X-Same", "s"), ("X-Changed", "a")],
+        &[("X-Same", "s"), ("X-Changed", "b"), ("X-New", "2")],
+    );
+    assert_eq!(
+        got,
+        vec![
+            d("header:x-changed", json!("a"), json!("b")),
+            d("header:x-gone", json!("1"), Value::Null),
+            d("header:x-new", Value::Null, json!("2")),
+        ]
+    );
+}
+
+#[test]
+fn names_are_case_insensitive() {
+    let cfg = DiffConfig::default();
+    assert!(diff(&cfg, &[("Content-Type", "a/b")], &[("content-type", "a/b")]).is_empty());
+    assert_eq!(
+        diff(&cfg, &[("CONTENT-TYPE", "a/b")], &[("content-Type", "a/c")]),
+        vec![d("header:content-type", json!("a/b"), json!("a/c"))]
+    );
+}
+
+#[test]
+fn repeated_headers_compare_as_the_joined_list() {
+    let cfg = DiffConfig::default();
+    assert!(
+        diff(
+            &cfg,
+            &[("Vary", "a"), ("vary", "b")],
+            &[("Vary", "a"), ("Vary", "b")]
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        diff(&cfg, &[("Vary", "a"), ("Vary", "b")], &[("Vary", "a")]),
+        vec![d("header:vary", json!("a, b"), json!("a"))]
+    );
+}
+
+#[test]
+fn default_ignores_per_response_and_framing_headers() {
+    let cfg = DiffConfig::default();
+    let old = [
+        ("Date", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ("X-Request-Id", "aaa"),
+        ("X-B3-TraceId", "1"),
+        ("Content-Length", "10"),
+        ("Connection", "keep-alive"),
+        ("ETag", "\"x\""),
+    ];
+    let new = [
+        ("Date", "Tue, 02 Jan 2024 00:00:00 GMT"),
+        ("x-request-id", "bbb"),
+        ("x-b3-spanid", "2"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    assert!(diff(&cfg, &old, &new).is_empty());
+
+    let none = DiffConfig {
+        ignore_headers: Vec::new(),
+        ..DiffConfig::default()
+    };
+    assert_eq!(diff(&none, &old, &new).len(), 8);
+}
+
+#[test]
+fn set_cookie_compares_cookie_names_only() {
+    let cfg = DiffConfig::default();
+    assert!(
+        diff(
+            &cfg,
+            &[("Set-Cookie", "sid=abc; Path=/"), ("Set-Cookie", "csrf=1")],
+            &[
+                ("Set-Cookie", "csrf=2; Secure"),
+                ("Set-Cookie", "sid=xyz; Path=/")
+            ],
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        diff(
+            &cfg,
+            &[("Set-Cookie", "sid=abc"), ("Set-Cookie", "csrf=1")],
+            &[("Set-Cookie", "sid=xyz")],
+        ),
+        vec![d("header:set-cookie", json!("csrf, sid"), json!("sid"))]
+    );
+}
+
+#[test]
+fn ignored_set_cookie_is_skipped() {
+    let cfg = DiffConfig::default().with_ignored_headers(["set-cookie"]);
+    assert!(diff(&cfg, &[("Set-Cookie", "a=1")], &[]).is_empty());
+}
+
+#[test]
+fn header_values_are_truncated() {
+    let cfg = DiffConfig {
+        max_value_len: 4,
+        ..DiffConfig::default()
+    };
+    assert_eq!(
+        diff(&cfg, &[("X-Long", "abcdefgh")], &[]),
+        vec![d("header:x-long", json!("abcd…(+4 bytes)"), Value::Null)]
+    );
+}
+
+#[test]
+fn glob_matching() {
+    assert!(glob_match("date", "Date"));
+    assert!(!glob_match("date", "dates"));
+    assert!(glob_match("x-b3-*", "x-b3-traceid"));
+    assert!(glob_match("x-b3-*", "x-b3-"));
+    assert!(!glob_match("x-b3-*", "x-b3"));
+    assert!(glob_match("*-id", "x-request-id"));
+    assert!(glob_match("x-*-id", "x-a-b-id"));
+    assert!(!glob_match("x-*-id", "x-a-b-ids"));
+    assert!(glob_match("*", ""));
+    assert!(glob_match("a**b", "ab"));
+}
+
+#[test]
+fn cookie_names() {
+    assert_eq!(cookie_name(b" sid = 1; Path=/"), b"sid");
+    assert_eq!(cookie_name(b"flag; Secure"), b"flag");
+    assert_eq!(cookie_name(b""), b"");
+}

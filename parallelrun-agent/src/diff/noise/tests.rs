@@ -1,0 +1,216 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn d(location: &str) -> Difference {
+    Difference {
+        location: location.into(),
+        old: json!(1),
+        new: json!(2),
+    }
+}
+
+fn locations(ds: &[Difference]) -> Vec<&str> {
+    ds.iter().map(|d| d.location.as_str()).collect()
+}
+
+#[test]
+fn cancel_exact_location() {
+    let (reported, noise) = cancel(
+        vec![d("header:x-a"), d("body:/t"), d("status")],
+        &[d("body:/t"), d("header:x-b")],
+    );
+    assert_eq!(locations(&reported), ["header:x-a", "status"]);
+    assert_eq!(locations(&noise), ["body:/t"]);
+}
+
+#[test]
+fn cancel_by_pointer_prefix() {
+    let (reported, noise) = cancel(
+        vec![
+            d("body:/items/3/id"),
+            d("body:/items"),
+            d("body:/itemsCount"),
+            d("body:/x"),
+        ],
+        &[d("body:/items")],
+    );
+    assert_eq!(locations(&reported), ["body:/itemsCount", "body:/x"]);
+    assert_eq!(locations(&noise), ["body:/items/3/id", "body:/items"]);
+    // A deeper noise location does not cover its parent.
+    let (reported, _) = cancel(vec![d("body:/a")], &[d("body:/a/b")]);
+    assert_eq!(locations(&reported), ["body:/a"]);
+}
+
+#[test]
+fn cancel_whole_body() {
+    let (reported, noise) = cancel(
+        vec![d("body"), d("body:/a/0"), d("header:body"), d("status")],
+        &[d("body")],
+    );
+    assert_eq!(locations(&reported), ["header:body", "status"]);
+    assert_eq!(locations(&noise), ["body", "body:/a/0"]);
+    // Header noise does not cover the body.
+    let (reported, _) = cancel(vec![d("body")], &[d("header:x")]);
+    assert_eq!(locations(&reported), ["body"]);
+}
+
+#[test]
+fn random_field_is_noise_and_regression_is_reported() {
+    let mut stats = EndpointNoise::new(NoiseThresholds::default());
+    let ep = endpoint_key("GET", "/users/42");
+    for i in 0..100 {
+        // A random token differs on (almost) every request on both
+        // sides; a price regressed on every request; a timestamp only
+        // sometimes differs, and as often old ↔ secondary.
+        let mut raw = vec![d("body:/token"), d("body:/price")];
+        let mut noise = vec![d("body:/token")];
+        if i % 3 == 0 {
+            raw.push(d("body:/ts"));
+        }
+        if i % 3 == 1 {
+            noise.push(d("body:/ts"));
+        }
+        stats.observe(&ep, &raw, &noise);
+    }
+    assert_eq!(stats.requests(&ep), 100);
+    assert!(stats.is_noise(&ep, &d("body:/token")));
+    assert!(stats.is_noise(&ep, &d("body:/ts")));
+    assert!(!stats.is_noise(&ep, &d("body:/price")), "never noise");
+    assert!(
+        !stats.is_noise("GET /other", &d("body:/token")),
+        "other endpoint"
+    );
+    let (reported, noise) = stats.split(&ep, vec![d("body:/token"), d("body:/price")]);
+    assert_eq!(locations(&reported), ["body:/price"]);
+    assert_eq!(locations(&noise), ["body:/token"]);
+}
+
+#[test]
+fn field_more_frequent_in_raw_than_noise_is_reported() {
+    let mut stats = EndpointNoise::new(NoiseThresholds::default());
+    for i in 0..100 {
+        // Differs on every request old ↔ new, but only on every tenth
+        // old ↔ secondary: the new version made it worse.
+        let noise = if i % 10 == 0 {
+            vec![d("body:/f")]
+        } else {
+            vec![]
+        };
+        stats.observe("GET /f", &[d("body:/f")], &noise);
+    }
+    assert!(!stats.is_noise("GET /f", &d("body:/f")));
+
+    // 100 raw vs 90 noise: within the relative threshold.
+    let mut close = EndpointNoise::new(NoiseThresholds::default());
+    for i in 0..100 {
+        let noise = if i % 10 == 0 {
+            vec![]
+        } else {
+            vec![d("body:/f")]
+        };
+        close.observe("GET /f", &[d("body:/f")], &noise);
+    }
+    assert!(close.is_noise("GET /f", &d("body:/f")));
+}
+
+#[test]
+fn absolute_threshold_applies() {
+    let t = NoiseThresholds {
+        absolute: 0.5,
+        ..NoiseThresholds::default()
+    };
+    let mut stats = EndpointNoise::new(t);
+    for i in 0..100 {
+        // raw 30, noise 1: relatively clear, but only 29% of requests.
+        let raw = if i < 30 { vec![d("body:/f")] } else { vec![] };
+        let noise = if i == 0 { vec![d("body:/f")] } else { vec![] };
+        stats.observe("GET /f", &raw, &noise);
+    }
+    assert!(stats.is_noise("GET /f", &d("body:/f")));
+}
+
+#[test]
+fn too_few_requests_is_not_noise() {
+    let mut stats = EndpointNoise::new(NoiseThresholds::default());
+    for _ in 0..19 {
+        stats.observe("GET /", &[d("body:/t")], &[d("body:/t")]);
+    }
+    assert!(!stats.is_noise("GET /", &d("body:/t")));
+    stats.observe("GET /", &[d("body:/t")], &[d("body:/t")]);
+    assert!(stats.is_noise("GET /", &d("body:/t")));
+}
+
+#[test]
+fn array_indices_share_statistics_and_count_once_per_request() {
+    let mut stats = EndpointNoise::new(NoiseThresholds {
+        min_requests: 1,
+        ..NoiseThresholds::default()
+    });
+    stats.observe(
+        "GET /l",
+        &[d("body:/items/0/ts"), d("body:/items/1/ts")],
+        &[d("body:/items/5/ts")],
+    );
+    assert!(stats.is_noise("GET /l", &d("body:/items/9/ts")));
+    assert!(!stats.is_noise("GET /l", &d("body:/items/9/id")));
+    assert_eq!(field("body:/a/12/b~1c/3"), "body:/a/*/b~1c/*");
+    assert_eq!(field("header:x-1"), "header:x-1");
+    assert_eq!(field("body"), "body");
+}
+
+#[test]
+fn memory_is_bounded() {
+    let mut stats = EndpointNoise::new(NoiseThresholds {
+        max_endpoints: 2,
+        max_fields: 2,
+        ..NoiseThresholds::default()
+    });
+    for ep in ["GET /a", "GET /b", "GET /c", "GET /c"] {
+        stats.observe(ep, &[d("body:/x")], &[]);
+    }
+    assert_eq!(stats.endpoints(), 2);
+    assert_eq!(stats.untracked_requests(), 2);
+    assert_eq!(stats.requests("GET /c"), 0);
+
+    stats.observe(
+        "GET /a",
+        &[d("body:/y"), d("body:/z"), d("body:/w")],
+        &[d("body:/x")],
+    );
+    assert_eq!(stats.untracked_fields(), 2);
+    assert_eq!(stats.requests("GET /a"), 2);
+}
+
+#[test]
+fn endpoint_keys() {
+    assert_eq!(endpoint_key("GET", "/users/42?x=1"), "GET /users/:id");
+    assert_eq!(
+        endpoint_key("PUT", "/u/123e4567-e89b-12d3-a456-426614174000/orders/7#f"),
+        "PUT /u/:id/orders/:id"
+    );
+    assert_eq!(
+        endpoint_key("GET", "/obj/507f1f77bcf86cd799439011"),
+        "GET /obj/:id"
+    );
+    assert_eq!(
+        endpoint_key("GET", "/cafe/v2/abc123"),
+        "GET /cafe/v2/abc123"
+    );
+    assert_eq!(endpoint_key("GET", "/"), "GET /");
+    assert_eq!(endpoint_key("GET", "/a/"), "GET /a/");
+    assert_eq!(endpoint_key("GET", "http://h:80/p/9?q"), "GET /p/:id");
+    assert_eq!(endpoint_key("GET", "http://h"), "GET /");
+    assert_eq!(endpoint_key("OPTIONS", "*"), "OPTIONS *");
+}
+
+#[test]
+fn difference_values_do_not_matter_for_cancel() {
+    let noise = Difference {
+        location: "body:/t".into(),
+        old: Value::Null,
+        new: json!("other"),
+    };
+    let (reported, _) = cancel(vec![d("body:/t")], &[noise]);
+    assert!(reported.is_empty());
+}
