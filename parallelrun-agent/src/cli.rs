@@ -1,5 +1,6 @@
 //! Command line: subcommands and their flags, validated before anything is
-//! loaded into the kernel.
+//! loaded into the kernel. Arguments only: `main` dispatches each command to
+//! its module, which depends on this one and never the other way round.
 
 use std::{
     net::SocketAddr,
@@ -261,16 +262,6 @@ impl Cli {
             0 => "info",
             1 => "debug",
             _ => "trace",
-        }
-    }
-
-    pub async fn run(self) -> anyhow::Result<()> {
-        match self.command {
-            Command::Record(args) => crate::record::run(args).await,
-            Command::Run(args) => crate::run::live(args).await,
-            Command::Replay(args) => crate::run::offline(args).await,
-            Command::Tail(args) => crate::run::tail(args).await,
-            Command::Exchanges(args) => crate::exchanges::run(args).await,
         }
     }
 }

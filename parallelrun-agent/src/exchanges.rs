@@ -6,24 +6,24 @@ use std::{
     fs::File,
     io::{BufWriter, Write as _},
     path::Path,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, CaptureError},
+    capture::{Capture, CaptureConfig, Clock, Segment, SegmentError},
     http::{HttpConfig, HttpLimits, HttpTracker},
     model::{Exchange, Header, Outcome},
     pcap::read::PcapSource,
     reassembly::{Reassembler, ReassemblyConfig},
-    shutdown::Shutdown,
 };
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::cli::ExchangesArgs;
+use crate::{cli::ExchangesArgs, live};
 
+/// Packets read from a pcap per slice.
 const BATCH: usize = 4096;
 
 fn headers(h: &[Header]) -> Value {
@@ -90,6 +90,44 @@ impl Writer {
     }
 }
 
+/// Live capture into reassembly, exchanges written as they complete.
+struct Live {
+    r: Reassembler<HttpTracker>,
+    w: Writer,
+    clock: Clock,
+    malformed: u64,
+}
+
+impl live::Handler for Live {
+    fn record(&mut self, seg: Result<Segment<'_>, SegmentError>) {
+        match seg {
+            Ok(seg) => {
+                if seg.drops_before {
+                    self.r.note_ring_drops();
+                }
+                self.r.push(&seg.to_tcp(&self.clock));
+            }
+            Err(e) => {
+                self.malformed += 1;
+                warn!("skipping malformed record: {e}");
+            }
+        }
+    }
+
+    async fn batch(&mut self) {
+        self.w.drain(&mut self.r);
+    }
+
+    async fn tick(&mut self, _capture: &Capture) {
+        self.r.expire(live::wall_ns());
+        self.w.drain(&mut self.r);
+    }
+
+    fn stop(&self) -> Option<&'static str> {
+        self.w.error.as_ref().map(|_| "output write error")
+    }
+}
+
 pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
     let file =
         File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -110,15 +148,15 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
     };
     let mut r = Reassembler::new(reassembly, HttpTracker::new(http));
     let started = Instant::now();
-    let mut shutdown = Shutdown::new(args.duration)?;
     let mut kernel = None;
-    let mut interface_gone = false;
+    let mut malformed = 0;
+    let mut stopped = None;
     if let Some(path) = &args.pcap {
         let mut source = PcapSource::open(path, &args.old)?;
         loop {
             let more = source.read_batch(BATCH, |seg| r.push(seg))?;
             w.drain(&mut r);
-            if !more {
+            if !more || w.error.is_some() {
                 break;
             }
         }
@@ -129,45 +167,17 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
             services: args.old.clone(),
             ring_bytes: args.ring_size,
         })?;
-        let clock = capture.clock();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let removed = capture.removed();
-        tokio::pin!(removed);
-        let reason = loop {
-            tokio::select! {
-                res = capture.next_batch(BATCH, |s| {
-                    if let Ok(seg) = s {
-                        if seg.drops_before {
-                            r.note_ring_drops();
-                        }
-                        r.push(&seg.to_tcp(&clock));
-                    }
-                }) => { res?; w.drain(&mut r); }
-                _ = tick.tick() => {
-                    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                    r.expire(now.as_nanos().min(u64::MAX as u128) as u64);
-                    w.drain(&mut r);
-                }
-                () = &mut removed => {
-                    interface_gone = true;
-                    break "interface removed";
-                }
-                reason = shutdown.wait() => break reason,
-            }
+        let mut h = Live {
+            r,
+            w,
+            clock: capture.clock(),
+            malformed: 0,
         };
-        info!(reason, "stopping");
-        capture.detach();
-        capture.drain(|s| {
-            if let Ok(seg) = s {
-                r.push(&seg.to_tcp(&clock));
-            }
-        });
+        stopped = Some(live::run(&mut capture, args.duration, &mut h).await?);
         kernel = Some(capture.kernel_counters());
+        (r, w, malformed) = (h.r, h.w, h.malformed);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    r.finish(now.as_nanos().min(u64::MAX as u128) as u64);
+    r.finish(live::wall_ns());
     w.drain(&mut r);
     if let Some(e) = w.error {
         return Err(e).with_context(|| format!("writing {}", args.out.display()));
@@ -181,6 +191,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         "http": http,
         "reassembly": r.stats(),
         "kernel": kernel,
+        "malformed_records": malformed,
     });
     eprintln!(
         "parallelrun exchanges: {} requests seen: {} paired, {} lost; written to {}",
@@ -192,10 +203,10 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.stats_json {
         write_json(p, &summary)?;
     }
-    if let (true, Some(iface)) = (interface_gone, args.iface) {
-        return Err(CaptureError::InterfaceRemoved(iface).into());
+    match (stopped, &args.iface) {
+        (Some(stopped), Some(iface)) => stopped.into_result(iface),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn write_json(path: &Path, v: &Value) -> anyhow::Result<()> {

@@ -8,15 +8,18 @@
 
 mod cli;
 mod exchanges;
+mod live;
 mod memory;
 mod record;
 mod run;
+mod tail;
 
 use clap::Parser;
+use cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cli.log_level())),
@@ -35,7 +38,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli.run()) {
+    let done = runtime.block_on(async move {
+        match cli.command {
+            Command::Record(args) => record::run(args).await,
+            Command::Run(args) => run::live(args).await,
+            Command::Replay(args) => run::offline(args).await,
+            Command::Tail(args) => tail::run(args).await,
+            Command::Exchanges(args) => exchanges::run(args).await,
+        }
+    });
+    match done {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

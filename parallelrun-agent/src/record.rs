@@ -7,18 +7,14 @@ use std::{
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tracing::{info, trace, warn};
+use tracing::{trace, warn};
 
-use crate::cli::RecordArgs;
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, CaptureError, Clock, KernelCounters, Segment, SegmentError},
+    capture::{Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError},
     pcap::{PcapError, PcapSink},
-    shutdown::Shutdown,
 };
 
-/// Records handed over per wake-up, so a flood cannot starve the signal
-/// handlers of the runtime.
-const BATCH: usize = 4096;
+use crate::{cli::RecordArgs, live};
 
 #[derive(Debug, Default, Serialize)]
 struct AgentCounters {
@@ -49,8 +45,8 @@ struct Recorder {
     write_error: Option<PcapError>,
 }
 
-impl Recorder {
-    fn handle(&mut self, seg: Result<Segment<'_>, SegmentError>) {
+impl live::Handler for Recorder {
+    fn record(&mut self, seg: Result<Segment<'_>, SegmentError>) {
         self.counters.records += 1;
         match seg {
             Ok(seg) if self.write_error.is_none() => {
@@ -85,6 +81,10 @@ impl Recorder {
             }
         }
     }
+
+    fn stop(&self) -> Option<&'static str> {
+        self.write_error.as_ref().map(|_| "pcap write error")
+    }
 }
 
 pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -106,27 +106,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         write_error: None,
     };
     let started = Instant::now();
-    let mut shutdown = Shutdown::new(args.duration)?;
-
-    let removed = capture.removed();
-    tokio::pin!(removed);
-    let mut interface_gone = false;
-    let reason = loop {
-        tokio::select! {
-            r = capture.next_batch(BATCH, |s| rec.handle(s)) => { r?; }
-            () = &mut removed => {
-                interface_gone = true;
-                break "interface removed";
-            }
-            reason = shutdown.wait() => break reason,
-        }
-        if rec.write_error.is_some() {
-            break "pcap write error";
-        }
-    };
-    info!(reason, "stopping");
-    capture.detach();
-    capture.drain(|s| rec.handle(s));
+    let stopped = live::run(&mut capture, args.duration, &mut rec).await?;
     if let Some(e) = rec.write_error {
         return Err(e).context("the capture stopped; the pcap file is incomplete");
     }
@@ -149,10 +129,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if interface_gone {
-        return Err(CaptureError::InterfaceRemoved(cfg.iface).into());
-    }
-    Ok(())
+    stopped.into_result(&cfg.iface)
 }
 
 fn print_summary(s: &Summary, pcap: &str) {

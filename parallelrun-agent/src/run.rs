@@ -1,18 +1,17 @@
-//! `parallelrun run` (live), `parallelrun replay` (offline) and
-//! `parallelrun tail`: the command-line edges of the pipeline.
+//! `parallelrun run` (live) and `parallelrun replay` (offline): the
+//! command-line edges of the pipeline, built the same way from their flags.
 
 use std::{
     fs,
-    io::IsTerminal as _,
     net::SocketAddr,
     path::Path,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, CaptureError, KernelCounters},
+    capture::{Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError},
     diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
     http::{HttpConfig, HttpLimits, track::HttpStats},
     metrics::{self, Metrics},
@@ -20,10 +19,7 @@ use parallelrun_agent::{
     pipeline::{self, AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
     reassembly::{ReassemblyConfig, ReassemblyStats},
     replay::{ReplayConfig, Replayer},
-    report::{
-        log::{LogConfig, MismatchLog},
-        tail::{TailOptions, tail as follow},
-    },
+    report::log::{LogConfig, MismatchLog},
     service::ServiceAddr,
     shutdown::Shutdown,
 };
@@ -32,11 +28,11 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    cli::{PipelineArgs, ReplayArgs, RunArgs, TailArgs},
-    memory,
+    cli::{PipelineArgs, ReplayArgs, RunArgs},
+    live, memory,
 };
 
-/// Records handed over per wake-up, so a flood cannot starve the timers.
+/// Packets read from a pcap per slice.
 const BATCH: usize = 4096;
 /// Seconds between progress lines.
 const PROGRESS_EVERY: u32 = 5;
@@ -190,12 +186,6 @@ impl Setup {
     }
 }
 
-fn wall_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
-}
-
 fn progress(p: &Pipeline, started: Instant) {
     let a = p.accounting();
     info!(
@@ -214,6 +204,63 @@ fn progress(p: &Pipeline, started: Instant) {
     );
 }
 
+/// Live from the ring buffer into the pipeline.
+struct Live<'a> {
+    pipeline: &'a mut Pipeline,
+    metrics: &'a Metrics,
+    clock: Clock,
+    started: Instant,
+    ticks: u32,
+    malformed: u64,
+    max_rss: Option<u64>,
+}
+
+impl live::Handler for Live<'_> {
+    fn record(&mut self, seg: Result<Segment<'_>, SegmentError>) {
+        match seg {
+            Ok(seg) => {
+                if seg.drops_before {
+                    self.pipeline.note_ring_drops();
+                }
+                self.pipeline.push(&seg.to_tcp(&self.clock));
+            }
+            Err(e) => {
+                self.malformed += 1;
+                warn!("skipping malformed record: {e}");
+            }
+        }
+    }
+
+    async fn batch(&mut self) {
+        self.pipeline.dispatch().await;
+    }
+
+    async fn tick(&mut self, capture: &Capture) {
+        let pipeline = &mut *self.pipeline;
+        self.metrics.set_kernel(&capture.kernel_counters());
+        if let Some(cap) = self.max_rss {
+            let rss = memory::rss_bytes().unwrap_or(0);
+            // Hysteresis: stop shedding once 10 % under the cap.
+            let shed = rss > cap || (pipeline.shedding() && rss > cap / 10 * 9);
+            if shed != pipeline.shedding() {
+                warn!(
+                    rss,
+                    cap,
+                    shed,
+                    "agent memory at its cap: replays are skipped (overload) until it falls"
+                );
+                pipeline.set_shedding(shed);
+            }
+        }
+        pipeline.tick(live::wall_ns());
+        pipeline.dispatch().await;
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(PROGRESS_EVERY) {
+            progress(pipeline, self.started);
+        }
+    }
+}
+
 /// `parallelrun run`: live from the ring buffer.
 pub async fn live(args: RunArgs) -> anyhow::Result<()> {
     let mut setup = Setup::new(&args.pipeline, &args.capture.old, false).await?;
@@ -222,68 +269,19 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
         services: args.capture.old.clone(),
         ring_bytes: args.capture.ring_size,
     })?;
-    let clock = capture.clock();
     let started = Instant::now();
-    let mut shutdown = Shutdown::new(args.duration)?;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut ticks = 0u32;
-    let mut malformed = 0u64;
-    let mut interface_gone = false;
-    let removed = capture.removed();
-    tokio::pin!(removed);
-    let max_rss = args.max_memory;
-    let pipeline = &mut setup.pipeline;
-
-    let reason = loop {
-        tokio::select! {
-            r = capture.next_batch(BATCH, |s| match s {
-                Ok(seg) => {
-                    if seg.drops_before {
-                        pipeline.note_ring_drops();
-                    }
-                    pipeline.push(&seg.to_tcp(&clock));
-                }
-                Err(e) => {
-                    malformed += 1;
-                    warn!("skipping malformed record: {e}");
-                }
-            }) => {
-                r?;
-                pipeline.dispatch().await;
-            }
-            _ = tick.tick() => {
-                setup.metrics.set_kernel(&capture.kernel_counters());
-                if let Some(cap) = max_rss {
-                    let rss = memory::rss_bytes().unwrap_or(0);
-                    // Hysteresis: stop shedding once 10 % under the cap.
-                    let shed = rss > cap || (pipeline.shedding() && rss > cap / 10 * 9);
-                    if shed != pipeline.shedding() {
-                        warn!(rss, cap, shed, "agent memory at its cap: replays are skipped (overload) until it falls");
-                        pipeline.set_shedding(shed);
-                    }
-                }
-                pipeline.tick(wall_ns());
-                pipeline.dispatch().await;
-                ticks += 1;
-                if ticks.is_multiple_of(PROGRESS_EVERY) {
-                    progress(pipeline, started);
-                }
-            }
-            () = &mut removed => {
-                interface_gone = true;
-                break "interface removed";
-            }
-            reason = shutdown.wait() => break reason,
-        }
+    let mut h = Live {
+        pipeline: &mut setup.pipeline,
+        metrics: &setup.metrics,
+        clock: capture.clock(),
+        started,
+        ticks: 0,
+        malformed: 0,
+        max_rss: args.max_memory,
     };
-    info!(reason, "stopping");
-    capture.detach();
-    capture.drain(|s| {
-        if let Ok(seg) = s {
-            pipeline.push(&seg.to_tcp(&clock));
-        }
-    });
+    let stopped = live::run(&mut capture, args.duration, &mut h).await?;
+    let malformed = h.malformed;
+    let pipeline = &mut setup.pipeline;
     pipeline.finish().await;
     let mut summary = Summary::new(pipeline, started);
     summary.kernel = Some(capture.kernel_counters());
@@ -293,10 +291,7 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
         &setup.log_path,
         args.pipeline.stats_json.as_deref(),
     )?;
-    if interface_gone {
-        return Err(CaptureError::InterfaceRemoved(args.capture.iface).into());
-    }
-    Ok(())
+    stopped.into_result(&args.capture.iface)
 }
 
 /// `parallelrun replay`: offline from a pcap file.
@@ -401,26 +396,5 @@ fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Res
         fs::write(path, serde_json::to_vec_pretty(s)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
-}
-
-/// `parallelrun tail`.
-pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    let color = match args.color.as_str() {
-        "always" => true,
-        "never" => false,
-        _ => std::io::stdout().is_terminal(),
-    };
-    let opts = TailOptions {
-        follow: !args.no_follow,
-        from_start: args.from_start,
-        color,
-    };
-    let mut shutdown = Shutdown::new(None)?;
-    let mut out = std::io::stdout();
-    follow(&args.file, &opts, &mut out, async move {
-        shutdown.wait().await;
-    })
-    .await?;
     Ok(())
 }

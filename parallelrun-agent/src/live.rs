@@ -1,0 +1,93 @@
+//! The loop every live command runs: read the ring buffer in batches until
+//! a signal, the end of `--duration` or the interface's removal, then detach
+//! and hand what is still in the ring to the same handler, so that records
+//! read at shutdown are counted exactly as those read before it.
+
+use std::time::Duration;
+
+use parallelrun_agent::{
+    capture::{Capture, CaptureError, Segment, SegmentError},
+    shutdown::Shutdown,
+};
+use tracing::info;
+
+/// Records handed over per wake-up, so a flood cannot starve the timers and
+/// the signal handlers of the runtime.
+const BATCH: usize = 4096;
+
+/// What a live command does with the records and the time between them.
+pub trait Handler {
+    /// One record, or one that could not be parsed.
+    fn record(&mut self, seg: Result<Segment<'_>, SegmentError>);
+
+    /// After each batch of records.
+    async fn batch(&mut self) {}
+
+    /// Once a second, with the capture for its counters.
+    async fn tick(&mut self, _capture: &Capture) {}
+
+    /// Stop early, with this reason (e.g. the output cannot be written).
+    fn stop(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// How a live loop ended.
+pub struct Stopped {
+    interface_removed: bool,
+}
+
+impl Stopped {
+    /// The command's result once its summary is out: an error when the
+    /// interface disappeared under the capture.
+    pub fn into_result(self, iface: &str) -> anyhow::Result<()> {
+        if self.interface_removed {
+            return Err(CaptureError::InterfaceRemoved(iface.to_owned()).into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs `h` over `capture` until it is time to stop, then detaches and
+/// drains the ring into `h`.
+pub async fn run(
+    capture: &mut Capture,
+    duration: Option<Duration>,
+    h: &mut impl Handler,
+) -> anyhow::Result<Stopped> {
+    let mut shutdown = Shutdown::new(duration)?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let removed = capture.removed();
+    tokio::pin!(removed);
+    let mut interface_removed = false;
+    let reason = loop {
+        tokio::select! {
+            r = capture.next_batch(BATCH, |s| h.record(s)) => {
+                r?;
+                h.batch().await;
+            }
+            _ = tick.tick() => h.tick(capture).await,
+            () = &mut removed => {
+                interface_removed = true;
+                break "interface removed";
+            }
+            reason = shutdown.wait() => break reason,
+        }
+        if let Some(reason) = h.stop() {
+            break reason;
+        }
+    };
+    info!(reason, "stopping");
+    capture.detach();
+    capture.drain(|s| h.record(s));
+    Ok(Stopped { interface_removed })
+}
+
+/// Now on the wall clock, in nanoseconds since the Unix epoch (the time base
+/// of segments).
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
+}
