@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup, build, run and test parallelrun.
 
 mod bench;
+mod conformance;
 mod setup;
 mod util;
 
@@ -60,6 +61,16 @@ enum Task {
     /// / nginx mirror, as root), then the capture-side pipeline's offline
     /// throughput on one core. JSON under target/bench/.
     Bench(bench::BenchArgs),
+    /// Does parallelrun see what Wireshark sees? Runs every capture in a
+    /// folder through `parallelrun exchanges` and compares per connection, in
+    /// order, with tshark's HTTP dissection (method, target, status). Fails
+    /// when a request tshark dissects has no outcome.
+    Conformance {
+        /// Folder of .pcap/.pcapng files (default: ../shared/realworld-pcaps
+        /// beside the checkout, when it exists).
+        #[arg(long, value_name = "DIR")]
+        pcaps: Option<PathBuf>,
+    },
     /// Run a cargo-fuzz target for a bounded time over its checked-in corpus
     /// (installs cargo-fuzz when missing).
     Fuzz {
@@ -119,11 +130,30 @@ fn main() -> Result<()> {
             )
         }
         Task::Bench(args) => bench::run(&args),
+        Task::Conformance { pcaps } => {
+            setup::run()?;
+            let dir = match pcaps {
+                Some(d) => d,
+                None => default_pcaps().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no --pcaps DIR given and no ../shared/realworld-pcaps beside the checkout"
+                    )
+                })?,
+            };
+            let agent = build(false)?;
+            conformance::run(&dir, &agent)
+        }
         Task::Fuzz { seconds, target } => {
             setup::run()?;
             fuzz(&target, seconds)
         }
     }
+}
+
+/// The real-world captures shared beside the checkout, when they are there.
+fn default_pcaps() -> Option<PathBuf> {
+    let dir = workspace_root().join("../shared/realworld-pcaps");
+    dir.is_dir().then_some(dir)
 }
 
 /// Builds the agent binary and returns its path.

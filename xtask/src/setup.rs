@@ -7,8 +7,9 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util::{is_root, output, status};
 
-/// Debian packages the build and the integration tests need, besides LLVM.
-const PACKAGES: &[&str] = &["iproute2", "bpftool", "tcpdump"];
+/// Debian packages the build, the integration tests and `cargo xtask
+/// conformance` (tshark) need, besides LLVM.
+const PACKAGES: &[&str] = &["iproute2", "bpftool", "tcpdump", "tshark"];
 
 pub fn run() -> Result<()> {
     let llvm = nightly_llvm_major()?;
