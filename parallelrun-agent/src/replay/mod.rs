@@ -28,7 +28,7 @@
 //! that received part of a response is never re-sent.
 
 use std::{
-    io::{self, Write as _},
+    io,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -40,10 +40,14 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
+use self::wire::ResponseReader;
+pub use self::wire::serialize_request;
 use crate::{
-    http::{HttpError, HttpLimits, ResponseParser},
-    model::{Header, Request, Response},
+    http::{HttpError, HttpLimits},
+    model::{Request, Response},
 };
+
+mod wire;
 
 /// Bytes read from a connection at a time (one buffer per connection).
 const READ_BUF: usize = 16 * 1024;
@@ -180,7 +184,7 @@ struct Inner {
 /// replays without allocating (beyond the response itself).
 struct Conn {
     stream: TcpStream,
-    parser: ResponseParser,
+    reader: ResponseReader,
     read_buf: Box<[u8]>,
     /// The serialized request.
     out: Vec<u8>,
@@ -324,7 +328,7 @@ impl Inner {
     fn release(&self, mut conn: Conn) {
         conn.out.clear();
         conn.out.shrink_to(KEEP_OUT_CAPACITY);
-        conn.parser.clear();
+        conn.reader.clear();
         let mut idle = self.idle();
         if idle.len() < self.cfg.max_idle {
             idle.push(conn);
@@ -341,7 +345,7 @@ impl Inner {
         stream.set_nodelay(true).map_err(ReplayError::Io)?;
         Ok(Conn {
             stream,
-            parser: ResponseParser::new(self.cfg.limits),
+            reader: ResponseReader::new(self.cfg.limits),
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
             out: Vec::new(),
         })
@@ -350,7 +354,7 @@ impl Inner {
     /// Writes the serialized request and reads one response; the flag says
     /// whether the connection may carry another request.
     async fn round_trip(&self, conn: &mut Conn, method: &str) -> Result<(Replayed, bool), Failed> {
-        conn.parser.clear();
+        conn.reader.clear();
         let start = Instant::now();
         if let Err(e) = conn.stream.write_all(&conn.out).await {
             return Err(Failed::retryable(ReplayError::Io(e)));
@@ -367,23 +371,18 @@ impl Inner {
                 if !received {
                     return Err(Failed::retryable(ReplayError::Closed));
                 }
-                return match conn.parser.finish(method) {
-                    Ok(Some(response)) => Ok((replayed(response, start), false)),
-                    Ok(None) | Err(HttpError::Truncated) => Err(Failed::fatal(ReplayError::Closed)),
-                    Err(e) => Err(Failed::fatal(ReplayError::Http(e))),
+                return match conn.reader.finish(method) {
+                    Ok(response) => Ok((replayed(response, start), false)),
+                    Err(e) => Err(Failed::fatal(e)),
                 };
             };
             received = true;
-            conn.parser.push(bytes);
-            match conn.parser.next(method) {
-                Ok(Some(response)) => {
-                    // Bytes beyond the response were not asked for: the
-                    // connection is out of step, do not reuse it.
-                    let reusable = keeps_alive(&response) && conn.parser.buffered() == 0;
+            match conn.reader.push(bytes, method) {
+                Ok(Some((response, reusable))) => {
                     return Ok((replayed(response, start), reusable));
                 }
                 Ok(None) => {}
-                Err(e) => return Err(Failed::fatal(ReplayError::Http(e))),
+                Err(e) => return Err(Failed::fatal(e)),
             }
         }
     }
@@ -394,118 +393,6 @@ fn replayed(response: Response, start: Instant) -> Replayed {
         response,
         latency_ns: u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
     }
-}
-
-/// Whether the server keeps the connection open after this response
-/// (RFC 9112 section 9.3).
-fn keeps_alive(response: &Response) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for option in connection_options(&response.headers) {
-        close |= option.eq_ignore_ascii_case(b"close");
-        keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
-    }
-    !close && (response.version >= 1 || keep_alive)
-}
-
-/// The comma-separated options of every `Connection` header, trimmed.
-fn connection_options(headers: &[Header]) -> impl Iterator<Item = &[u8]> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|o| !o.is_empty())
-}
-
-/// Headers that describe the captured connection or the captured framing,
-/// not the request: never replayed (RFC 9110 section 7.6.1, plus the body
-/// framing that [`serialize_request`] redoes).
-const NOT_REPLAYED: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
-
-/// Appends `req` to `out` as it is sent to the new service:
-///
-/// * the request line as captured (method, target in its captured form,
-///   version); HTTP/1.0 stays HTTP/1.0, so the new service sees what the old
-///   one saw;
-/// * the headers in their captured order, names in their captured spelling,
-///   except those that belong to the captured connection: `Connection` and
-///   the headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
-///   `Upgrade` (an upgraded connection cannot be compared);
-/// * `Host` as captured, or replaced in place by `host_override` (later
-///   `Host` headers dropped; added first when the request had none); CR, LF
-///   and NUL are removed from the override;
-/// * no `Connection` header for HTTP/1.1 (keep-alive is its default);
-///   `Connection: keep-alive` for HTTP/1.0, so that the connection can be
-///   pooled;
-/// * the body de-chunked and framed by `Content-Length: N`, sent when the
-///   body is non-empty or the method is POST, PUT or PATCH (which normally
-///   carry one); the captured `Content-Length`, `Transfer-Encoding` and
-///   `Trailer` headers are dropped, and so are the trailer fields of a
-///   chunked body (a `Content-Length` body cannot carry them).
-pub fn serialize_request(req: &Request, host_override: Option<&str>, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(req.target.as_bytes());
-    out.extend_from_slice(if req.version == 0 {
-        b" HTTP/1.0\r\n"
-    } else {
-        b" HTTP/1.1\r\n"
-    });
-    let write_host = |out: &mut Vec<u8>, name: &str, host: &str| {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend(host.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
-        out.extend_from_slice(b"\r\n");
-    };
-    let has_host = req
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("host"));
-    let mut host_written = false;
-    if let Some(host) = host_override
-        && !has_host
-    {
-        write_host(out, "Host", host);
-        host_written = true;
-    }
-    for h in &req.headers {
-        if h.name.eq_ignore_ascii_case("host") {
-            if let Some(host) = host_override {
-                if !host_written {
-                    write_host(out, &h.name, host);
-                    host_written = true;
-                }
-                continue;
-            }
-        } else if NOT_REPLAYED.iter().any(|n| h.name.eq_ignore_ascii_case(n))
-            || connection_options(&req.headers).any(|o| o.eq_ignore_ascii_case(h.name.as_bytes()))
-        {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(&h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if req.version == 0 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
-    if !req.body.is_empty() || matches!(req.method.as_str(), "POST" | "PUT" | "PATCH") {
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "Content-Length: {}\r\n", req.body.len());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&req.body);
 }
 
 #[cfg(test)]
