@@ -1,59 +1,38 @@
 //! Replaying captured requests to the new (and secondary) service.
 //!
-//! A [`Replayer`] sends each captured [`Request`] to one target over a small
-//! pool of keep-alive HTTP/1.x connections and returns the new service's
-//! [`Response`]. Concurrency is bounded and never queues: the caller takes a
-//! [`Permit`] with [`Replayer::try_acquire`] before replaying, and skips (and
-//! counts) the request when all `max_in_flight` slots are taken.
+//! A [`Replayer`] sends each captured [`Request`] to one target and returns
+//! the new service's [`Response`]. Concurrency is bounded and never queues:
+//! the caller takes a [`Permit`] with [`Replayer::try_acquire`] before
+//! replaying, and skips (and counts) the request when all `max_in_flight`
+//! slots are taken. Each exchange (taking or opening a connection, writing
+//! the request and reading the whole response) is bounded by
+//! [`ReplayConfig::request_timeout`]; whatever goes wrong is a
+//! [`ReplayError`].
 //!
-//! # What is sent
+//! The work is split along the seam between the protocol and the
+//! connections:
 //!
-//! [`serialize_request`] rebuilds the request from the captured one: request
-//! line and headers as captured, the body re-framed with `Content-Length`,
-//! hop-by-hop headers dropped (see its documentation). Each exchange — taking
-//! or opening a connection, writing the request and reading the whole
-//! response — is bounded by [`ReplayConfig::request_timeout`].
-//!
-//! # Connections
-//!
-//! After a complete response a connection goes back to the idle pool (up to
-//! [`ReplayConfig::max_idle`], most recently used first) unless the response
-//! ended it: `Connection: close`, an HTTP/1.0 response without
-//! `Connection: keep-alive`, or a body delimited by the server closing.
-//! A pooled connection is checked before use (a server that closed it since
-//! is noticed without writing to it). When a pooled connection still fails
-//! before any byte of a response arrives (the write fails, or the server
-//! closes or resets it: it timed the connection out while the request was on
-//! its way), the request is sent once more on a new connection; a request
-//! that received part of a response is never re-sent.
+//! * `wire`: what is sent and how the answer is read. The request is
+//!   rebuilt as captured (header order and spelling, `Host` override, body
+//!   re-framed with `Content-Length`: see [`serialize_request`]), and the
+//!   response is read with the capture side's HTTP parser.
+//! * `pool`: the HTTP/1 client. Keep-alive connections to the target, the
+//!   connect timeout, the single retry of a stale pooled connection, and
+//!   why this is not hyper's client.
 
-use std::{
-    io,
-    net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
-};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
-};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use self::wire::ResponseReader;
+use self::pool::Http1Pool;
 pub use self::wire::serialize_request;
 use crate::{
     http::{HttpError, HttpLimits},
     model::{Request, Response},
 };
 
+mod pool;
 mod wire;
-
-/// Bytes read from a connection at a time (one buffer per connection).
-const READ_BUF: usize = 16 * 1024;
-/// Capacity of a pooled connection's request buffer kept after a large
-/// request; the rest is freed so idle connections stay small.
-const KEEP_OUT_CAPACITY: usize = 64 * 1024;
 
 /// Where and how to replay.
 #[derive(Clone, Debug)]
@@ -174,57 +153,24 @@ pub struct Replayer {
 }
 
 struct Inner {
-    cfg: ReplayConfig,
+    /// [`ReplayConfig::max_in_flight`], as the semaphore holds it.
+    max_in_flight: usize,
+    request_timeout: Duration,
     slots: Arc<Semaphore>,
-    /// Idle connections, most recently used last.
-    idle: Mutex<Vec<Conn>>,
-}
-
-/// A connection with its buffers, pooled together so that a warm connection
-/// replays without allocating (beyond the response itself).
-struct Conn {
-    stream: TcpStream,
-    reader: ResponseReader,
-    read_buf: Box<[u8]>,
-    /// The serialized request.
-    out: Vec<u8>,
-}
-
-/// A failed attempt on one connection.
-struct Failed {
-    error: ReplayError,
-    /// Nothing of a response arrived: the request may be sent again.
-    retryable: bool,
-}
-
-impl Failed {
-    fn fatal(error: ReplayError) -> Self {
-        Self {
-            error,
-            retryable: false,
-        }
-    }
-
-    fn retryable(error: ReplayError) -> Self {
-        Self {
-            error,
-            retryable: true,
-        }
-    }
+    http1: Http1Pool,
 }
 
 impl Replayer {
     /// A replayer for `cfg.target`. No connection is opened until a request
     /// is sent.
     pub fn new(cfg: ReplayConfig) -> Self {
-        let slots = Arc::new(Semaphore::new(
-            cfg.max_in_flight.min(Semaphore::MAX_PERMITS),
-        ));
+        let max_in_flight = cfg.max_in_flight.min(Semaphore::MAX_PERMITS);
         Self {
             inner: Arc::new(Inner {
-                idle: Mutex::new(Vec::with_capacity(cfg.max_idle.min(1024))),
-                slots,
-                cfg,
+                max_in_flight,
+                request_timeout: cfg.request_timeout,
+                slots: Arc::new(Semaphore::new(max_in_flight)),
+                http1: Http1Pool::new(cfg),
             }),
         }
     }
@@ -254,144 +200,20 @@ impl Replayer {
     pub async fn send(&self, permit: Permit, req: &Request) -> Result<Replayed, ReplayError> {
         let _permit = permit;
         let inner = &self.inner;
-        tokio::time::timeout(inner.cfg.request_timeout, inner.exchange(req))
+        tokio::time::timeout(inner.request_timeout, inner.http1.send(req))
             .await
             .unwrap_or(Err(ReplayError::Timeout))
     }
 
     /// Requests in flight (permits held).
     pub fn in_flight(&self) -> usize {
-        let max = self.inner.cfg.max_in_flight.min(Semaphore::MAX_PERMITS);
+        let max = self.inner.max_in_flight;
         max.saturating_sub(self.inner.slots.available_permits())
     }
 
     /// Idle connections in the pool.
     pub fn idle_connections(&self) -> usize {
-        self.inner.idle().len()
-    }
-}
-
-impl Inner {
-    fn idle(&self) -> MutexGuard<'_, Vec<Conn>> {
-        // The lock guards plain pushes and pops; a panic elsewhere while it
-        // was held leaves the list valid.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn exchange(&self, req: &Request) -> Result<Replayed, ReplayError> {
-        let (mut conn, reused) = match self.take_idle() {
-            Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
-        };
-        serialize_request(req, self.cfg.host_override.as_deref(), &mut conn.out);
-        match self.round_trip(&mut conn, &req.method).await {
-            Ok(done) => Ok(self.finish(conn, done)),
-            Err(failed) if failed.retryable && reused => {
-                tracing::debug!(
-                    target_addr = %self.cfg.target,
-                    error = %failed.error,
-                    "pooled connection to the new service was stale; retrying on a new one"
-                );
-                let mut fresh = self.connect().await?;
-                std::mem::swap(&mut fresh.out, &mut conn.out);
-                drop(conn);
-                match self.round_trip(&mut fresh, &req.method).await {
-                    Ok(done) => Ok(self.finish(fresh, done)),
-                    Err(failed) => Err(failed.error),
-                }
-            }
-            Err(failed) => Err(failed.error),
-        }
-    }
-
-    /// Pools the connection when the response left it reusable.
-    fn finish(&self, conn: Conn, (replayed, reusable): (Replayed, bool)) -> Replayed {
-        if reusable {
-            self.release(conn);
-        }
-        replayed
-    }
-
-    /// The most recently used idle connection that is still open.
-    fn take_idle(&self) -> Option<Conn> {
-        loop {
-            let conn = self.idle().pop()?;
-            // An idle connection has nothing to read: readable means the
-            // server closed it (EOF), reset it or sent something unasked.
-            match conn.stream.try_read(&mut [0u8; 1]) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(conn),
-                _ => continue,
-            }
-        }
-    }
-
-    fn release(&self, mut conn: Conn) {
-        conn.out.clear();
-        conn.out.shrink_to(KEEP_OUT_CAPACITY);
-        conn.reader.clear();
-        let mut idle = self.idle();
-        if idle.len() < self.cfg.max_idle {
-            idle.push(conn);
-        }
-    }
-
-    async fn connect(&self) -> Result<Conn, ReplayError> {
-        let addr = self.cfg.target;
-        let stream = tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ReplayError::ConnectTimeout)?
-            .map_err(|source| ReplayError::Connect { addr, source })?;
-        // Requests go out in one write; do not hold a small one back.
-        stream.set_nodelay(true).map_err(ReplayError::Io)?;
-        Ok(Conn {
-            stream,
-            reader: ResponseReader::new(self.cfg.limits),
-            read_buf: vec![0; READ_BUF].into_boxed_slice(),
-            out: Vec::new(),
-        })
-    }
-
-    /// Writes the serialized request and reads one response; the flag says
-    /// whether the connection may carry another request.
-    async fn round_trip(&self, conn: &mut Conn, method: &str) -> Result<(Replayed, bool), Failed> {
-        conn.reader.clear();
-        let start = Instant::now();
-        if let Err(e) = conn.stream.write_all(&conn.out).await {
-            return Err(Failed::retryable(ReplayError::Io(e)));
-        }
-        let mut received = false;
-        loop {
-            let n = match conn.stream.read(&mut conn.read_buf).await {
-                Ok(n) => n,
-                Err(e) if !received => return Err(Failed::retryable(ReplayError::Io(e))),
-                Err(e) => return Err(Failed::fatal(ReplayError::Io(e))),
-            };
-            let Some(bytes) = conn.read_buf.get(..n).filter(|b| !b.is_empty()) else {
-                // The server closed its side.
-                if !received {
-                    return Err(Failed::retryable(ReplayError::Closed));
-                }
-                return match conn.reader.finish(method) {
-                    Ok(response) => Ok((replayed(response, start), false)),
-                    Err(e) => Err(Failed::fatal(e)),
-                };
-            };
-            received = true;
-            match conn.reader.push(bytes, method) {
-                Ok(Some((response, reusable))) => {
-                    return Ok((replayed(response, start), reusable));
-                }
-                Ok(None) => {}
-                Err(e) => return Err(Failed::fatal(e)),
-            }
-        }
-    }
-}
-
-fn replayed(response: Response, start: Instant) -> Replayed {
-    Replayed {
-        response,
-        latency_ns: u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        self.inner.http1.idle_connections()
     }
 }
 

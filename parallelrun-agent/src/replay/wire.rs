@@ -2,7 +2,7 @@
 //! captured, and the new service's response read back with the parser that
 //! read the old service's response on the wire.
 //!
-//! Nothing here does I/O: the [connection pool](super) writes what
+//! Nothing here does I/O: the [connection pool](super::pool) writes what
 //! [`serialize_request`] produces and feeds what it reads to a
 //! [`ResponseReader`].
 //!
