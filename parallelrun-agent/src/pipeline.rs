@@ -461,12 +461,13 @@ impl Pipeline {
                     .secondary
                     .as_ref()
                     .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
-                let (new_res, sec_res) = tokio::join!(new.send(permit, &ex.request), async {
-                    match secondary {
-                        Some((s, p)) => Some(s.send(p, &ex.request).await),
-                        None => None,
-                    }
-                });
+                let (new_res, sec_res) =
+                    tokio::join!(new.send(permit, ex.protocol, &ex.request), async {
+                        match secondary {
+                            Some((s, p)) => Some(s.send(p, ex.protocol, &ex.request).await),
+                            None => None,
+                        }
+                    });
                 shared.complete(ex, new_res, sec_res);
             });
             self.reap_finished();

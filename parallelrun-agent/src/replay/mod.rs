@@ -9,8 +9,14 @@
 //! [`ReplayConfig::request_timeout`]; whatever goes wrong is a
 //! [`ReplayError`].
 //!
-//! The work is split along the seam between the protocol and the
-//! connections:
+//! # Protocols
+//!
+//! What a replay sends is built from the exchange by the client for the
+//! exchange's [`Protocol`]: [`Replayer::send`] is the one place that chooses
+//! it, and wraps it with what every protocol shares (the in-flight bound
+//! and the request timeout). A client implements `ReplayProtocol`; HTTP/1
+//! is the only one, in two parts along the seam between the protocol and
+//! the connections:
 //!
 //! * `wire`: what is sent and how the answer is read. The request is
 //!   rebuilt as captured (header order and spelling, `Host` override, body
@@ -19,6 +25,15 @@
 //! * `pool`: the HTTP/1 client. Keep-alive connections to the target, the
 //!   connect timeout, the single retry of a stale pooled connection, and
 //!   why this is not hyper's client.
+//!
+//! A second protocol (HTTP/2) plugs in beside them: its [`Protocol`]
+//! variant, a client implementing `ReplayProtocol` (with its own wire format
+//! and connections: HTTP/2 multiplexes requests over one connection where
+//! HTTP/1 pools connections), a field in the replayer built from the same
+//! [`ReplayConfig`], and an arm in [`Replayer::send`]. It answers with a
+//! [`Replayed`] holding a [`Response`], or a [`ReplayError`], like HTTP/1,
+//! so the diff, noise cancellation, mismatch log and accounting do not
+//! change.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,7 +43,7 @@ use self::pool::Http1Pool;
 pub use self::wire::serialize_request;
 use crate::{
     http::{HttpError, HttpLimits},
-    model::{Request, Response},
+    model::{Protocol, Request, Response},
 };
 
 mod pool;
@@ -145,6 +160,22 @@ pub struct Permit {
     _slot: OwnedSemaphorePermit,
 }
 
+/// A replay client for one [`Protocol`]: sends captured requests to
+/// [`ReplayConfig::target`] and reads the responses back. The [`Replayer`]
+/// holds one per protocol, chooses by the exchange's protocol in
+/// [`Replayer::send`], and bounds each call by the in-flight permits and
+/// [`ReplayConfig::request_timeout`].
+trait ReplayProtocol {
+    /// Sends `req` as it was captured and reads the complete response
+    /// (interim responses skipped), parsed by the code that parsed the old
+    /// service's responses of this protocol. Dropping the future cancels
+    /// the exchange; its connection is not reused.
+    fn send(&self, req: &Request) -> impl Future<Output = Result<Replayed, ReplayError>> + Send;
+
+    /// Connections kept open for later requests.
+    fn idle_connections(&self) -> usize;
+}
+
 /// Replays requests to one target; cheap to clone (clones share the pool and
 /// the in-flight bound).
 #[derive(Clone)]
@@ -194,13 +225,24 @@ impl Replayer {
         }
     }
 
-    /// Replays `req` and reads the response. The permit is held until the
-    /// exchange ends; dropping the future cancels the exchange and closes its
-    /// connection.
-    pub async fn send(&self, permit: Permit, req: &Request) -> Result<Replayed, ReplayError> {
+    /// Replays `req`, captured in `protocol` (the exchange's), and reads the
+    /// response. The permit is held until the exchange ends; dropping the
+    /// future cancels the exchange and closes its connection.
+    pub async fn send(
+        &self,
+        permit: Permit,
+        protocol: Protocol,
+        req: &Request,
+    ) -> Result<Replayed, ReplayError> {
         let _permit = permit;
         let inner = &self.inner;
-        tokio::time::timeout(inner.request_timeout, inner.http1.send(req))
+        // The one place that chooses the client by protocol.
+        let exchange = async {
+            match protocol {
+                Protocol::Http1 => inner.http1.send(req).await,
+            }
+        };
+        tokio::time::timeout(inner.request_timeout, exchange)
             .await
             .unwrap_or(Err(ReplayError::Timeout))
     }

@@ -1,6 +1,7 @@
 //! The HTTP/1 replay client: a pool of keep-alive connections to one target.
 //!
-//! [`Http1Pool::send`] takes an idle connection or opens one (bounded by
+//! [`Http1Pool`] is the [`ReplayProtocol`] of [`Protocol::Http1`]. Its
+//! [`send`](ReplayProtocol::send) takes an idle connection or opens one (bounded by
 //! [`ReplayConfig::connect_timeout`]), writes the request as
 //! [`serialize_request`] rebuilds it, and reads the response with a
 //! [`ResponseReader`]. The [`Replayer`](super::Replayer) around it bounds
@@ -57,9 +58,11 @@ use tokio::{
 };
 
 use super::{
-    ReplayConfig, ReplayError, Replayed,
+    ReplayConfig, ReplayError, ReplayProtocol, Replayed,
     wire::{ResponseReader, serialize_request},
 };
+#[cfg(doc)]
+use crate::model::Protocol;
 use crate::model::{Request, Response};
 
 /// Bytes read from a connection at a time (one buffer per connection).
@@ -121,39 +124,6 @@ impl Http1Pool {
         // The lock guards plain pushes and pops; a panic elsewhere while it
         // was held leaves the list valid.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Idle connections in the pool.
-    pub(super) fn idle_connections(&self) -> usize {
-        self.idle().len()
-    }
-
-    /// Sends `req` and reads the response, on a pooled connection when one
-    /// is open, retrying a stale one once on a new connection.
-    pub(super) async fn send(&self, req: &Request) -> Result<Replayed, ReplayError> {
-        let (mut conn, reused) = match self.take_idle() {
-            Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
-        };
-        serialize_request(req, self.cfg.host_override.as_deref(), &mut conn.out);
-        match self.round_trip(&mut conn, &req.method).await {
-            Ok(done) => Ok(self.finish(conn, done)),
-            Err(failed) if failed.retryable && reused => {
-                tracing::debug!(
-                    target_addr = %self.cfg.target,
-                    error = %failed.error,
-                    "pooled connection to the new service was stale; retrying on a new one"
-                );
-                let mut fresh = self.connect().await?;
-                std::mem::swap(&mut fresh.out, &mut conn.out);
-                drop(conn);
-                match self.round_trip(&mut fresh, &req.method).await {
-                    Ok(done) => Ok(self.finish(fresh, done)),
-                    Err(failed) => Err(failed.error),
-                }
-            }
-            Err(failed) => Err(failed.error),
-        }
     }
 
     /// Pools the connection when the response left it reusable.
@@ -237,6 +207,40 @@ impl Http1Pool {
                 Err(e) => return Err(Failed::fatal(e)),
             }
         }
+    }
+}
+
+impl ReplayProtocol for Http1Pool {
+    /// Sends `req` and reads the response, on a pooled connection when one
+    /// is open, retrying a stale one once on a new connection.
+    async fn send(&self, req: &Request) -> Result<Replayed, ReplayError> {
+        let (mut conn, reused) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        serialize_request(req, self.cfg.host_override.as_deref(), &mut conn.out);
+        match self.round_trip(&mut conn, &req.method).await {
+            Ok(done) => Ok(self.finish(conn, done)),
+            Err(failed) if failed.retryable && reused => {
+                tracing::debug!(
+                    target_addr = %self.cfg.target,
+                    error = %failed.error,
+                    "pooled connection to the new service was stale; retrying on a new one"
+                );
+                let mut fresh = self.connect().await?;
+                std::mem::swap(&mut fresh.out, &mut conn.out);
+                drop(conn);
+                match self.round_trip(&mut fresh, &req.method).await {
+                    Ok(done) => Ok(self.finish(fresh, done)),
+                    Err(failed) => Err(failed.error),
+                }
+            }
+            Err(failed) => Err(failed.error),
+        }
+    }
+
+    fn idle_connections(&self) -> usize {
+        self.idle().len()
     }
 }
 

@@ -158,7 +158,7 @@ pub(super) fn config(addr: SocketAddr) -> ReplayConfig {
 }
 
 pub(super) async fn send(r: &Replayer, req: &Request) -> Result<Replayed, ReplayError> {
-    r.send(r.try_acquire().unwrap(), req).await
+    r.send(r.try_acquire().unwrap(), Protocol::Http1, req).await
 }
 
 #[tokio::test]

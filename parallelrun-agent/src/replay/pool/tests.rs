@@ -1,9 +1,12 @@
 use std::time::Duration;
 
 use super::*;
-use crate::replay::{
-    Replayer,
-    tests::{Action, OK, config, get, request, send, server},
+use crate::{
+    model::Protocol,
+    replay::{
+        Replayer,
+        tests::{Action, OK, config, get, request, send, server},
+    },
 };
 
 #[tokio::test]
@@ -213,7 +216,9 @@ async fn concurrent_sends_share_a_bounded_pool() {
         let permit = r.try_acquire().unwrap();
         tasks.push(tokio::spawn(async move {
             let req = request("POST", &format!("/{i}"), 1, &[], b"body");
-            r.send(permit, &req).await.map(|g| g.response.body)
+            r.send(permit, Protocol::Http1, &req)
+                .await
+                .map(|g| g.response.body)
         }));
     }
     assert!(r.try_acquire().is_none());
