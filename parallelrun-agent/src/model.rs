@@ -3,7 +3,10 @@
 //! exchange that reassembly and parsing make of a connection's bytes, with
 //! the [`Protocol`] it was captured in.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
 pub use parallelrun_common::{Direction, tcp_flags};
@@ -47,6 +50,14 @@ impl TcpSegment<'_> {
     pub fn payload_len(&self) -> u32 {
         self.payload.len() as u32 + self.missing
     }
+}
+
+/// The wall clock now, as [`TcpSegment::ts_ns`] counts time: nanoseconds
+/// since the Unix epoch (0 before it, `u64::MAX` after 2554).
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A header as it was on the wire: name spelled as sent, value as bytes.
