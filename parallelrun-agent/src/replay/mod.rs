@@ -28,8 +28,9 @@
 //!
 //! A second protocol (HTTP/2) plugs in beside them: its [`Protocol`]
 //! variant, a client implementing `ReplayProtocol` (with its own wire format
-//! and connections: HTTP/2 multiplexes requests over one connection where
-//! HTTP/1 pools connections), a field in the replayer built from the same
+//! and its own connections: the HTTP/1 pool, one request per connection at
+//! a time, does not fit a protocol that multiplexes requests over one
+//! connection), a field in the replayer built from the same
 //! [`ReplayConfig`], and an arm in [`Replayer::send`]. It answers with a
 //! [`Replayed`] holding a [`Response`], or a [`ReplayError`], like HTTP/1,
 //! so the diff, noise cancellation, mismatch log and accounting do not

@@ -1,8 +1,9 @@
 //! The HTTP/1 replay client: a pool of keep-alive connections to one target.
 //!
-//! [`Http1Pool`] is the [`ReplayProtocol`] of [`Protocol::Http1`]. Its
-//! [`send`](ReplayProtocol::send) takes an idle connection or opens one (bounded by
-//! [`ReplayConfig::connect_timeout`]), writes the request as
+//! [`Http1Pool`] is the [`ReplayProtocol`] client of
+//! [`Protocol::Http1`](crate::model::Protocol::Http1). Its
+//! [`send`](ReplayProtocol::send) takes an idle connection or opens one
+//! (bounded by [`ReplayConfig::connect_timeout`]), writes the request as
 //! [`serialize_request`] rebuilds it, and reads the response with a
 //! [`ResponseReader`]. The [`Replayer`](super::Replayer) around it bounds
 //! the requests in flight and the time of each exchange.
@@ -61,8 +62,6 @@ use super::{
     ReplayConfig, ReplayError, ReplayProtocol, Replayed,
     wire::{ResponseReader, serialize_request},
 };
-#[cfg(doc)]
-use crate::model::Protocol;
 use crate::model::{Request, Response};
 
 /// Bytes read from a connection at a time (one buffer per connection).

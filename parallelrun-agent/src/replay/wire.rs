@@ -4,7 +4,8 @@
 //!
 //! Nothing here does I/O: the [connection pool](super::pool) writes what
 //! [`serialize_request`] produces and feeds what it reads to a
-//! [`ResponseReader`].
+//! [`ResponseReader`]. Why this is not left to hyper's client: see the
+//! pool.
 //!
 //! # What is sent
 //!
