@@ -40,6 +40,7 @@ pub fn exchange_json(ex: &Exchange) -> Value {
         "id": ex.id,
         "client": ex.conn.client.to_string(),
         "server": ex.conn.server.to_string(),
+        "protocol": ex.protocol.name(),
         "request": {
             "method": ex.request.method,
             "target": ex.request.target,

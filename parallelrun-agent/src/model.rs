@@ -1,8 +1,12 @@
 //! The values that flow between pipeline stages: a TCP segment from either
 //! source (ring buffer or pcap), the connection it belongs to, and the HTTP
-//! exchange that reassembly and parsing make of a connection's bytes.
+//! exchange that reassembly and parsing make of a connection's bytes, with
+//! the [`Protocol`] it was captured in.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
 pub use parallelrun_common::{Direction, tcp_flags};
@@ -46,6 +50,14 @@ impl TcpSegment<'_> {
     pub fn payload_len(&self) -> u32 {
         self.payload.len() as u32 + self.missing
     }
+}
+
+/// The wall clock now, as [`TcpSegment::ts_ns`] counts time: nanoseconds
+/// since the Unix epoch (0 before it, `u64::MAX` after 2554).
+pub fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A header as it was on the wire: name spelled as sent, value as bytes.
@@ -105,12 +117,38 @@ pub struct Response {
     pub trailers: Vec<Header>,
 }
 
+/// The protocol an [`Exchange`] was captured in, which decides how its
+/// request is replayed.
+///
+/// This is where HTTP/2 (and gRPC over it) will be added: a variant here,
+/// the capture-side parser that makes its exchanges, and its replay client
+/// in [`crate::replay`] (which documents how a client plugs in). The diff,
+/// noise cancellation, mismatch log and accounting work on exchanges
+/// whatever their protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.0 and HTTP/1.1 ([`crate::http`]); the minor version is in
+    /// [`Request::version`] and [`Response::version`].
+    Http1,
+}
+
+impl Protocol {
+    /// Stable name, used in the `exchanges` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+        }
+    }
+}
+
 /// A request paired with the old service's response to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exchange {
     /// Unique within one run, increasing in the order requests were seen.
     pub id: u64,
     pub conn: ConnKey,
+    /// The protocol the exchange was captured in.
+    pub protocol: Protocol,
     pub request: Request,
     pub response: Response,
     /// Wall-clock ns of the segment carrying the request's first byte.

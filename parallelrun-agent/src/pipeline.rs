@@ -5,7 +5,7 @@
 //!
 //! Accounting: every request whose head was parsed ends in exactly one of
 //! matched, mismatched, noise, skipped (by reason), lost (by cause) or
-//! replay error. [`Accounting::unaccounted`] checks it.
+//! replay error. [`Pipeline::unaccounted`] checks it.
 
 use std::{
     net::SocketAddr,
@@ -29,7 +29,7 @@ use crate::{
     },
     http::{HttpConfig, HttpTracker, track::HttpStats},
     metrics::{Metrics, ReplayTarget, SkipReason},
-    model::{Difference, Exchange, LossCause, Outcome, TcpSegment},
+    model::{Difference, Exchange, LossCause, Outcome, TcpSegment, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
     replay::{ReplayError, Replayed, Replayer},
     report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
@@ -256,12 +256,6 @@ impl Breaker {
     }
 }
 
-fn wall_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
-}
-
 /// Replay targets.
 pub struct Targets {
     pub new: Replayer,
@@ -422,7 +416,7 @@ impl Pipeline {
                 self.skip(SkipReason::Overload);
                 continue;
             }
-            if !self.shared.breaker.allow(wall_now_ns()) {
+            if !self.shared.breaker.allow(wall_ns()) {
                 self.skip(SkipReason::NewDown);
                 continue;
             }
@@ -461,12 +455,13 @@ impl Pipeline {
                     .secondary
                     .as_ref()
                     .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
-                let (new_res, sec_res) = tokio::join!(new.send(permit, &ex.request), async {
-                    match secondary {
-                        Some((s, p)) => Some(s.send(p, &ex.request).await),
-                        None => None,
-                    }
-                });
+                let (new_res, sec_res) =
+                    tokio::join!(new.send(permit, ex.protocol, &ex.request), async {
+                        match secondary {
+                            Some((s, p)) => Some(s.send(p, ex.protocol, &ex.request).await),
+                            None => None,
+                        }
+                    });
                 shared.complete(ex, new_res, sec_res);
             });
             self.reap_finished();
@@ -583,10 +578,8 @@ impl Shared {
         new: Result<Replayed, ReplayError>,
         secondary: Option<Result<Replayed, ReplayError>>,
     ) {
-        self.breaker.record(
-            matches!(&new, Err(e) if e.kind() == "connect"),
-            wall_now_ns(),
-        );
+        self.breaker
+            .record(matches!(&new, Err(e) if e.kind() == "connect"), wall_ns());
         let new = match new {
             Ok(new) => new,
             Err(e) => {

@@ -360,6 +360,7 @@ impl HttpTracker {
         self.outcomes.push(Outcome::Paired(Exchange {
             id,
             conn: *key,
+            protocol: crate::model::Protocol::Http1,
             request,
             response,
             request_ts_ns,

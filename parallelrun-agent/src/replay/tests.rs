@@ -1,11 +1,21 @@
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 
 use super::*;
+use crate::model::Header;
 
-fn request(
+pub(super) fn request(
     method: &str,
     target: &str,
     version: u8,
@@ -26,153 +36,13 @@ fn request(
     }
 }
 
-fn get(target: &str) -> Request {
+pub(super) fn get(target: &str) -> Request {
     request("GET", target, 1, &[("Host", "old.example")], b"")
-}
-
-fn serialized(req: &Request, host_override: Option<&str>) -> String {
-    let mut out = Vec::new();
-    serialize_request(req, host_override, &mut out);
-    String::from_utf8(out).unwrap()
-}
-
-#[test]
-fn chunked_request_is_reframed_exactly() {
-    let mut req = request(
-        "POST",
-        "/upload?x=1",
-        1,
-        &[
-            ("host", "old.example"),
-            ("Transfer-Encoding", "chunked"),
-            ("Content-Type", "text/plain"),
-            ("Connection", "keep-alive, X-Hop"),
-            ("X-Hop", "1"),
-            ("Trailer", "X-Checksum"),
-            ("TE", "trailers"),
-            ("X-Request-Id", "abc"),
-        ],
-        b"hello world",
-    );
-    req.trailers = vec![Header::new("X-Checksum", "123")];
-    req.raw = Bytes::from_static(b"(the chunked wire bytes)");
-    assert_eq!(
-        serialized(&req, None),
-        "POST /upload?x=1 HTTP/1.1\r\n\
-             host: old.example\r\n\
-             Content-Type: text/plain\r\n\
-             X-Request-Id: abc\r\n\
-             Content-Length: 11\r\n\
-             \r\n\
-             hello world"
-    );
-}
-
-#[test]
-fn bodies_versions_and_connection_headers() {
-    // A GET without a body gets no Content-Length; an empty POST gets 0.
-    assert_eq!(
-        serialized(
-            &request("GET", "/", 1, &[("Content-Length", "0")], b""),
-            None
-        ),
-        "GET / HTTP/1.1\r\n\r\n"
-    );
-    assert_eq!(
-        serialized(&request("POST", "/", 1, &[], b""), None),
-        "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-    );
-    // HTTP/1.0 stays 1.0 and asks for keep-alive; Connection: close goes.
-    assert_eq!(
-        serialized(
-            &request(
-                "GET",
-                "/a",
-                0,
-                &[("Connection", "close"), ("Accept", "*/*")],
-                b""
-            ),
-            None
-        ),
-        "GET /a HTTP/1.0\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
-    );
-    // An upgrade request is replayed as a plain request.
-    assert_eq!(
-        serialized(
-            &request(
-                "GET",
-                "/ws",
-                1,
-                &[
-                    ("Host", "h"),
-                    ("Connection", "Upgrade"),
-                    ("Upgrade", "websocket")
-                ],
-                b""
-            ),
-            None
-        ),
-        "GET /ws HTTP/1.1\r\nHost: h\r\n\r\n"
-    );
-}
-
-#[test]
-fn host_override_replaces_in_place_or_adds() {
-    let req = request(
-        "GET",
-        "/",
-        1,
-        &[
-            ("Accept", "*/*"),
-            ("HOST", "old"),
-            ("X-A", "1"),
-            ("Host", "dup"),
-        ],
-        b"",
-    );
-    assert_eq!(
-        serialized(&req, Some("new.example:8080")),
-        "GET / HTTP/1.1\r\nAccept: */*\r\nHOST: new.example:8080\r\nX-A: 1\r\n\r\n"
-    );
-    assert_eq!(
-        serialized(&req, None),
-        "GET / HTTP/1.1\r\nAccept: */*\r\nHOST: old\r\nX-A: 1\r\nHost: dup\r\n\r\n"
-    );
-    let req = request("GET", "/", 0, &[("Accept", "*/*")], b"");
-    assert_eq!(
-        serialized(&req, Some("new\r\nX-Injected: 1")),
-        "GET / HTTP/1.0\r\nHost: newX-Injected: 1\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
-    );
-}
-
-#[test]
-fn keep_alive_follows_version_and_connection() {
-    let resp = |version, connection: Option<&str>| Response {
-        version,
-        status: 200,
-        reason: "OK".into(),
-        headers: connection
-            .map(|c| {
-                vec![Header::new(
-                    "connection",
-                    Bytes::copy_from_slice(c.as_bytes()),
-                )]
-            })
-            .unwrap_or_default(),
-        body: Bytes::new(),
-        trailers: Vec::new(),
-    };
-    assert!(keeps_alive(&resp(1, None)));
-    assert!(!keeps_alive(&resp(1, Some("Close"))));
-    assert!(!keeps_alive(&resp(1, Some("foo, close"))));
-    assert!(!keeps_alive(&resp(0, None)));
-    assert!(keeps_alive(&resp(0, Some(" Keep-Alive "))));
-    assert!(!keeps_alive(&resp(0, Some("keep-alive, close"))));
 }
 
 /// What the test server does after reading a request.
 #[derive(Clone, Copy, Debug)]
-enum Action {
+pub(super) enum Action {
     /// Write these bytes, keep the connection.
     Reply(&'static [u8]),
     /// Write these bytes, then close.
@@ -185,20 +55,20 @@ enum Action {
 
 type Script = Arc<dyn Fn(usize, usize) -> Action + Send + Sync>;
 
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+pub(super) const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
-struct Server {
-    addr: SocketAddr,
-    accepts: Arc<AtomicUsize>,
-    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+pub(super) struct Server {
+    pub(super) addr: SocketAddr,
+    pub(super) accepts: Arc<AtomicUsize>,
+    pub(super) requests: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Server {
-    fn accepts(&self) -> usize {
+    pub(super) fn accepts(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(super) fn requests(&self) -> Vec<String> {
         self.requests
             .lock()
             .unwrap()
@@ -210,7 +80,9 @@ impl Server {
 
 /// A raw HTTP server on 127.0.0.1; `script(connection, request)` says how
 /// to answer the request-th request of the connection-th connection.
-async fn server(script: impl Fn(usize, usize) -> Action + Send + Sync + 'static) -> Server {
+pub(super) async fn server(
+    script: impl Fn(usize, usize) -> Action + Send + Sync + 'static,
+) -> Server {
     let script: Script = Arc::new(script);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -278,166 +150,15 @@ async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>
     }
 }
 
-fn config(addr: SocketAddr) -> ReplayConfig {
+pub(super) fn config(addr: SocketAddr) -> ReplayConfig {
     ReplayConfig {
         request_timeout: Duration::from_secs(5),
         ..ReplayConfig::new(addr)
     }
 }
 
-async fn send(r: &Replayer, req: &Request) -> Result<Replayed, ReplayError> {
-    r.send(r.try_acquire().unwrap(), req).await
-}
-
-#[tokio::test]
-async fn returns_the_response_with_its_body() {
-    let srv = server(|_, _| Action::Reply(OK)).await;
-    let r = Replayer::new(config(srv.addr));
-    let got = send(&r, &get("/x")).await.unwrap();
-    assert_eq!(got.response.status, 200);
-    assert_eq!(got.response.body, "hello");
-    assert!(got.latency_ns > 0);
-    assert_eq!(
-        srv.requests(),
-        ["GET /x HTTP/1.1\r\nHost: old.example\r\n\r\n"]
-    );
-    assert_eq!(r.in_flight(), 0);
-}
-
-#[tokio::test]
-async fn keep_alive_reuses_one_connection() {
-    let srv = server(|_, _| Action::Reply(OK)).await;
-    let r = Replayer::new(config(srv.addr));
-    for i in 0..5 {
-        let got = send(&r, &get(&format!("/{i}"))).await.unwrap();
-        assert_eq!(got.response.body, "hello");
-    }
-    assert_eq!(srv.accepts(), 1);
-    assert_eq!(r.idle_connections(), 1);
-}
-
-#[tokio::test]
-async fn head_response_has_no_body() {
-    let srv = server(|_, _| Action::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")).await;
-    let r = Replayer::new(config(srv.addr));
-    for _ in 0..2 {
-        let got = send(&r, &request("HEAD", "/", 1, &[], b"")).await.unwrap();
-        assert_eq!((got.response.status, got.response.body.len()), (200, 0));
-    }
-    assert_eq!(srv.accepts(), 1);
-}
-
-#[tokio::test]
-async fn stale_pooled_connection_is_retried_once() {
-    // The server drops the second request of its first connection
-    // without answering, as after its keep-alive timeout.
-    let srv = server(|conn, n| {
-        if (conn, n) == (0, 1) {
-            Action::Close
-        } else {
-            Action::Reply(OK)
-        }
-    })
-    .await;
-    let r = Replayer::new(config(srv.addr));
-    send(&r, &get("/1")).await.unwrap();
-    let got = send(&r, &get("/2")).await.unwrap();
-    assert_eq!(got.response.body, "hello");
-    assert_eq!(srv.accepts(), 2);
-    let reqs = srv.requests();
-    assert_eq!(reqs.len(), 3);
-    assert_eq!(reqs[1], reqs[2]);
-}
-
-#[tokio::test]
-async fn idle_connection_closed_by_the_server_is_not_used() {
-    let srv = server(|_, _| Action::ReplyClose(OK)).await;
-    let r = Replayer::new(config(srv.addr));
-    send(&r, &get("/1")).await.unwrap();
-    assert_eq!(r.idle_connections(), 1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // The closed connection is noticed before a request is written to it.
-    assert!(r.inner.take_idle().is_none());
-    send(&r, &get("/2")).await.unwrap();
-    assert_eq!(srv.accepts(), 2);
-}
-
-#[tokio::test]
-async fn a_fresh_connection_closed_without_answer_is_not_retried() {
-    let srv = server(|_, _| Action::Close).await;
-    let r = Replayer::new(config(srv.addr));
-    let e = send(&r, &get("/")).await.unwrap_err();
-    assert!(matches!(e, ReplayError::Closed), "{e:?}");
-    assert_eq!(e.kind(), "closed");
-    assert_eq!(srv.accepts(), 1);
-}
-
-#[tokio::test]
-async fn a_partly_answered_request_is_not_resent() {
-    let srv = server(|_, n| {
-        if n == 0 {
-            Action::Reply(OK)
-        } else {
-            Action::ReplyClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
-        }
-    })
-    .await;
-    let r = Replayer::new(config(srv.addr));
-    send(&r, &get("/1")).await.unwrap();
-    let e = send(&r, &get("/2")).await.unwrap_err();
-    assert!(matches!(e, ReplayError::Closed), "{e:?}");
-    assert_eq!(srv.accepts(), 1);
-    assert_eq!(srv.requests().len(), 2);
-}
-
-#[tokio::test]
-async fn connection_close_and_http10_are_not_pooled() {
-    for (response, pooled) in [
-        (
-            &b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"[..],
-            false,
-        ),
-        (
-            &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
-            false,
-        ),
-        (
-            &b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"[..],
-            true,
-        ),
-    ] {
-        // The server keeps the connection open either way: only the
-        // response decides.
-        let srv = server(move |_, _| Action::Reply(response)).await;
-        let r = Replayer::new(config(srv.addr));
-        for _ in 0..2 {
-            assert_eq!(send(&r, &get("/")).await.unwrap().response.body, "ok");
-        }
-        let want = if pooled { 1 } else { 2 };
-        assert_eq!(srv.accepts(), want, "{}", String::from_utf8_lossy(response));
-    }
-}
-
-#[tokio::test]
-async fn unasked_bytes_after_a_response_end_its_connection() {
-    let srv = server(|_, _| {
-        Action::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
-    })
-    .await;
-    let r = Replayer::new(config(srv.addr));
-    for _ in 0..2 {
-        assert_eq!(send(&r, &get("/")).await.unwrap().response.body, "ok");
-    }
-    assert_eq!(srv.accepts(), 2);
-}
-
-#[tokio::test]
-async fn close_delimited_body_ends_at_eof() {
-    let srv = server(|_, _| Action::ReplyClose(b"HTTP/1.1 200 OK\r\n\r\nall of it")).await;
-    let r = Replayer::new(config(srv.addr));
-    let got = send(&r, &get("/")).await.unwrap();
-    assert_eq!(got.response.body, "all of it");
-    assert_eq!(r.idle_connections(), 0);
+pub(super) async fn send(r: &Replayer, req: &Request) -> Result<Replayed, ReplayError> {
+    r.send(r.try_acquire().unwrap(), Protocol::Http1, req).await
 }
 
 #[tokio::test]
@@ -457,30 +178,6 @@ async fn stalled_server_times_out() {
 }
 
 #[tokio::test]
-async fn refused_connection_is_a_connect_error() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let r = Replayer::new(config(addr));
-    let e = send(&r, &get("/")).await.unwrap_err();
-    assert!(
-        matches!(&e, ReplayError::Connect { addr: a, .. } if *a == addr),
-        "{e:?}"
-    );
-    assert_eq!(e.kind(), "connect");
-    assert!(e.to_string().contains(&addr.to_string()));
-}
-
-#[tokio::test]
-async fn invalid_response_is_an_http_error() {
-    let srv = server(|_, _| Action::ReplyClose(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")).await;
-    let r = Replayer::new(config(srv.addr));
-    let e = send(&r, &get("/")).await.unwrap_err();
-    assert_eq!(e.kind(), "http", "{e:?}");
-}
-
-#[tokio::test]
 async fn try_acquire_refuses_at_max_in_flight() {
     let r = Replayer::new(ReplayConfig {
         max_in_flight: 2,
@@ -495,52 +192,4 @@ async fn try_acquire_refuses_at_max_in_flight() {
     let _c = r.clone().try_acquire().unwrap();
     assert!(r.try_acquire().is_none());
     drop(b);
-}
-
-#[tokio::test]
-async fn host_override_reaches_the_server() {
-    let srv = server(|_, _| Action::Reply(OK)).await;
-    let r = Replayer::new(ReplayConfig {
-        host_override: Some("new.example".into()),
-        ..config(srv.addr)
-    });
-    send(&r, &get("/a")).await.unwrap();
-    send(&r, &request("GET", "/b", 1, &[], b"")).await.unwrap();
-    assert_eq!(
-        srv.requests(),
-        [
-            "GET /a HTTP/1.1\r\nHost: new.example\r\n\r\n",
-            "GET /b HTTP/1.1\r\nHost: new.example\r\n\r\n"
-        ]
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_sends_share_a_bounded_pool() {
-    let srv = server(|_, _| Action::Reply(OK)).await;
-    let r = Replayer::new(ReplayConfig {
-        max_in_flight: 8,
-        max_idle: 3,
-        ..config(srv.addr)
-    });
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let r = r.clone();
-        let permit = r.try_acquire().unwrap();
-        tasks.push(tokio::spawn(async move {
-            let req = request("POST", &format!("/{i}"), 1, &[], b"body");
-            r.send(permit, &req).await.map(|g| g.response.body)
-        }));
-    }
-    assert!(r.try_acquire().is_none());
-    for t in tasks {
-        assert_eq!(t.await.unwrap().unwrap(), "hello");
-    }
-    assert_eq!(r.in_flight(), 0);
-    assert!(r.idle_connections() <= 3);
-    assert!(
-        srv.requests()
-            .iter()
-            .all(|q| q.ends_with("Content-Length: 4\r\n\r\nbody"))
-    );
 }

@@ -1,0 +1,264 @@
+//! Replaying captured requests to the new (and secondary) service.
+//!
+//! A [`Replayer`] sends each captured [`Request`] to one target and returns
+//! the new service's [`Response`]. Concurrency is bounded and never queues:
+//! the caller takes a [`Permit`] with [`Replayer::try_acquire`] before
+//! replaying, and skips (and counts) the request when all `max_in_flight`
+//! slots are taken. Each exchange (taking or opening a connection, writing
+//! the request and reading the whole response) is bounded by
+//! [`ReplayConfig::request_timeout`]; whatever goes wrong is a
+//! [`ReplayError`].
+//!
+//! # Protocols
+//!
+//! What a replay sends is built from the exchange by the client for the
+//! exchange's [`Protocol`]: [`Replayer::send`] is the one place that chooses
+//! it, and wraps it with what every protocol shares (the in-flight bound
+//! and the request timeout). A client implements `ReplayProtocol`; HTTP/1
+//! is the only one, in two parts along the seam between the protocol and
+//! the connections:
+//!
+//! * `wire`: what is sent and how the answer is read. The request is
+//!   rebuilt as captured (header order and spelling, `Host` override, body
+//!   re-framed with `Content-Length`: see [`serialize_request`]), and the
+//!   response is read with the capture side's HTTP parser.
+//! * `pool`: the HTTP/1 client. Keep-alive connections to the target, the
+//!   connect timeout, the single retry of a stale pooled connection, and
+//!   why this is not hyper's client.
+//!
+//! A second protocol (HTTP/2) plugs in beside them: its [`Protocol`]
+//! variant, a client implementing `ReplayProtocol` (with its own wire format
+//! and its own connections: the HTTP/1 pool, one request per connection at
+//! a time, does not fit a protocol that multiplexes requests over one
+//! connection), a field in the replayer built from the same
+//! [`ReplayConfig`], and an arm in [`Replayer::send`]. It answers with a
+//! [`Replayed`] holding a [`Response`], or a [`ReplayError`], like HTTP/1,
+//! so the diff, noise cancellation, mismatch log and accounting do not
+//! change.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use self::pool::Http1Pool;
+pub use self::wire::serialize_request;
+use crate::{
+    http::{HttpError, HttpLimits},
+    model::{Protocol, Request, Response},
+};
+
+mod pool;
+mod wire;
+
+/// Where and how to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// The new service.
+    pub target: SocketAddr,
+    /// Requests in flight at most; [`Replayer::try_acquire`] refuses beyond.
+    pub max_in_flight: usize,
+    /// Idle keep-alive connections kept for reuse.
+    pub max_idle: usize,
+    /// Bound on opening a connection.
+    pub connect_timeout: Duration,
+    /// Bound on a whole exchange: connection, request and complete response.
+    pub request_timeout: Duration,
+    /// Replaces the captured `Host` header (added when the request has none).
+    pub host_override: Option<String>,
+    /// Limits on the responses read.
+    pub limits: HttpLimits,
+}
+
+impl ReplayConfig {
+    /// Default in-flight bound.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+    /// Default idle-pool size.
+    pub const DEFAULT_MAX_IDLE: usize = 32;
+    /// Default connect timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default request timeout.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The defaults for `target`: 64 in flight, 32 idle connections, 2 s to
+    /// connect, 10 s per exchange, the captured Host, default HTTP limits.
+    pub fn new(target: SocketAddr) -> Self {
+        Self {
+            target,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+            max_idle: Self::DEFAULT_MAX_IDLE,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            host_override: None,
+            limits: HttpLimits::default(),
+        }
+    }
+}
+
+/// Why a replay produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Opening a connection to the target failed (refused, unreachable).
+    #[error(
+        "cannot connect to the new service at {addr}: {source}; check that it is running and \
+         that the target address is right"
+    )]
+    Connect { addr: SocketAddr, source: io::Error },
+    /// Opening a connection took longer than
+    /// [`ReplayConfig::connect_timeout`].
+    #[error(
+        "connecting to the new service timed out; check that it is reachable, or raise the \
+         connect timeout"
+    )]
+    ConnectTimeout,
+    /// The exchange took longer than [`ReplayConfig::request_timeout`].
+    #[error(
+        "the new service did not complete its response within the request timeout; raise the \
+         timeout if it is legitimately slow"
+    )]
+    Timeout,
+    /// Writing or reading the connection failed.
+    #[error("connection to the new service failed: {0}")]
+    Io(#[source] io::Error),
+    /// The server closed the connection before the response was complete
+    /// (before it began, or in its middle).
+    #[error("the new service closed the connection before a complete response")]
+    Closed,
+    /// The response is not valid HTTP/1.x, is over the limits, or switches
+    /// protocols.
+    #[error("the new service sent an invalid HTTP response: {0}")]
+    Http(#[source] HttpError),
+}
+
+impl ReplayError {
+    /// A stable label for metrics: `connect` (including a connect timeout),
+    /// `timeout`, `io`, `closed` or `http`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReplayError::Connect { .. } | ReplayError::ConnectTimeout => "connect",
+            ReplayError::Timeout => "timeout",
+            ReplayError::Io(_) => "io",
+            ReplayError::Closed => "closed",
+            ReplayError::Http(_) => "http",
+        }
+    }
+}
+
+/// The new service's answer to a replayed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replayed {
+    /// The complete response (interim 1xx responses skipped).
+    pub response: Response,
+    /// From the start of writing the request to the response's last byte
+    /// (of the attempt that succeeded, when a stale connection was retried).
+    pub latency_ns: u64,
+}
+
+/// One in-flight slot of a [`Replayer`], taken by [`Replayer::try_acquire`]
+/// and given back when dropped (when [`Replayer::send`] finishes or is
+/// cancelled).
+#[derive(Debug)]
+pub struct Permit {
+    _slot: OwnedSemaphorePermit,
+}
+
+/// A replay client for one [`Protocol`]: sends captured requests to
+/// [`ReplayConfig::target`] and reads the responses back. The [`Replayer`]
+/// holds one per protocol, chooses by the exchange's protocol in
+/// [`Replayer::send`], and bounds each call by the in-flight permits and
+/// [`ReplayConfig::request_timeout`].
+trait ReplayProtocol {
+    /// Sends `req` as it was captured and reads the complete response
+    /// (interim responses skipped), parsed by the code that parsed the old
+    /// service's responses of this protocol. Dropping the future cancels
+    /// the exchange; its connection is not reused.
+    fn send(&self, req: &Request) -> impl Future<Output = Result<Replayed, ReplayError>> + Send;
+
+    /// Connections kept open for later requests.
+    fn idle_connections(&self) -> usize;
+}
+
+/// Replays requests to one target; cheap to clone (clones share the pool and
+/// the in-flight bound).
+#[derive(Clone)]
+pub struct Replayer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// [`ReplayConfig::max_in_flight`], as the semaphore holds it.
+    max_in_flight: usize,
+    request_timeout: Duration,
+    slots: Arc<Semaphore>,
+    http1: Http1Pool,
+}
+
+impl Replayer {
+    /// A replayer for `cfg.target`. No connection is opened until a request
+    /// is sent.
+    pub fn new(cfg: ReplayConfig) -> Self {
+        let max_in_flight = cfg.max_in_flight.min(Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Inner {
+                max_in_flight,
+                request_timeout: cfg.request_timeout,
+                slots: Arc::new(Semaphore::new(max_in_flight)),
+                http1: Http1Pool::new(cfg),
+            }),
+        }
+    }
+
+    /// Takes an in-flight slot without waiting: `None` when
+    /// `max_in_flight` requests are in flight. The pipeline then skips the
+    /// request (and counts it) rather than queue without bound.
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let slot = Arc::clone(&self.inner.slots).try_acquire_owned().ok()?;
+        Some(Permit { _slot: slot })
+    }
+
+    /// Takes an in-flight slot, waiting for one. For offline replay, where
+    /// waiting slows the reader instead of losing traffic.
+    pub async fn acquire(&self) -> Permit {
+        let slot = Arc::clone(&self.inner.slots).acquire_owned().await;
+        // The semaphore is never closed, so acquiring cannot fail.
+        match slot {
+            Ok(slot) => Permit { _slot: slot },
+            Err(_) => unreachable!("the replay semaphore is never closed"),
+        }
+    }
+
+    /// Replays `req`, captured in `protocol` (the exchange's), and reads the
+    /// response. The permit is held until the exchange ends; dropping the
+    /// future cancels the exchange and closes its connection.
+    pub async fn send(
+        &self,
+        permit: Permit,
+        protocol: Protocol,
+        req: &Request,
+    ) -> Result<Replayed, ReplayError> {
+        let _permit = permit;
+        let inner = &self.inner;
+        // The one place that chooses the client by protocol.
+        let exchange = async {
+            match protocol {
+                Protocol::Http1 => inner.http1.send(req).await,
+            }
+        };
+        tokio::time::timeout(inner.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(ReplayError::Timeout))
+    }
+
+    /// Requests in flight (permits held).
+    pub fn in_flight(&self) -> usize {
+        let max = self.inner.max_in_flight;
+        max.saturating_sub(self.inner.slots.available_permits())
+    }
+
+    /// Idle connections in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.http1.idle_connections()
+    }
+}
+
+#[cfg(test)]
+mod tests;

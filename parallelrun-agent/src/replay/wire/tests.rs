@@ -1,0 +1,144 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::replay::tests::request;
+
+fn serialized(req: &Request, host_override: Option<&str>) -> String {
+    let mut out = Vec::new();
+    serialize_request(req, host_override, &mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn chunked_request_is_reframed_exactly() {
+    let mut req = request(
+        "POST",
+        "/upload?x=1",
+        1,
+        &[
+            ("host", "old.example"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Type", "text/plain"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Trailer", "X-Checksum"),
+            ("TE", "trailers"),
+            ("X-Request-Id", "abc"),
+        ],
+        b"hello world",
+    );
+    req.trailers = vec![Header::new("X-Checksum", "123")];
+    req.raw = Bytes::from_static(b"(the chunked wire bytes)");
+    assert_eq!(
+        serialized(&req, None),
+        "POST /upload?x=1 HTTP/1.1\r\n\
+             host: old.example\r\n\
+             Content-Type: text/plain\r\n\
+             X-Request-Id: abc\r\n\
+             Content-Length: 11\r\n\
+             \r\n\
+             hello world"
+    );
+}
+
+#[test]
+fn bodies_versions_and_connection_headers() {
+    // A GET without a body gets no Content-Length; an empty POST gets 0.
+    assert_eq!(
+        serialized(
+            &request("GET", "/", 1, &[("Content-Length", "0")], b""),
+            None
+        ),
+        "GET / HTTP/1.1\r\n\r\n"
+    );
+    assert_eq!(
+        serialized(&request("POST", "/", 1, &[], b""), None),
+        "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+    );
+    // HTTP/1.0 stays 1.0 and asks for keep-alive; Connection: close goes.
+    assert_eq!(
+        serialized(
+            &request(
+                "GET",
+                "/a",
+                0,
+                &[("Connection", "close"), ("Accept", "*/*")],
+                b""
+            ),
+            None
+        ),
+        "GET /a HTTP/1.0\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+    );
+    // An upgrade request is replayed as a plain request.
+    assert_eq!(
+        serialized(
+            &request(
+                "GET",
+                "/ws",
+                1,
+                &[
+                    ("Host", "h"),
+                    ("Connection", "Upgrade"),
+                    ("Upgrade", "websocket")
+                ],
+                b""
+            ),
+            None
+        ),
+        "GET /ws HTTP/1.1\r\nHost: h\r\n\r\n"
+    );
+}
+
+#[test]
+fn host_override_replaces_in_place_or_adds() {
+    let req = request(
+        "GET",
+        "/",
+        1,
+        &[
+            ("Accept", "*/*"),
+            ("HOST", "old"),
+            ("X-A", "1"),
+            ("Host", "dup"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        serialized(&req, Some("new.example:8080")),
+        "GET / HTTP/1.1\r\nAccept: */*\r\nHOST: new.example:8080\r\nX-A: 1\r\n\r\n"
+    );
+    assert_eq!(
+        serialized(&req, None),
+        "GET / HTTP/1.1\r\nAccept: */*\r\nHOST: old\r\nX-A: 1\r\nHost: dup\r\n\r\n"
+    );
+    let req = request("GET", "/", 0, &[("Accept", "*/*")], b"");
+    assert_eq!(
+        serialized(&req, Some("new\r\nX-Injected: 1")),
+        "GET / HTTP/1.0\r\nHost: newX-Injected: 1\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn keep_alive_follows_version_and_connection() {
+    let resp = |version, connection: Option<&str>| Response {
+        version,
+        status: 200,
+        reason: "OK".into(),
+        headers: connection
+            .map(|c| {
+                vec![Header::new(
+                    "connection",
+                    Bytes::copy_from_slice(c.as_bytes()),
+                )]
+            })
+            .unwrap_or_default(),
+        body: Bytes::new(),
+        trailers: Vec::new(),
+    };
+    assert!(keeps_alive(&resp(1, None)));
+    assert!(!keeps_alive(&resp(1, Some("Close"))));
+    assert!(!keeps_alive(&resp(1, Some("foo, close"))));
+    assert!(!keeps_alive(&resp(0, None)));
+    assert!(keeps_alive(&resp(0, Some(" Keep-Alive "))));
+    assert!(!keeps_alive(&resp(0, Some("keep-alive, close"))));
+}
