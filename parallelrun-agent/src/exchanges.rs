@@ -14,7 +14,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_agent::{
     capture::{Capture, CaptureConfig, Clock, Segment, SegmentError},
     http::{HttpConfig, HttpLimits, HttpTracker},
-    model::{Exchange, Header, Outcome},
+    model::{Exchange, Header, Outcome, wall_ns},
     pcap::read::PcapSource,
     reassembly::{Reassembler, ReassemblyConfig},
 };
@@ -120,7 +120,7 @@ impl live::Handler for Live {
     }
 
     async fn tick(&mut self, _capture: &Capture) {
-        self.r.expire(live::wall_ns());
+        self.r.expire(wall_ns());
         self.w.drain(&mut self.r);
     }
 
@@ -178,7 +178,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         kernel = Some(capture.kernel_counters());
         (r, w, malformed) = (h.r, h.w, h.malformed);
     }
-    r.finish(live::wall_ns());
+    r.finish(wall_ns());
     w.drain(&mut r);
     if let Some(e) = w.error {
         return Err(e).with_context(|| format!("writing {}", args.out.display()));

@@ -83,11 +83,3 @@ pub async fn run(
     capture.drain(|s| h.record(s));
     Ok(Stopped { interface_removed })
 }
-
-/// Now on the wall clock, in nanoseconds since the Unix epoch (the time base
-/// of segments).
-pub fn wall_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
-}

@@ -15,6 +15,7 @@ use parallelrun_agent::{
     diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
     http::{HttpConfig, HttpLimits, track::HttpStats},
     metrics::{self, Metrics},
+    model::wall_ns,
     pcap::read::{PcapSource, ReadStats},
     pipeline::{self, AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
     reassembly::{ReassemblyConfig, ReassemblyStats},
@@ -252,7 +253,7 @@ impl live::Handler for Live<'_> {
                 pipeline.set_shedding(shed);
             }
         }
-        pipeline.tick(live::wall_ns());
+        pipeline.tick(wall_ns());
         pipeline.dispatch().await;
         self.ticks += 1;
         if self.ticks.is_multiple_of(PROGRESS_EVERY) {
