@@ -4,6 +4,7 @@
 //! structs into BPF maps and the ring buffer, the agent reads them back byte
 //! for byte. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// Largest payload copied from one skb. GSO/GRO super-packets carry up to
 /// 64 KiB; a larger payload (BIG TCP) is cut here and counted as truncated.
@@ -164,9 +165,11 @@ pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are repr(C), contain only integers and byte arrays, and have
-    // no implicit padding (checked by the size assertions below).
+    // SAFETY: repr(C), only integers and byte arrays, no implicit padding
+    // (HEADER_LEN == 72 is asserted below): every bit pattern is a valid
+    // value and every byte is initialised.
     unsafe impl aya::Pod for super::SegmentHeader {}
+    // SAFETY: as above; size 20 with no implicit padding (asserted below).
     unsafe impl aya::Pod for super::ServiceKey {}
 }
 

@@ -8,6 +8,7 @@
 //! (or the default action) exactly as if this one were not there.
 #![no_std]
 #![no_main]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
@@ -74,7 +75,9 @@ pub fn parallelrun(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn count(counter: Counter, n: u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
-        // Per-CPU slot: no other writer while this program runs on this CPU.
+        // SAFETY: `c` points into this CPU's slot of a per-CPU array, valid
+        // for the program's run; TC programs run with migration disabled and
+        // do not nest on one CPU, so nothing else writes it meanwhile.
         unsafe { *c += n };
     }
 }
@@ -93,6 +96,9 @@ struct Segment {
 
 #[inline(always)]
 fn observe(ctx: &TcContext) -> Result<(), ()> {
+    // SAFETY: a plain read of an initialised `u32` static. Volatile so the
+    // compiler reads the value the loader wrote into .rodata instead of
+    // folding in the default.
     let l2 = unsafe { core::ptr::read_volatile(&L2_LEN) } as usize;
     // __sk_buff.protocol holds the ethertype in network byte order.
     let proto = u16::from_be(ctx.skb.protocol() as u16);
@@ -102,6 +108,10 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         _ => return Ok(()),
     };
 
+    // `ctx.load` is bpf_skb_load_bytes: the helper checks offset and length
+    // against the skb at run time and fails past its end (linear head or
+    // not), so this read needs no bound the verifier can see; the bounds
+    // are the helper's, not the verifier's.
     let tcp: [u8; TCP_MIN_LEN] = ctx.load(seg.l4_off).map_err(|_| ())?;
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
@@ -127,11 +137,22 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         return Ok(()); // pure ACK
     }
 
+    // Records are built in a per-CPU scratch slot and copied out with
+    // `output` rather than written in place with `reserve`: their length
+    // varies (header + 0..=64 KiB of payload), and bpf_ringbuf_reserve needs
+    // a size the verifier knows to be constant. Reserving the maximum for
+    // every record would waste the ring on small segments. (A dynptr
+    // reservation, bpf_ringbuf_reserve_dynptr, takes a variable size and
+    // would save the second copy: a later change.)
+    // SAFETY: bpf_get_smp_processor_id has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(rec) = SCRATCH.get_ptr_mut(cpu) else {
         count(Counter::ReadErrors, 1);
         return Err(());
     };
+    // SAFETY: `rec` is this CPU's slot of SCRATCH (non-null, aligned, valid
+    // for the run). Only programs on this CPU use the slot and they do not
+    // nest (see SCRATCH), so this is the only reference to it.
     let rec = unsafe { &mut *rec };
 
     let mut captured = 0usize;
@@ -145,6 +166,11 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         // value unchanged for 1..=MAX_PAYLOAD (MAX_PAYLOAD is a power of two).
         let n = payload_len.min(MAX_PAYLOAD);
         let n = ((n - 1) & (MAX_PAYLOAD - 1)) + 1;
+        // bpf_skb_load_bytes again: `payload_off + n` past the skb's end
+        // fails at run time (counted below). Only the destination's bound is
+        // the verifier's: n <= MAX_PAYLOAD, the size of `rec.payload`.
+        // SAFETY: `ctx.skb.skb` is the program's context pointer and the
+        // destination is `rec.payload`, writable for n <= MAX_PAYLOAD bytes.
         let ret = unsafe {
             bpf_skb_load_bytes(
                 ctx.skb.skb as *const _,
@@ -160,8 +186,10 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         captured = n;
     }
 
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
     rec.header = SegmentHeader {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns,
         saddr: seg.saddr,
         daddr: seg.daddr,
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
@@ -181,6 +209,9 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
     // Verifier: the output length must be bounded by the map value size;
     // `captured` is 0 or in 1..=MAX_PAYLOAD, so this is at most a Record.
     let len = (HEADER_LEN + captured).min(core::mem::size_of::<Record>());
+    // SAFETY: `rec` is a whole Record whose bytes are all initialised (map
+    // values are zero-filled at creation; Record has no padding) and
+    // `len <= size_of::<Record>()`; `rec` is not used while `bytes` lives.
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), len) };
     // Wake the agent only once a batch is waiting: a wakeup is an IRQ work
     // item (on some hypervisors a trapping self-IPI costing microseconds),
@@ -208,6 +239,9 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
                 // fetch_add in `core`: CPUs racing here may lose an
                 // increment, but the value always changes, which is all a
                 // reader of `drop_epoch` needs.
+                // SAFETY: `d` points to DROPS' only value, a u64 valid for
+                // the program's run; volatile access never tears an aligned
+                // u64 on the bpf target.
                 unsafe {
                     core::ptr::write_volatile(d, core::ptr::read_volatile(d).wrapping_add(1))
                 };
@@ -225,11 +259,15 @@ fn is_service(family: u8, addr: &[u8; 16], port: u16) -> bool {
         family,
         _pad: 0,
     };
+    // SAFETY: `HashMap::get` is unsafe because the returned reference may
+    // change under the caller (the agent can update the map); only whether
+    // an entry exists is used, the reference is never read.
     unsafe { SERVICES.get(exact).is_some() || SERVICES.get(ServiceKey::any_addr(port)).is_some() }
 }
 
 #[inline(always)]
 fn ipv4(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
+    // bpf_skb_load_bytes (see `observe`): bounded by the helper at run time.
     let ip: [u8; 20] = ctx.load(l3).map_err(|_| ())?;
     if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
         return Err(());
@@ -256,6 +294,7 @@ fn ipv4(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
 
 #[inline(always)]
 fn ipv6(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
+    // bpf_skb_load_bytes (see `observe`): bounded by the helper at run time.
     let ip: [u8; 40] = ctx.load(l3).map_err(|_| ())?;
     // Extension headers are not followed: TCP must be the next header.
     if ip[0] >> 4 != 6 || ip[6] != IPPROTO_TCP {

@@ -1,6 +1,7 @@
 //! Kernel side of the pipeline: load the TC program, tell it which old
 //! services to watch, attach it to an interface and read captured segments
 //! from its ring buffer.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod iface;
 mod segment;
