@@ -4,14 +4,16 @@
 //! segment to or from an old service into the `EVENTS` ring buffer: SYN, FIN,
 //! RST and every segment with payload, as a [`SegmentHeader`] followed by the
 //! payload bytes. Pure ACKs are skipped. It never drops, delays or changes a
-//! packet: every path returns `TC_ACT_UNSPEC`, so TCX runs the next program
-//! (or the default action) exactly as if this one were not there.
+//! packet: every path returns `TCX_NEXT`, so TCX runs the next program (or
+//! the default action) exactly as if this one were not there.
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, tcx_action_base::TCX_NEXT,
+    },
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -69,7 +71,12 @@ pub fn parallelrun(ctx: TcContext) -> i32 {
     count(Counter::PacketsSeen, 1);
     let _ = observe(&ctx);
     // Observe only: let the packet continue through the TCX chain untouched.
-    TC_ACT_UNSPEC
+    // TCX_NEXT (-1) is TC_ACT_UNSPEC's value: under TCX the next program in
+    // the chain runs (or, after the last, the default: pass); on the clsact
+    // fallback for older kernels (cls_bpf in direct-action mode) the next
+    // filter runs, and after the last the packet goes on unclassified,
+    // which is also "pass". TC_ACT_OK/TCX_PASS would end the chain instead.
+    TCX_NEXT
 }
 
 #[inline(always)]

@@ -128,10 +128,10 @@ pub fn process_prog_stats(pid: i32) -> Result<RunStats> {
     }))
 }
 
-/// A TC program that returns `TC_ACT_UNSPEC` and does nothing else,
-/// attached (TCX) at ingress and egress of one interface: its ns per run is
-/// the floor of the statistics (timestamps, dispatch), to read the agent's
-/// program against. Detached on drop.
+/// A TC program that returns `TCX_NEXT`, as the agent's does, and nothing
+/// else, attached (TCX) at ingress and egress of one interface: its ns per
+/// run is the floor of the statistics (timestamps, dispatch), to read the
+/// agent's program against. Detached on drop.
 pub struct EmptyProg {
     prog: OwnedFd,
     _links: Vec<OwnedFd>,
@@ -160,7 +160,7 @@ impl EmptyProg {
             prog_name: [u8; 16],
         }
         let insns = [
-            // r0 = -1 (TC_ACT_UNSPEC)
+            // r0 = -1 (TCX_NEXT, the value of TC_ACT_UNSPEC)
             Insn {
                 code: 0xb7,
                 regs: 0,
