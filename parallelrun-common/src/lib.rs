@@ -134,10 +134,16 @@ pub enum Counter {
     /// Segments that matched but could not be read (helper failure, no
     /// scratch slot): never expected, counted so a loss is never silent.
     ReadErrors = 6,
+    /// IPv4 TCP packets with a header length (IHL) below 5 words, and TCP
+    /// segments (IPv4 or IPv6) with a data offset below 5 words: not parsed,
+    /// passed untouched, never recorded. Counted for every packet on the
+    /// interface, before the old services are matched (a header that cannot
+    /// be parsed has no trustworthy ports). The kernel's stack drops them.
+    Malformed = 7,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Counter::PacketsSeen,
         Counter::PacketsMatched,
         Counter::RecordsEmitted,
@@ -145,6 +151,7 @@ impl Counter {
         Counter::RingBufFull,
         Counter::Truncated,
         Counter::ReadErrors,
+        Counter::Malformed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -156,6 +163,7 @@ impl Counter {
             Counter::RingBufFull => "ringbuf_full_drops",
             Counter::Truncated => "truncated",
             Counter::ReadErrors => "read_errors",
+            Counter::Malformed => "malformed",
         }
     }
 }
@@ -173,6 +181,14 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceKey {}
 }
 
+// `KernelCounters` and the agent index arrays by `counter as usize`.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 const _: () = assert!(HEADER_LEN == 72);
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(MAX_PAYLOAD.is_power_of_two());

@@ -6,6 +6,10 @@
 //! payload bytes. Pure ACKs are skipped. It never drops, delays or changes a
 //! packet: every path returns `TCX_NEXT`, so TCX runs the next program (or
 //! the default action) exactly as if this one were not there.
+//!
+//! Headers it cannot parse (an IPv4 header length or a TCP data offset below
+//! the 20-byte minimum) are passed untouched and counted as
+//! [`Counter::Malformed`], never read further.
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -64,6 +68,8 @@ const WAKEUP_BYTES: u64 = 256 * 1024;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
+/// Smallest IPv4 header (IHL 5) and TCP header (data offset 5), in bytes.
+const IPV4_MIN_LEN: usize = 20;
 const TCP_MIN_LEN: usize = 20;
 
 #[classifier]
@@ -120,6 +126,13 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
     // not), so this read needs no bound the verifier can see; the bounds
     // are the helper's, not the verifier's.
     let tcp: [u8; TCP_MIN_LEN] = ctx.load(seg.l4_off).map_err(|_| ())?;
+    let doff = ((tcp[12] >> 4) as usize) * 4;
+    if doff < TCP_MIN_LEN {
+        // A data offset below 5 words would put the payload inside the TCP
+        // header: not a segment to parse. The stack drops it; we only count.
+        count(Counter::Malformed, 1);
+        return Err(());
+    }
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     let direction = if is_service(seg.family, &seg.daddr, dport) {
@@ -131,7 +144,6 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
     };
     count(Counter::PacketsMatched, 1);
 
-    let doff = ((tcp[12] >> 4) as usize) * 4;
     let flags = tcp[13];
     let payload_off = seg.l4_off + doff;
     // Payload length from the skb (covers GSO/GRO super-packets), cut to what
@@ -275,8 +287,15 @@ fn is_service(family: u8, addr: &[u8; 16], port: u16) -> bool {
 #[inline(always)]
 fn ipv4(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
     // bpf_skb_load_bytes (see `observe`): bounded by the helper at run time.
-    let ip: [u8; 20] = ctx.load(l3).map_err(|_| ())?;
+    let ip: [u8; IPV4_MIN_LEN] = ctx.load(l3).map_err(|_| ())?;
     if ip[0] >> 4 != 4 || ip[9] != IPPROTO_TCP {
+        return Err(());
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < IPV4_MIN_LEN {
+        // Below 5 words the "TCP header" would start inside the IP header.
+        // The stack drops such a packet (ip_rcv); we only count it.
+        count(Counter::Malformed, 1);
         return Err(());
     }
     // Only first fragments carry a TCP header; later ones are skipped.
@@ -284,7 +303,6 @@ fn ipv4(ctx: &TcContext, l3: usize) -> Result<Segment, ()> {
     if frag_off != 0 {
         return Err(());
     }
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
     let tot_len = u16::from_be_bytes([ip[2], ip[3]]) as usize;
     let mut saddr = [0u8; 16];
     let mut daddr = [0u8; 16];

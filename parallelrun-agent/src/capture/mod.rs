@@ -7,6 +7,8 @@ mod iface;
 mod segment;
 #[cfg(test)]
 pub(crate) use segment::tests as segment_tests;
+#[cfg(test)]
+mod tests;
 
 use std::{
     io,
