@@ -62,8 +62,11 @@ static SCRATCH: Array<Record> = Array::with_max_entries(1, 0);
 static L2_LEN: u32 = 14;
 
 /// Bytes waiting in the ring buffer from which a record wakes the agent
-/// (see `observe`); below it the agent's poll timer collects them.
-const WAKEUP_BYTES: u64 = 256 * 1024;
+/// (see `observe`); below it the agent's poll timer collects them. Set at
+/// load from the ring size (the agent's `capture::wakeup_threshold`): a
+/// fixed value at or above the ring's capacity would never be reached.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 256 * 1024;
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -238,8 +241,10 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
     // also polls every few milliseconds, so a quiet trickle is not stranded.
     // Only the record that crosses the threshold wakes it: one wakeup per
     // batch, not one per record while the agent catches up.
+    // SAFETY: as L2_LEN: a plain read of an initialised `u64` static.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let wakeup = if waiting < WAKEUP_BYTES && waiting + len as u64 >= WAKEUP_BYTES {
+    let wakeup = if waiting < threshold && waiting + len as u64 >= threshold {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
