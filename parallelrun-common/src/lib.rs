@@ -4,6 +4,7 @@
 //! structs into BPF maps and the ring buffer, the agent reads them back byte
 //! for byte. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 /// Largest payload copied from one skb. GSO/GRO super-packets carry up to
 /// 64 KiB; a larger payload (BIG TCP) is cut here and counted as truncated.
@@ -133,10 +134,16 @@ pub enum Counter {
     /// Segments that matched but could not be read (helper failure, no
     /// scratch slot): never expected, counted so a loss is never silent.
     ReadErrors = 6,
+    /// IPv4 TCP packets with a header length (IHL) below 5 words, and TCP
+    /// segments (IPv4 or IPv6) with a data offset below 5 words: not parsed,
+    /// passed untouched, never recorded. Counted for every packet on the
+    /// interface, before the old services are matched (a header that cannot
+    /// be parsed has no trustworthy ports). The kernel's stack drops them.
+    Malformed = 7,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 8] = [
         Counter::PacketsSeen,
         Counter::PacketsMatched,
         Counter::RecordsEmitted,
@@ -144,6 +151,7 @@ impl Counter {
         Counter::RingBufFull,
         Counter::Truncated,
         Counter::ReadErrors,
+        Counter::Malformed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -155,6 +163,7 @@ impl Counter {
             Counter::RingBufFull => "ringbuf_full_drops",
             Counter::Truncated => "truncated",
             Counter::ReadErrors => "read_errors",
+            Counter::Malformed => "malformed",
         }
     }
 }
@@ -164,12 +173,22 @@ pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: both are repr(C), contain only integers and byte arrays, and have
-    // no implicit padding (checked by the size assertions below).
+    // SAFETY: repr(C), only integers and byte arrays, no implicit padding
+    // (HEADER_LEN == 72 is asserted below): every bit pattern is a valid
+    // value and every byte is initialised.
     unsafe impl aya::Pod for super::SegmentHeader {}
+    // SAFETY: as above; size 20 with no implicit padding (asserted below).
     unsafe impl aya::Pod for super::ServiceKey {}
 }
 
+// `KernelCounters` and the agent index arrays by `counter as usize`.
+const _: () = {
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
 const _: () = assert!(HEADER_LEN == 72);
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(MAX_PAYLOAD.is_power_of_two());

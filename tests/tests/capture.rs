@@ -316,3 +316,229 @@ fn missing_interface_is_a_clear_error() {
     assert!(err.contains("interface 'nosuch0' not found"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// Headers the TC program must not parse: an IPv4 header length (IHL) or a
+/// TCP data offset below 5 words. Sent as raw Ethernet frames (AF_PACKET)
+/// from the client namespace to an old service, each is passed to the
+/// server's stack (which counts it as an IP header error or a TCP error:
+/// had the program dropped it, those counters would not move), counted as
+/// `kernel.malformed`, and never recorded. A well-formed segment sent the
+/// same way is recorded, so the path itself is proven to work.
+///
+/// The frames are made so that a parser trusting the header would match an
+/// old service: with IHL 0 it would read the ports at the IP header's start
+/// (the "destination port" is tot_len, 8080); with IHL 4 at its byte 16 (the
+/// "destination port" is the last two bytes of 10.77.0.1, i.e. 1).
+#[test]
+fn malformed_headers_pass_are_counted_and_never_recorded() {
+    require_root();
+    let pair = Pair::new(Family::V4);
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_path = dir.path().join("malformed.pcap");
+    let stats_path = dir.path().join("stats.json");
+    let mut agent = Agent::start(
+        &pair.server,
+        &[
+            "record",
+            "--iface",
+            &pair.server_if,
+            "--old",
+            "10.77.0.1:8080",
+            "--old",
+            "10.77.0.1:1",
+            "--pcap",
+            pcap_path.to_str().unwrap(),
+            "--stats-json",
+            stats_path.to_str().unwrap(),
+        ],
+    );
+
+    let server_mac = raw::mac(&pair.server, &pair.server_if);
+    let before = raw::snmp(&pair.server);
+    let control = b"well-formed control segment".as_slice();
+    let frames = vec![
+        // IHL 0 and 4: a header shorter than its fixed part.
+        raw::frame(server_mac, 0, 5, 8080, 8080, b"malformed ihl 0"),
+        raw::frame(server_mac, 4, 5, 0, 8080, b"malformed ihl 4"),
+        // TCP data offset 0 and 4, in an otherwise valid IPv4 packet.
+        raw::frame(server_mac, 5, 0, 0, 8080, b"malformed doff 0"),
+        raw::frame(server_mac, 5, 4, 0, 8080, b"malformed doff 4"),
+        raw::frame(server_mac, 5, 5, 0, 8080, control),
+    ];
+    let client_if = pair.client_if.clone();
+    pair.client.run(move || raw::send(&client_if, &frames));
+    thread::sleep(Duration::from_millis(300));
+    let after = raw::snmp(&pair.server);
+    agent.stop();
+
+    // Passed: the server's stack saw each and dropped it itself.
+    let delta = |key: &str| after[key] - before[key];
+    assert_eq!(delta("Ip:InHdrErrors"), 2, "IHL < 5 frames not passed on");
+    assert_eq!(
+        delta("Tcp:InErrs"),
+        2,
+        "data offset < 5 segments not passed on"
+    );
+
+    let s = stats(&stats_path);
+    assert_eq!(counter(&s, "kernel", "malformed"), 4, "{s}");
+    assert_eq!(counter(&s, "kernel", "read_errors"), 0, "{s}");
+    assert_eq!(
+        counter(&s, "kernel", "records_emitted"),
+        counter(&s, "agent", "records")
+    );
+    // Recorded: the control segment (once), and whatever the server
+    // answered it with (a RST: nothing listens); none of the malformed.
+    let service: SocketAddr = "10.77.0.1:8080".parse().unwrap();
+    let packets = pcap::read(&pcap_path);
+    let requests: Vec<_> = packets
+        .iter()
+        .filter(|p| p.dst.ip() == service.ip())
+        .collect();
+    assert_eq!(requests.len(), 1, "requests recorded: {requests:?}");
+    assert_eq!(requests[0].dst, service);
+    assert_eq!(requests[0].payload, control);
+    assert!(
+        packets.iter().all(|p| p.src == service || p.dst == service),
+        "{packets:?}"
+    );
+}
+
+/// Raw frames for `malformed_headers_pass_are_counted_and_never_recorded`.
+mod raw {
+    use std::{collections::HashMap, os::fd::AsRawFd as _, os::fd::FromRawFd as _};
+
+    use parallelrun_tests::netns::{Netns, run};
+
+    /// The interface's MAC address, as the namespace's /sys shows it.
+    pub fn mac(ns: &Netns, iface: &str) -> [u8; 6] {
+        let out = run(ns
+            .command("cat")
+            .arg(format!("/sys/class/net/{iface}/address")));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("MAC address"))
+            .collect();
+        bytes.try_into().expect("6-byte MAC address")
+    }
+
+    /// `/proc/net/snmp` of the namespace as `"Proto:Field" -> value`.
+    pub fn snmp(ns: &Netns) -> HashMap<String, i64> {
+        let out = run(ns.command("cat").arg("/proc/net/snmp"));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut map = HashMap::new();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut names = names.split_whitespace();
+            let proto = names.next().unwrap_or_default().to_owned();
+            for (name, value) in names.zip(values.split_whitespace().skip(1)) {
+                if let Ok(v) = value.parse() {
+                    map.insert(format!("{proto}{name}"), v);
+                }
+            }
+        }
+        map
+    }
+
+    fn checksum(chunks: &[&[u8]]) -> u16 {
+        let mut sum = 0u32;
+        for b in chunks.iter().flat_map(|c| c.chunks(2)) {
+            sum += u32::from(u16::from_be_bytes([b[0], *b.get(1).unwrap_or(&0)]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    /// An Ethernet frame from 10.77.0.2 to 10.77.0.1:`dport` carrying
+    /// `payload`, with a 20-byte IPv4 header that says `ihl` words and a
+    /// 20-byte TCP header that says `doff` words; `tot_len` 0 means the
+    /// real length. Checksums are right for what the headers say.
+    pub fn frame(
+        dst: [u8; 6],
+        ihl: u8,
+        doff: u8,
+        tot_len: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let (src_ip, dst_ip) = ([10, 77, 0, 2], [10, 77, 0, 1]);
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40_000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+        tcp[4..8].copy_from_slice(&1u32.to_be_bytes()); // seq; ack stays 0
+        tcp[12] = doff << 4;
+        tcp[13] = 0x18; // PSH, ACK
+        tcp[14..16].copy_from_slice(&64_240u16.to_be_bytes());
+        tcp.extend_from_slice(payload);
+        let tcp_len = (tcp.len() as u16).to_be_bytes();
+        let sum = checksum(&[&src_ip, &dst_ip, &[0, 6], &tcp_len, &tcp]);
+        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+
+        let len = if tot_len == 0 {
+            20 + tcp.len() as u16
+        } else {
+            tot_len
+        };
+        let mut ip = vec![0x40 | ihl, 0];
+        ip.extend_from_slice(&len.to_be_bytes());
+        ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0]); // id, DF, ttl, tcp
+        ip.extend_from_slice(&src_ip);
+        ip.extend_from_slice(&dst_ip);
+        let sum = checksum(&[&ip]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+
+        let mut frame = dst.to_vec();
+        frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00]); // src, IPv4
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&tcp);
+        frame
+    }
+
+    /// Sends each frame as it is out of `iface` (AF_PACKET), in the calling
+    /// thread's network namespace.
+    pub fn send(iface: &str, frames: &[Vec<u8>]) {
+        let name = std::ffi::CString::new(iface).unwrap();
+        // SAFETY: a valid NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(ifindex, 0, "no interface {iface}");
+        // SAFETY: socket(2) takes no pointers. Protocol 0: send only.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh fd owned by nobody else; closed on drop, panic or not.
+        let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for frame in frames {
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            // SAFETY: `frame` and `addr` are valid for the lengths passed.
+            let n = unsafe {
+                libc::sendto(
+                    sock.as_raw_fd(),
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(
+                n,
+                frame.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}

@@ -70,7 +70,7 @@ impl Interface {
 /// The interface's ARPHRD type, from SIOCGIFHWADDR (answers for the caller's
 /// network namespace, unlike /sys which shows the mounting namespace).
 fn link_type(name: &CString) -> io::Result<u16> {
-    // SAFETY: plain socket(2) call; the fd is closed below.
+    // SAFETY: socket(2) takes no pointers; the fd it returns is closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -83,12 +83,13 @@ fn link_type(name: &CString) -> io::Result<u16> {
     // SAFETY: fd is a socket, req a valid ifreq with a NUL-terminated name.
     let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
     let err = io::Error::last_os_error();
-    // SAFETY: fd is ours.
+    // SAFETY: fd is the socket opened above, closed exactly once, here.
     unsafe { libc::close(fd) };
     if ret < 0 {
         return Err(err);
     }
-    // SAFETY: SIOCGIFHWADDR fills ifru_hwaddr.
+    // SAFETY: the ioctl succeeded, so SIOCGIFHWADDR filled ifru_hwaddr (a
+    // sockaddr: plain integers, any bit pattern valid); the union was zeroed.
     Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
 }
 

@@ -1,11 +1,14 @@
 //! Kernel side of the pipeline: load the TC program, tell it which old
 //! services to watch, attach it to an interface and read captured segments
 //! from its ring buffer.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod iface;
 mod segment;
 #[cfg(test)]
 pub(crate) use segment::tests as segment_tests;
+#[cfg(test)]
+mod tests;
 
 use std::{
     io,
@@ -121,10 +124,12 @@ impl Capture {
             ));
         }
         let l2_len = iface.l2_len;
+        let wakeup_bytes = wakeup_threshold(cfg.ring_bytes);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .map_max_entries("SCRATCH", nr_cpus as u32)
             .override_global("L2_LEN", &l2_len, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .load(object)
             .map_err(|e| classify_load_error(&e))?;
 
@@ -157,6 +162,14 @@ impl Capture {
             .try_into()
             .map_err(|e: ProgramError| CaptureError::Load(e.to_string()))?;
         prog.load().map_err(classify_program_error)?;
+        if let Ok(info) = prog.info() {
+            debug!(
+                xlated_insns = info.size_translated().map(|b| b / 8),
+                verified_insns = info.verified_instruction_count(),
+                wakeup_bytes,
+                "TC program loaded"
+            );
+        }
 
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         if !tcx {
@@ -291,6 +304,24 @@ impl Capture {
 
 /// How often the ring buffer is read when the kernel has not woken us.
 const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// Batch size above which the kernel wakes the agent, at most.
+const MAX_WAKEUP_BYTES: u64 = 256 * 1024;
+
+/// Bytes waiting in a ring of `ring_bytes` from which the TC program wakes
+/// the agent (its `WAKEUP_BYTES`): `min(256 KiB, ring_bytes / 4)`.
+///
+/// The kernel wakes the agent only when a record makes the waiting bytes
+/// cross this threshold; below it the agent's 5 ms poll collects them. A
+/// fixed 256 KiB threshold is never crossed in a ring of 256 KiB or less
+/// (records are refused before it fills), so small rings were read only by
+/// the poll and overflowed between polls. A quarter of the ring wakes the
+/// agent while three quarters are still free for what arrives before it
+/// runs; 256 KiB caps the batch for large rings, the size whose single
+/// wakeup per batch made most of the per-record wakeup cost go away.
+pub fn wakeup_threshold(ring_bytes: u32) -> u64 {
+    (u64::from(ring_bytes) / 4).min(MAX_WAKEUP_BYTES)
+}
 
 /// Hands up to `max` records to `f`; returns how many.
 fn read_records(

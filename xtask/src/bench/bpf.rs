@@ -9,6 +9,27 @@
 //! `run_cnt`); they are read from the owning process's
 //! `/proc/PID/fdinfo`, which also tells our program apart from other
 //! `parallelrun` programs loaded on the machine.
+//!
+//! Why raw bpf(2) calls and not aya. aya 0.14 does expose part of this
+//! publicly: `aya::sys::enable_stats(Stats::RunTime)` (an `OwnedFd`, as here)
+//! and `aya::programs::loaded_programs()` with `ProgramInfo::run_time` /
+//! `run_count`. It does not cover the rest, which needs raw calls anyway:
+//! - loading the two-instruction empty program: aya loads programs only out
+//!   of an ELF object (`EbpfLoader::load`), it has no public way to load
+//!   hand-written instructions, and this crate has no eBPF object of its own
+//!   (it is built before `cargo xtask setup` installs bpf-linker);
+//! - attaching that fd-only program with a TCX link: `SchedClassifier`
+//!   attaches only programs aya holds (loaded from an object, or a pin);
+//! - telling which programs the agent's process holds: `loaded_programs()`
+//!   lists the whole machine by id, and a name filter would confuse the
+//!   agent with other `parallelrun` programs (other checkouts' tests run
+//!   beside the bench), so the ids come from `/proc/PID/fdinfo`, which
+//!   carries `run_time_ns`/`run_cnt` too.
+//!
+//! Switching would replace only `BPF_ENABLE_STATS`, a ten-line call, at the
+//! price of aya and its ~25 dependencies (aya-obj, object, hashbrown, ...)
+//! in xtask, which is kept to anyhow/clap/libc/serde/serde_json so that it
+//! builds fast on a fresh machine before anything else. So: raw calls.
 
 use std::{
     collections::BTreeMap,
@@ -128,10 +149,10 @@ pub fn process_prog_stats(pid: i32) -> Result<RunStats> {
     }))
 }
 
-/// A TC program that returns `TC_ACT_UNSPEC` and does nothing else,
-/// attached (TCX) at ingress and egress of one interface: its ns per run is
-/// the floor of the statistics (timestamps, dispatch), to read the agent's
-/// program against. Detached on drop.
+/// A TC program that returns `TCX_NEXT`, as the agent's does, and nothing
+/// else, attached (TCX) at ingress and egress of one interface: its ns per
+/// run is the floor of the statistics (timestamps, dispatch), to read the
+/// agent's program against. Detached on drop.
 pub struct EmptyProg {
     prog: OwnedFd,
     _links: Vec<OwnedFd>,
@@ -160,7 +181,7 @@ impl EmptyProg {
             prog_name: [u8; 16],
         }
         let insns = [
-            // r0 = -1 (TC_ACT_UNSPEC)
+            // r0 = -1 (TCX_NEXT, the value of TC_ACT_UNSPEC)
             Insn {
                 code: 0xb7,
                 regs: 0,
