@@ -23,11 +23,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
-// The package's library is only the agent's build-dependency handle.
 use parallelrun_common::{
     COUNTER_COUNT, Counter, DEFAULT_RING_BYTES, Direction, HEADER_LEN, MAX_PAYLOAD, MAX_SERVICES,
     Record, SegmentHeader, ServiceKey, tcp_flags,
 };
+// The package's library is only the agent's build-dependency handle.
 use parallelrun_ebpf as _;
 
 /// Captured segments, consumed by the agent. Resized by the agent at load.
