@@ -698,7 +698,7 @@ pub fn build(meta: Value, runs: &[Run]) -> Report {
          (\"received by filter\") and as it wrote it, vs the kernel's `packets_matched`. \
          records: segments with payload or SYN/FIN/RST vs the kernel's `records_emitted` (+ drops) \
          and the records the agent read. bytes: TCP payload bytes vs `bytes_emitted`. An empty TC \
-         program (return TC_ACT_UNSPEC) is attached beside the agent's for the floor of bpf_stats.\n"
+         program (return TCX_NEXT) is attached beside the agent's for the floor of bpf_stats.\n"
     );
     let _ = writeln!(
         md,
