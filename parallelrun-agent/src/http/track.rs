@@ -2,6 +2,18 @@
 //! [`HttpTracker`] is the [`StreamHandler`] that reassembly feeds, and turns
 //! each connection's two byte streams into [`Outcome`]s.
 //!
+//! This is one state machine per connection, kept in one file on purpose.
+//! Pairing by position, resynchronization and outcomes are three views of
+//! the same state ([`HttpConn`]: the two parsers, the requests waiting for
+//! a response, the request being received and the two sync states), and
+//! every event changes several of them in one step: a gap, for one, loses
+//! every waiting request, clears both parsers and sends both directions to
+//! resynchronize. The rules below, "exactly one outcome per request" first,
+//! hold because each transition does all of its part; with the
+//! transitions side by side they can be checked in one place, whereas
+//! modules along those three lines would each need the whole state and
+//! spread each invariant over several files.
+//!
 //! # Rules
 //!
 //! - **Exactly one outcome per request.** Every request whose head was
@@ -379,8 +391,6 @@ impl HttpTracker {
         }
     }
 
-    /// `conn` fell out of step: its requests are lost for `cause` and both
-    /// directions resynchronize.
     /// Updates the bytes held after `conn` changed; over the total limit, the
     /// connection falls out of step (its messages are dropped).
     fn account(&mut self, conn: &mut HttpConn, key: &ConnKey) {
@@ -401,6 +411,8 @@ impl HttpTracker {
             .max(self.stats.buffered_bytes);
     }
 
+    /// `conn` fell out of step: its requests are lost for `cause` and both
+    /// directions resynchronize.
     fn desync(&mut self, conn: &mut HttpConn, key: &ConnKey, cause: LossCause) {
         debug!(
             ?key,
