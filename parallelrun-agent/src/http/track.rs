@@ -394,21 +394,25 @@ impl HttpTracker {
     /// Updates the bytes held after `conn` changed; over the total limit, the
     /// connection falls out of step (its messages are dropped).
     fn account(&mut self, conn: &mut HttpConn, key: &ConnKey) {
-        let now = conn.holding();
-        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
-        conn.held = now;
+        self.update_held(conn);
         if self.stats.buffered_bytes > self.cfg.max_total_buffered as u64 {
             self.stats.shed_connections += 1;
             warn_shed(self.stats.shed_connections, self.cfg.max_total_buffered);
             self.desync(conn, key, LossCause::TooLarge);
-            let now = conn.holding();
-            self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
-            conn.held = now;
+            self.update_held(conn);
         }
         self.stats.peak_buffered_bytes = self
             .stats
             .peak_buffered_bytes
             .max(self.stats.buffered_bytes);
+    }
+
+    /// Brings [`HttpStats::buffered_bytes`] up to date with what `conn`
+    /// holds now.
+    fn update_held(&mut self, conn: &mut HttpConn) {
+        let now = conn.holding();
+        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
+        conn.held = now;
     }
 
     /// `conn` fell out of step: its requests are lost for `cause` and both
@@ -471,6 +475,14 @@ impl HttpTracker {
         }
     }
 
+    /// Counts a request whose outcome is still to come; its id.
+    fn new_request(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.requests_seen += 1;
+        id
+    }
+
     /// A request head was parsed. False when the connection fell out of step.
     fn request_head(
         &mut self,
@@ -484,9 +496,7 @@ impl HttpTracker {
         if let Some(Current::Tracked { method, target, .. }) = conn.current.take() {
             self.lose(key, LossCause::ParseError, method, target);
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.stats.requests_seen += 1;
+        let id = self.new_request();
         if conn.waiting.len() >= self.cfg.max_pipeline.max(1) {
             debug!(
                 ?key,
@@ -566,9 +576,7 @@ impl HttpTracker {
             // RequestParser reports a head before the request's end; should
             // it not, the request is still counted and paired.
             (None, Some(request)) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.stats.requests_seen += 1;
+                let id = self.new_request();
                 conn.waiting.push_back(Slot::Waiting {
                     id,
                     ts_ns: conn.request_start_ns,

@@ -146,9 +146,7 @@ impl Body {
             let avail = unparsed(buf, self.pos).len();
             match self.state {
                 State::Length(left) => {
-                    let n = clamp(left, avail);
-                    self.consume(buf, n);
-                    let left = left - n as u64;
+                    let left = self.consume_up_to(buf, left, avail);
                     self.state = State::Length(left);
                     return Ok(left == 0);
                 }
@@ -182,9 +180,7 @@ impl Body {
                     }
                 }
                 State::Chunked(Chunk::Data(left)) => {
-                    let n = clamp(left, avail);
-                    self.consume(buf, n);
-                    let left = left - n as u64;
+                    let left = self.consume_up_to(buf, left, avail);
                     if left > 0 {
                         self.state = State::Chunked(Chunk::Data(left));
                         return Ok(false);
@@ -235,6 +231,14 @@ impl Body {
         self.scan = 0;
         self.consume(buf, end);
         Ok(true)
+    }
+
+    /// Takes up to `left` of the `avail` unparsed bytes as part of the
+    /// body; how many of `left` are still to come.
+    fn consume_up_to(&mut self, buf: &mut BytesMut, left: u64, avail: usize) -> u64 {
+        let n = clamp(left, avail);
+        self.consume(buf, n);
+        left - n as u64
     }
 
     /// Takes `n` unparsed bytes as part of the body; stops keeping the
