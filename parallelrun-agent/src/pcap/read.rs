@@ -27,6 +27,9 @@
 //! or RST (pure ACKs) are counted in [`ReadStats::pure_acks`] and not
 //! delivered, as the kernel side does not emit them either.
 //!
+//! [`Direction::Request`]: crate::model::Direction::Request
+//! [`Direction::Response`]: crate::model::Direction::Response
+//!
 //! A capture on Linux's `any` interface may hold the same packet twice (once
 //! per device it crossed, e.g. a bridge or veth pair and its peer). Such
 //! duplicates are delivered as they are: reassembly drops the copy by its

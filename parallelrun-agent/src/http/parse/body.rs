@@ -20,8 +20,9 @@
 //!   from then on each byte of it is dropped as soon as it is parsed, so
 //!   `pos` stays 0 (*discarding*). The framing is still followed to the
 //!   end of the message, which keeps the parser in step with the stream.
-//! - A chunk whose size alone would go over the limit is discarded before
-//!   its data is buffered.
+//! - A body whose `Content-Length` is over the limit, and a chunk whose
+//!   size would take the body over it, are discarded before their data is
+//!   buffered.
 //! - A chunk-size line and the trailer section are each bounded by
 //!   [`HttpLimits::max_head`], like a head.
 
