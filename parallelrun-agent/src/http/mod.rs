@@ -1,5 +1,6 @@
-//! HTTP/1.x: incremental parsing ([`parse`]) and request/response pairing
-//! ([`track`]).
+//! HTTP/1.x: incremental parsing ([`parse`], which reads message heads and
+//! follows body framing in submodules of its own) and request/response
+//! pairing ([`track`]).
 
 pub mod parse;
 pub mod track;

@@ -2,6 +2,18 @@
 //! [`HttpTracker`] is the [`StreamHandler`] that reassembly feeds, and turns
 //! each connection's two byte streams into [`Outcome`]s.
 //!
+//! This is one state machine per connection, kept in one file on purpose.
+//! Pairing by position, resynchronization and outcomes are three views of
+//! the same state ([`HttpConn`]: the two parsers, the requests waiting for
+//! a response, the request being received and the two sync states), and
+//! every event changes several of them in one step: a gap, for one, loses
+//! every waiting request, clears both parsers and sends both directions to
+//! resynchronize. The rules below, "exactly one outcome per request" first,
+//! hold because each transition does all of its part; with the
+//! transitions side by side they can be checked in one place, whereas
+//! modules along those three lines would each need the whole state and
+//! spread each invariant over several files.
+//!
 //! # Rules
 //!
 //! - **Exactly one outcome per request.** Every request whose head was
@@ -380,21 +392,15 @@ impl HttpTracker {
         }
     }
 
-    /// `conn` fell out of step: its requests are lost for `cause` and both
-    /// directions resynchronize.
     /// Updates the bytes held after `conn` changed; over the total limit, the
     /// connection falls out of step (its messages are dropped).
     fn account(&mut self, conn: &mut HttpConn, key: &ConnKey) {
-        let now = conn.holding();
-        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
-        conn.held = now;
+        self.update_held(conn);
         if self.stats.buffered_bytes > self.cfg.max_total_buffered as u64 {
             self.stats.shed_connections += 1;
             warn_shed(self.stats.shed_connections, self.cfg.max_total_buffered);
             self.desync(conn, key, LossCause::TooLarge);
-            let now = conn.holding();
-            self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
-            conn.held = now;
+            self.update_held(conn);
         }
         self.stats.peak_buffered_bytes = self
             .stats
@@ -402,6 +408,16 @@ impl HttpTracker {
             .max(self.stats.buffered_bytes);
     }
 
+    /// Brings [`HttpStats::buffered_bytes`] up to date with what `conn`
+    /// holds now.
+    fn update_held(&mut self, conn: &mut HttpConn) {
+        let now = conn.holding();
+        self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held) + now;
+        conn.held = now;
+    }
+
+    /// `conn` fell out of step: its requests are lost for `cause` and both
+    /// directions resynchronize.
     fn desync(&mut self, conn: &mut HttpConn, key: &ConnKey, cause: LossCause) {
         debug!(
             ?key,
@@ -460,6 +476,14 @@ impl HttpTracker {
         }
     }
 
+    /// Counts a request whose outcome is still to come; its id.
+    fn new_request(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.requests_seen += 1;
+        id
+    }
+
     /// A request head was parsed. False when the connection fell out of step.
     fn request_head(
         &mut self,
@@ -473,9 +497,7 @@ impl HttpTracker {
         if let Some(Current::Tracked { method, target, .. }) = conn.current.take() {
             self.lose(key, LossCause::ParseError, method, target);
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.stats.requests_seen += 1;
+        let id = self.new_request();
         if conn.waiting.len() >= self.cfg.max_pipeline.max(1) {
             debug!(
                 ?key,
@@ -555,9 +577,7 @@ impl HttpTracker {
             // RequestParser reports a head before the request's end; should
             // it not, the request is still counted and paired.
             (None, Some(request)) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.stats.requests_seen += 1;
+                let id = self.new_request();
                 conn.waiting.push_back(Slot::Waiting {
                     id,
                     ts_ns: conn.request_start_ns,
