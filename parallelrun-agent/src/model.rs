@@ -179,7 +179,9 @@ pub enum LossCause {
     Closed,
     /// A body or head over the configured limit.
     TooLarge,
-    /// An Upgrade or CONNECT: the connection is no longer HTTP/1.x.
+    /// Sent on a connection that an earlier request upgraded (101, or a
+    /// CONNECT answered with 2xx; that request is paired): what follows is
+    /// no longer HTTP/1.x.
     Upgrade,
     /// Reassembly memory limits forced the connection out.
     Evicted,

@@ -23,7 +23,8 @@
 //! - Responses to `HEAD`, and 1xx, 204 and 304 responses, have no body.
 //!   Interim 1xx responses (100 Continue, 103 Early Hints) are skipped; 101
 //!   Switching Protocols and a 2xx answer to `CONNECT` end HTTP/1.x on the
-//!   connection ([`HttpError::Upgrade`]).
+//!   connection ([`HttpError::Upgrade`]; the response itself, a head
+//!   without a body, is then had from [`ResponseParser::take_upgrade`]).
 //! - Empty lines before a message are skipped (RFC 9112 §2.2) and are not
 //!   part of [`Request::raw`].
 //!
@@ -257,6 +258,8 @@ impl RequestParser {
 #[derive(Debug)]
 pub struct ResponseParser {
     core: Core<ResponseHead>,
+    /// The response that ended HTTP/1.x, until taken.
+    upgrade: Option<Response>,
 }
 
 impl ResponseParser {
@@ -264,7 +267,16 @@ impl ResponseParser {
     pub fn new(limits: HttpLimits) -> Self {
         Self {
             core: Core::new(limits),
+            upgrade: None,
         }
+    }
+
+    /// After [`next`](Self::next) or [`finish`](Self::finish) returned
+    /// [`HttpError::Upgrade`]: the response that ended HTTP/1.x on the
+    /// connection (101 Switching Protocols, or the 2xx answer to
+    /// `CONNECT`), a head without a body; once.
+    pub fn take_upgrade(&mut self) -> Option<Response> {
+        self.upgrade.take()
     }
 
     /// Appends the next bytes of the stream.
@@ -275,7 +287,7 @@ impl ResponseParser {
     /// The next complete response to a request with `method` (HEAD, and
     /// statuses 1xx/204/304, have no body). Interim 1xx (100 Continue, 103)
     /// are consumed and skipped; 101 → Err(Upgrade); CONNECT + 2xx →
-    /// Err(Upgrade).
+    /// Err(Upgrade), the response then in [`take_upgrade`](Self::take_upgrade).
     ///
     /// `method` is looked at when a response head is parsed; while a body
     /// is still arriving the method given with the call that parsed its
@@ -325,6 +337,7 @@ impl ResponseParser {
     /// failure. The next pushed byte is taken as the start of a message.
     pub fn clear(&mut self) {
         self.core.clear();
+        self.upgrade = None;
     }
 
     fn step(&mut self, method: &str) -> Result<Option<Response>, HttpError> {
@@ -345,9 +358,9 @@ impl ResponseParser {
                         Ok(ParsedResponse::Final(head, framing, fields)) => {
                             core.start_body(head, head_len, framing, fields);
                         }
-                        Err(HttpError::Upgrade) => {
+                        Ok(ParsedResponse::Upgrade(head, fields)) => {
                             // What follows the head is the new protocol.
-                            core.skip_head(head_len);
+                            self.upgrade = Some(core.take_head(head, head_len, fields));
                             return Err(HttpError::Upgrade);
                         }
                         Err(error) => return Err(error),
@@ -565,6 +578,22 @@ impl<H> Core<H> {
             raw: if keep_raw { raw } else { Bytes::new() },
         };
         Ok((head, parts))
+    }
+}
+
+impl Core<ResponseHead> {
+    /// Takes a head without a body (`..head_len`) off the buffer as a
+    /// response; the parser waits for the next head.
+    fn take_head(&mut self, head: ResponseHead, head_len: usize, fields: Vec<Field>) -> Response {
+        let raw = self.buf.split_to(head_len.min(self.buf.len())).freeze();
+        self.head.reset();
+        Parts {
+            headers: headers(fields, &raw, 0..raw.len(), false),
+            body: Bytes::new(),
+            trailers: Vec::new(),
+            raw: Bytes::new(),
+        }
+        .into_response(head)
     }
 }
 

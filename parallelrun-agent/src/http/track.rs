@@ -45,10 +45,13 @@
 //!   including one whose head was parsed but whose body was not complete, is
 //!   lost (`RingBufferDrop` when the kernel reported ring-buffer drops,
 //!   `Gap` otherwise) and both directions resynchronize.
-//! - **Upgrades.** 101 Switching Protocols, or a 2xx answer to `CONNECT`:
-//!   the request (and any pipelined behind it) is lost (`Upgrade`), the
-//!   connection is counted in `upgraded_connections` and its further bytes
-//!   are ignored (counted in `upgraded_bytes`).
+//! - **Upgrades.** 101 Switching Protocols, or a 2xx answer to `CONNECT`,
+//!   is paired with its request like any response (so its status and
+//!   headers are compared); then the connection is no longer followed: it
+//!   is counted in `upgraded_connections` and its further bytes are ignored
+//!   (counted in `upgraded_bytes`). Requests pipelined behind the one that
+//!   upgraded are lost (`Upgrade`): their bytes were sent on a connection
+//!   that no longer speaks HTTP/1.x.
 //! - **Close.** A FIN from the server completes a close-delimited response.
 //!   When the connection is closed, requests still waiting are lost:
 //!   `Closed` for FIN, RST and end of input, `Timeout` when idle, `Evicted`
@@ -433,7 +436,8 @@ impl HttpTracker {
         conn.response_sync = ResponseSync::Resync { after_ns: None };
     }
 
-    /// `conn` left HTTP/1.x: its requests are lost and it is no longer parsed.
+    /// `conn` left HTTP/1.x: the requests still without a response are lost
+    /// and it is no longer parsed.
     fn upgrade(&mut self, conn: &mut HttpConn, key: &ConnKey) {
         debug!(?key, "connection upgraded, no longer followed");
         self.lose_all(conn, key, LossCause::Upgrade);
@@ -616,6 +620,11 @@ impl HttpTracker {
                 Ok(None) => break,
                 Err(HttpError::BodyTooLarge { .. }) => self.response(conn, key, None, ts_ns),
                 Err(HttpError::Upgrade) => {
+                    // The 101 (or 2xx to CONNECT) answers a request like
+                    // any response; what follows is not HTTP/1.x.
+                    if let Some(response) = conn.responses.take_upgrade() {
+                        self.response(conn, key, Some(response), ts_ns);
+                    }
                     self.upgrade(conn, key);
                     break;
                 }

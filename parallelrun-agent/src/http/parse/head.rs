@@ -67,6 +67,9 @@ pub(super) enum ParsedResponse {
     /// A 1xx other than 101: skipped.
     Interim,
     Final(ResponseHead, Framing, Vec<Field>),
+    /// 101 Switching Protocols, or a 2xx answer to `CONNECT`: the last
+    /// HTTP/1.x message on the connection, without a body.
+    Upgrade(ResponseHead, Vec<Field>),
 }
 
 /// A header or trailer field of the current message: its name, and where
@@ -349,13 +352,13 @@ pub(super) fn parse_response_head(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(HttpError::Parse("incomplete status line".into()));
     };
-    match status {
-        101 => return Err(HttpError::Upgrade),
+    let upgrade = match status {
+        101 => true,
         100..=199 => return Ok(ParsedResponse::Interim),
-        200..=299 if method == "CONNECT" => return Err(HttpError::Upgrade),
-        _ => {}
-    }
-    let framing = if method == "HEAD" || status == 204 || status == 304 {
+        200..=299 => method == "CONNECT",
+        _ => false,
+    };
+    let framing = if upgrade || method == "HEAD" || status == 204 || status == 304 {
         Framing::Empty
     } else {
         match framing_fields(resp.headers)? {
@@ -379,11 +382,12 @@ pub(super) fn parse_response_head(
         status,
         reason: resp.reason.unwrap_or_default().to_owned(),
     };
-    Ok(ParsedResponse::Final(
-        head,
-        framing,
-        fields_of(bytes, 0, resp.headers),
-    ))
+    let fields = fields_of(bytes, 0, resp.headers);
+    Ok(if upgrade {
+        ParsedResponse::Upgrade(head, fields)
+    } else {
+        ParsedResponse::Final(head, framing, fields)
+    })
 }
 
 /// Checks that httparse parsed a whole head (`what`).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::Header;
 
 /// One connection driven through the StreamHandler methods.
 struct Harness {
@@ -269,7 +270,14 @@ fn switching_protocols_stops_following_the_connection() {
         2,
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi",
     );
-    assert_eq!(h.lost(), [lost(LossCause::Upgrade, "/ws")]);
+    // The 101 answers its request like any response: paired, compared.
+    assert_eq!(h.pairs(), [("/ws".into(), 101)]);
+    let ex = h.paired()[0];
+    assert_eq!(ex.response.reason, "Switching Protocols");
+    assert_eq!(ex.response.headers, [Header::new("Upgrade", "websocket")]);
+    assert!(ex.response.body.is_empty());
+    assert_eq!((ex.request_ts_ns, ex.response_ts_ns), (1, 2));
+    assert!(h.lost().is_empty());
     assert_eq!(h.stats().upgraded_connections, 1);
     h.req(3, b"\x81\x85mask-and-payload");
     h.resp(4, b"\x81\x02yo");
@@ -281,17 +289,59 @@ fn switching_protocols_stops_following_the_connection() {
 }
 
 #[test]
-fn connect_answered_with_2xx_is_an_upgrade() {
+fn requests_pipelined_behind_an_upgrade_are_lost() {
+    let mut h = Harness::open();
+    let mut wire =
+        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+    wire.extend_from_slice(&get("/behind"));
+    h.req(1, &wire);
+    h.resp(
+        2,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(h.pairs(), [("/ws".into(), 101)]);
+    assert_eq!(h.lost(), [lost(LossCause::Upgrade, "/behind")]);
+    h.close(CloseReason::Fin);
+    assert_eq!(h.stats().upgraded_connections, 1);
+}
+
+#[test]
+fn connect_answered_with_2xx_is_paired_then_not_followed() {
     let mut h = Harness::open();
     h.req(
         1,
         b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n",
     );
-    h.resp(2, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    h.resp(
+        2,
+        b"HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x03",
+    );
     h.req(3, b"\x16\x03\x01 tls");
+    h.resp(4, b"\x16\x03\x03 more tls");
     h.close(CloseReason::Rst);
-    assert_eq!(h.lost(), [lost(LossCause::Upgrade, "db.internal:5432")]);
+    assert_eq!(h.pairs(), [("db.internal:5432".into(), 200)]);
+    assert!(
+        h.paired()[0].response.body.is_empty(),
+        "the tunnel is no body"
+    );
+    assert!(h.lost().is_empty());
     assert_eq!(h.stats().upgraded_connections, 1);
+    assert_eq!(h.stats().upgraded_bytes, (3 + 7 + 12) as u64);
+}
+
+#[test]
+fn connect_refused_stays_http() {
+    let mut h = Harness::open();
+    h.req(1, b"CONNECT db.internal:5432 HTTP/1.1\r\n\r\n");
+    h.resp(2, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno");
+    h.req(3, &get("/after"));
+    h.resp(4, &ok("yes"));
+    assert_eq!(
+        h.pairs(),
+        [("db.internal:5432".into(), 403), ("/after".into(), 200)]
+    );
+    assert_eq!(h.stats().upgraded_connections, 0);
+    h.close(CloseReason::Fin);
 }
 
 #[test]

@@ -7,7 +7,10 @@ use super::super::{
     tests::{limits, ok, requests, responses, value},
 };
 use super::starts_with_request_line;
-use crate::model::{LossCause, header};
+use crate::{
+    http::parse::ResponseParser,
+    model::{LossCause, header},
+};
 
 #[test]
 fn transfer_encoding_name_and_coding_are_case_insensitive() {
@@ -183,4 +186,28 @@ fn request_line_detection() {
     assert!(!starts_with_request_line(b"HTTP/1.1 200 OK\r\n"));
     assert!(!starts_with_request_line(b"GET /x HTTP/2\r\n"));
     assert!(!starts_with_request_line(b""));
+}
+
+#[test]
+fn the_upgrade_response_is_kept() {
+    let mut parser = ResponseParser::new(limits());
+    parser.push(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nContent-Length: 9\r\n\r\n\x81\x02hi");
+    assert_eq!(parser.take_upgrade(), None);
+    assert_eq!(parser.next("GET"), Err(HttpError::Upgrade));
+    let response = parser.take_upgrade().expect("the 101 is kept");
+    assert_eq!(
+        (response.status, response.reason.as_str()),
+        (101, "Switching Protocols")
+    );
+    assert_eq!(value(&response.headers, "upgrade"), b"websocket");
+    assert!(response.body.is_empty(), "what follows is the new protocol");
+    assert_eq!(parser.take_upgrade(), None, "once");
+    assert_eq!(parser.buffered(), 4);
+    let mut parser = ResponseParser::new(limits());
+    parser.push(b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03");
+    assert_eq!(parser.next("CONNECT"), Err(HttpError::Upgrade));
+    assert_eq!(parser.take_upgrade().map(|r| r.status), Some(200));
+    parser.push(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
+    parser.clear();
+    assert_eq!(parser.take_upgrade(), None);
 }
