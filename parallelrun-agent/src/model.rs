@@ -214,13 +214,15 @@ impl LossCause {
     }
 }
 
-/// A request that was seen (its head parsed) but ended without a pairable
-/// response.
+/// A request that was seen (its head parsed, or rejected by the parser
+/// though it looks like a request) but ended without a pairable response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lost {
     pub conn: ConnKey,
     pub cause: LossCause,
-    /// Method and target when the request head was parsed.
+    /// Method and target as far as they could be read: both when the head
+    /// was parsed; of a rejected head, the first word when it looks like a
+    /// method and the second when it looks like a target.
     pub method: Option<String>,
     pub target: Option<String>,
 }

@@ -28,6 +28,18 @@
 //! - Empty lines before a message are skipped (RFC 9112 §2.2) and are not
 //!   part of [`Request::raw`].
 //!
+//! # Request lines
+//!
+//! A request line is read by httparse (`METHOD SP target SP HTTP/1.x`), or
+//! in one of two lenient forms that servers accept and answer like any
+//! request, read as HTTP/1.0: the version's minor digit missing (`GET /
+//! HTTP/1.`), or no version at all (`GET /index.html`, the shape of an
+//! HTTP/1.0 simple request line, here followed by a field section). The
+//! `head` submodule says why each is accepted. Any other line is
+//! [`HttpError::Parse`]; when the parser rejects a head (its line, its
+//! fields, its framing or its size), [`RequestParser::rejected`] says what
+//! of its request line could be read, if it looks like one.
+//!
 //! # Limits and errors
 //!
 //! [`HttpLimits`] bounds every message. A body over `max_body` is not
@@ -62,11 +74,11 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::model::{Header, LossCause, Request, Response};
 use body::Body;
-pub use head::starts_with_request_line;
 use head::{
     Field, Framing, HeadScan, ParsedResponse, RequestHead, ResponseHead, check_request_line,
     check_status_line, headers, parse_request_head, parse_response_head,
 };
+pub use head::{skipped_request_line, starts_with_request_line};
 
 /// Size limits that every parser enforces on each message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,10 +180,22 @@ pub enum RequestEvent {
     Complete(Request),
 }
 
+/// What could be read of a request line the parser did not accept
+/// ([`RequestParser::rejected`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestLine {
+    /// The first word, which looks like a method.
+    pub method: String,
+    /// The second word, when it has the form of a request target.
+    pub target: Option<String>,
+}
+
 /// Incremental parser of the requests a client sends on one connection.
 #[derive(Debug)]
 pub struct RequestParser {
     core: Core<RequestHead>,
+    /// The parser failed on a head (not on a body).
+    head_failed: bool,
 }
 
 impl RequestParser {
@@ -179,12 +203,27 @@ impl RequestParser {
     pub fn new(limits: HttpLimits) -> Self {
         Self {
             core: Core::new(limits),
+            head_failed: false,
         }
     }
 
     /// Appends the next bytes of the stream.
     pub fn push(&mut self, bytes: &[u8]) {
         self.core.push(bytes);
+    }
+
+    /// After [`next_event`](Self::next_event) (or `next`) failed on a
+    /// message's head rather than its body: what of the head's request
+    /// line can be read, when its first word looks like a method (an HTTP
+    /// token in upper case: `GET / HTTP/9.9`, `OPTIONS HTTP/1.1`, `OPTIONS`
+    /// alone), the target when the second word has a request target's
+    /// form. `None` for bytes that do not look like a request (`GET/
+    /// HTTP/1.1`, TLS), and while the parser has not failed on a head.
+    pub fn rejected(&self) -> Option<RequestLine> {
+        if !self.head_failed || !matches!(self.core.phase, Phase::Failed(_)) {
+            return None;
+        }
+        head::readable_request_line(&self.core.buf, self.core.limits.max_head)
     }
 
     /// The next complete request, if the buffer holds one; bytes after it
@@ -225,6 +264,7 @@ impl RequestParser {
     /// failure. The next pushed byte is taken as the start of a message.
     pub fn clear(&mut self) {
         self.core.clear();
+        self.head_failed = false;
     }
 
     fn step(&mut self) -> Result<Option<RequestEvent>, HttpError> {
@@ -235,22 +275,29 @@ impl RequestParser {
                 Err(error)
             }
             Phase::Head => {
-                let Some(head_len) = core.head(check_request_line)? else {
-                    return Ok(None);
-                };
-                let bytes = core.buf.get(..head_len).unwrap_or_default();
-                let (head, framing, fields) = parse_request_head(bytes, &core.limits)?;
-                let event = RequestEvent::Head {
-                    method: head.method.clone(),
-                    target: head.target.clone(),
-                };
-                core.start_body(head, head_len, framing, fields);
-                Ok(Some(event))
+                let head = Self::head(core);
+                self.head_failed = head.is_err();
+                head
             }
             Phase::Body(message) => Ok(core
                 .complete(message, true)?
                 .map(|(head, parts)| RequestEvent::Complete(parts.into_request(head)))),
         }
+    }
+
+    /// Head phase: the head, once complete, and the start of its body.
+    fn head(core: &mut Core<RequestHead>) -> Result<Option<RequestEvent>, HttpError> {
+        let Some(head_len) = core.head(check_request_line)? else {
+            return Ok(None);
+        };
+        let bytes = core.buf.get(..head_len).unwrap_or_default();
+        let (head, framing, fields) = parse_request_head(bytes, &core.limits)?;
+        let event = RequestEvent::Head {
+            method: head.method.clone(),
+            target: head.target.clone(),
+        };
+        core.start_body(head, head_len, framing, fields);
+        Ok(Some(event))
     }
 }
 

@@ -19,7 +19,8 @@
 //! - **Exactly one outcome per request.** Every request whose head was
 //!   parsed gets an id (one counter for the run, increasing in the order
 //!   heads are parsed) and ends in exactly one [`Outcome`]: `Paired` or
-//!   `Lost`. Once every connection is closed,
+//!   `Lost`. So does every request the parser rejects (see *Rejected
+//!   requests*), which is lost at once. Once every connection is closed,
 //!   `requests_seen == paired + lost_total()`.
 //! - **Pairing by position.** The n-th response on a connection answers its
 //!   n-th request (keep-alive and pipelining). `request_ts_ns` is the time of
@@ -40,7 +41,8 @@
 //!   resynchronize, which bounds memory per connection.
 //! - **Errors.** A parse error (or an over-limit head) in either direction
 //!   makes the position of later messages unknown: every waiting request is
-//!   lost with the error's cause and both directions resynchronize.
+//!   lost with the error's cause and both directions resynchronize. The
+//!   server's answer to a rejected request is skipped with them.
 //! - **Gaps.** Bytes that will never arrive (`gap()`): every waiting request,
 //!   including one whose head was parsed but whose body was not complete, is
 //!   lost (`RingBufferDrop` when the kernel reported ring-buffer drops,
@@ -58,6 +60,23 @@
 //!   when forced out. Bytes of unfinished messages are counted in
 //!   `truncated_bytes`.
 //!
+//! # Rejected requests
+//!
+//! A head the request parser rejects (a request line it cannot read, a
+//! field it cannot parse, a framing it cannot follow, a head over the
+//! limits) at a point where a request starts is a request that the server
+//! received and, typically, answered: it gets an outcome, lost for the
+//! error's cause (`ParseError`, or `TooLarge`), with the method and target
+//! that could be read ([`RequestParser::rejected`]: the first word when it
+//! looks like a method, the second when it looks like a target). Bytes
+//! whose first word does not look like a method (`GET/ HTTP/1.1`, TLS)
+//! are no request: they are counted in `resync_skipped_bytes`, as tshark
+//! does not see a request there either.
+//!
+//! Request lines that servers accept though httparse does not, `GET /
+//! HTTP/1.` and `GET /path` (no version), are not rejected: they are
+//! parsed and paired as HTTP/1.0 (see [`super::parse`]).
+//!
 //! # Resynchronization
 //!
 //! After a gap, an error or an overflow, and from the start of a connection
@@ -67,7 +86,11 @@
 //!
 //! - Request side: bytes are skipped until a `data()` chunk that begins with
 //!   a valid request line (`METHOD SP target SP HTTP/1.x` and its line end,
-//!   checked with httparse).
+//!   checked with httparse, or `METHOD SP target SP HTTP/1.`). A skipped
+//!   chunk that begins with a line that looks like a request the parser
+//!   does not accept (a method, and `HTTP/` further on, e.g. `GET /
+//!   HTTP/2.0`: [`skipped_request_line`]) is a request too: it is lost
+//!   (`ParseError`) and skipping goes on.
 //! - Response side: bytes are skipped until a `data()` chunk that begins
 //!   with `HTTP/1.` *and* arrives at or after the time (`ts_ns`) of the
 //!   `data()` call that carried the last byte of the first request parsed
@@ -97,7 +120,8 @@ use serde::Serialize;
 use tracing::debug;
 
 use super::parse::{
-    HttpError, HttpLimits, RequestEvent, RequestParser, ResponseParser, starts_with_request_line,
+    HttpError, HttpLimits, RequestEvent, RequestLine, RequestParser, ResponseParser,
+    skipped_request_line, starts_with_request_line,
 };
 use crate::{
     model::{ConnKey, Direction, Exchange, LossCause, Lost, Outcome, Request, Response},
@@ -132,7 +156,8 @@ impl Default for HttpConfig {
 /// Counters of HTTP tracking, for the whole run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HttpStats {
-    /// Requests whose head was parsed; each has exactly one outcome.
+    /// Requests whose head was parsed, and heads the parser rejected that
+    /// look like requests; each has exactly one outcome.
     pub requests_seen: u64,
     /// Requests paired with their response.
     pub paired: u64,
@@ -356,13 +381,31 @@ impl HttpTracker {
     }
 
     fn lose(&mut self, key: &ConnKey, cause: LossCause, method: String, target: String) {
+        self.lose_line(key, cause, Some(method), Some(target));
+    }
+
+    /// Reports a lost request, of which `method` and `target` were read.
+    fn lose_line(
+        &mut self,
+        key: &ConnKey,
+        cause: LossCause,
+        method: Option<String>,
+        target: Option<String>,
+    ) {
         self.stats.lost[cause_index(cause)] += 1;
         self.outcomes.push(Outcome::Lost(Lost {
             conn: *key,
             cause,
-            method: Some(method),
-            target: Some(target),
+            method,
+            target,
         }));
+    }
+
+    /// A request the parser rejected (`line`: what of it could be read) is
+    /// counted, and lost for `cause`.
+    fn reject(&mut self, key: &ConnKey, cause: LossCause, line: RequestLine) {
+        self.new_request();
+        self.lose_line(key, cause, Some(line.method), line.target);
     }
 
     fn pair(
@@ -452,6 +495,9 @@ impl HttpTracker {
         if conn.request_sync == RequestSync::Resync {
             if !starts_with_request_line(bytes) {
                 self.stats.resync_skipped_bytes += bytes.len() as u64;
+                if let Some(line) = skipped_request_line(bytes) {
+                    self.reject(key, LossCause::ParseError, line);
+                }
                 return;
             }
             conn.request_sync = RequestSync::InStep;
@@ -473,7 +519,13 @@ impl HttpTracker {
                 }
                 Err(HttpError::BodyTooLarge { .. }) => self.request_end(conn, key, None, ts_ns),
                 Err(error) => {
+                    // A rejected head that looks like a request is one:
+                    // lost after those before it.
+                    let rejected = conn.requests.rejected();
                     self.desync(conn, key, error.cause());
+                    if let Some(line) = rejected {
+                        self.reject(key, error.cause(), line);
+                    }
                     break;
                 }
             }

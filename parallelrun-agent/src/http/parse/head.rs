@@ -7,9 +7,15 @@
 //! start line as soon as it is complete, so that bytes that are not HTTP/1.x
 //! fail without waiting for a head that never ends. [`parse_request_head`]
 //! and [`parse_response_head`] then parse the complete head with `httparse`
-//! and apply the head-level rules listed in the [parser's
-//! documentation](super): which [`Framing`] the body has, that interim
-//! responses are skipped and upgrades end HTTP/1.x.
+//! (a request line in one of the lenient forms servers accept,
+//! [`lenient_request_line`], by hand) and apply the head-level rules listed
+//! in the [parser's documentation](super): which [`Framing`] the body has,
+//! that interim responses are skipped and upgrades end HTTP/1.x.
+//!
+//! When the request parser rejects a head, [`readable_request_line`] reads
+//! what it can of its request line, so that tracking can report the
+//! request; [`skipped_request_line`] does the same for a chunk skipped
+//! while resynchronizing.
 //!
 //! A parsed head does not borrow the buffer: a [`Field`] is a name and the
 //! position of its value in the message, so that the message can be taken
@@ -30,7 +36,7 @@ use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{HttpError, HttpLimits};
+use super::{HttpError, HttpLimits, RequestLine};
 use crate::model::Header;
 
 /// How a message's body is delimited, as its head says (RFC 9112 §6.3).
@@ -204,9 +210,15 @@ fn find_section_end(buf: &[u8], from: usize) -> Scan {
     Scan::More(buf.len().max(from))
 }
 
-/// Whether `chunk` begins with a complete, valid HTTP/1.x request line
-/// (`METHOD SP target SP HTTP/1.x` and its line end), as httparse checks it.
-/// Tracking resynchronizes a request stream at such a chunk.
+/// Whether `chunk` begins with a complete request line that the request
+/// parser accepts and that names an HTTP version: `METHOD SP target SP
+/// HTTP/1.x` (checked with httparse) or its [lenient](check_request_line)
+/// form `METHOD SP target SP HTTP/1.` (and the line end). Tracking
+/// resynchronizes a request stream at such a chunk.
+///
+/// The version-less lenient form (`METHOD SP target`) is accepted where a
+/// request must start, but is no evidence that one does: a body resumed
+/// after a gap may well hold a line like `DELETE /tmp/x`.
 pub fn starts_with_request_line(chunk: &[u8]) -> bool {
     if chunk
         .first()
@@ -218,11 +230,163 @@ pub fn starts_with_request_line(chunk: &[u8]) -> bool {
         .iter()
         .position(|&b| b == b'\n')
         .and_then(|nl| chunk.get(..=nl))
-        .is_some_and(|line| check_request_line(line).is_ok())
+        .is_some_and(|line| {
+            strict_request_line(line).is_ok()
+                || lenient_request_line(line).is_some_and(|l| l.version_given)
+        })
 }
 
-/// Checks a complete request line (with its line end).
+/// When a chunk skipped while resynchronizing begins with what looks like a
+/// request line that the parser does not accept, what of it can be read.
+/// It must look more like a request than a line where a request is known to
+/// start ([`readable_request_line`]): it must also name `HTTP/`, since the
+/// chunk may be anywhere in a body (`GET /x HTTP/2.0` counts, `UPDATE
+/// users SET x = 1` does not).
+pub fn skipped_request_line(chunk: &[u8]) -> Option<RequestLine> {
+    let nl = chunk.iter().position(|&b| b == b'\n')?;
+    let line = chunk.get(..=nl)?;
+    if !line.windows(6).any(|w| w == b" HTTP/") {
+        return None;
+    }
+    readable_request_line(line, line.len())
+}
+
+/// What of the request line at the start of `head` can be read, when the
+/// parser rejected the head (its line, its fields or its framing, or its
+/// size). Only `max` bytes are looked at.
+///
+/// The unit is a request when its first word looks like a method: an
+/// HTTP token (RFC 9110 §5.6.2) with an upper-case letter and no
+/// lower-case one (`GET`, `CCM_POST`, `M-SEARCH`). That is how tshark
+/// tells a request too: `OPTIONS HTTP/1.1`, `OPTIONS` alone or
+/// `GET / HTTP/9.9` are requests; `GET/ HTTP/1.1`, `OPTIONSHTTP/1.1`, a
+/// non-ASCII method, `Host: x` or binary bytes (TLS, SSH) are not. The
+/// target is the second word when it has the form of a request target
+/// (RFC 9112 §3.2: `/path`, `*`, `scheme://...` or `host:port`), so
+/// `OPTIONS HTTP/1.1` has none: `HTTP/1.1` is where the version goes.
+/// A word cut by the end of the bytes (a line over the head limit) is not
+/// read.
+pub(super) fn readable_request_line(head: &[u8], max: usize) -> Option<RequestLine> {
+    let head = head.get(..max.min(head.len()))?;
+    let (line, complete) = match head.iter().position(|&b| b == b'\n') {
+        Some(nl) => (head.get(..nl)?, true),
+        None => (head, false),
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // Without its line end the last word may be cut: it is not read.
+    let line = if complete {
+        line
+    } else {
+        line.get(..line.iter().rposition(|&b| b == b' ')?)?
+    };
+    let mut words = line.split(|&b| b == b' ');
+    let method = words.next()?;
+    if !looks_like_method(method) {
+        return None;
+    }
+    let target = words
+        .next()
+        .filter(|t| is_target_form(t))
+        .map(|t| String::from_utf8_lossy(t).into_owned());
+    Some(RequestLine {
+        method: String::from_utf8_lossy(method).into_owned(),
+        target,
+    })
+}
+
+/// An HTTP token with an upper-case letter and no lower-case one.
+fn looks_like_method(word: &[u8]) -> bool {
+    is_token(word)
+        && word.iter().any(u8::is_ascii_uppercase)
+        && !word.iter().any(u8::is_ascii_lowercase)
+}
+
+/// A non-empty HTTP token (RFC 9110 §5.6.2 `tchar`s).
+fn is_token(word: &[u8]) -> bool {
+    !word.is_empty()
+        && word
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// One of the four forms of a request target (RFC 9112 §3.2): origin
+/// (`/path?query`), absolute (`scheme://...`), authority (`host:port`,
+/// for CONNECT) or asterisk (`*`); visible bytes only.
+fn is_target_form(word: &[u8]) -> bool {
+    if word.is_empty() || word.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        return false;
+    }
+    let authority = || {
+        word.iter().rposition(|&b| b == b':').is_some_and(|colon| {
+            let (host, port) = word.split_at(colon);
+            !host.is_empty()
+                && port.len() > 1
+                && port.iter().skip(1).all(u8::is_ascii_digit)
+                && !host.contains(&b'/')
+        })
+    };
+    word.starts_with(b"/") || word == b"*" || word.windows(3).any(|w| w == b"://") || authority()
+}
+
+/// A request line in a form httparse does not accept but that servers
+/// do, and tshark reads: the lenient forms of [`check_request_line`].
+struct LenientLine<'a> {
+    method: &'a str,
+    target: &'a str,
+    /// The line ended in a (truncated) version, not right after the target.
+    version_given: bool,
+}
+
+/// Reads `line` (with its line end) in one of the lenient forms:
+///
+/// - `METHOD SP target SP "HTTP/1."`: the version's minor digit is
+///   missing. Read as HTTP/1.0, the reading that assumes the least (no
+///   persistent connection by default). Servers answer it as they answer
+///   the full version:
+///   zeek's `methods.pcap` has Google's front end answering `GET /
+///   HTTP/1.` with 200, `PUT / HTTP/1.` with 411, exactly as for HTTP/1.1.
+/// - `METHOD SP target`, no version (the shape of an HTTP/0.9 request
+///   line), followed by a field section like any HTTP/1.x head. Read as
+///   HTTP/1.0: servers answer such a request with an HTTP/1.0 response
+///   (in `methods.pcap`: `GET /HTTP/1.1` gets `HTTP/1.0 403`, `PUT
+///   /HTTP/1.1` gets `HTTP/1.0 411`), having read the target as given.
+///
+/// In both the method must be a token and the target have a request
+/// target's form ([`is_target_form`]), which tshark's dissection agrees
+/// with; `OPTIONS HTTP/1.1` is not accepted (its second word is a version,
+/// not a target).
+fn lenient_request_line(line: &[u8]) -> Option<LenientLine<'_>> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line.split(|&b| b == b' ');
+    let (method, target) = (words.next()?, words.next()?);
+    let version_given = match (words.next(), words.next()) {
+        (None, _) => false,
+        (Some(b"HTTP/1."), None) => true,
+        _ => return None,
+    };
+    if !is_token(method) || !is_target_form(target) {
+        return None;
+    }
+    Some(LenientLine {
+        method: std::str::from_utf8(method).ok()?,
+        target: std::str::from_utf8(target).ok()?,
+        version_given,
+    })
+}
+
+/// Checks a complete request line (with its line end): as httparse reads
+/// it, or in one of the lenient forms servers accept
+/// ([`lenient_request_line`]).
 pub(super) fn check_request_line(line: &[u8]) -> Result<(), HttpError> {
+    match strict_request_line(line) {
+        Err(_) if lenient_request_line(line).is_some() => Ok(()),
+        result => result,
+    }
+}
+
+/// Checks a complete request line (with its line end) with httparse.
+fn strict_request_line(line: &[u8]) -> Result<(), HttpError> {
     let mut none: [httparse::Header<'_>; 0] = [];
     match httparse::Request::new(&mut none).parse(line) {
         Ok(_) => Ok(()),
@@ -303,17 +467,55 @@ fn value_of(source: &Bytes, base: usize, range: &Range<usize>) -> Bytes {
 }
 
 /// Parses a complete request head: its request line, framing and fields.
+/// A request line in a [lenient form](lenient_request_line) is read by
+/// hand; its field section, like any other, by httparse.
 pub(super) fn parse_request_head(
     bytes: &[u8],
     limits: &HttpLimits,
 ) -> Result<(RequestHead, Framing, Vec<Field>), HttpError> {
     let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
-    complete(req.parse(bytes), limits, "request head")?;
-    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Err(HttpError::Parse("incomplete request line".into()));
+    let line_len = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |nl| nl + 1);
+    let line = bytes.get(..line_len).unwrap_or_default();
+    let lenient = strict_request_line(line)
+        .is_err()
+        .then(|| lenient_request_line(line))
+        .flatten();
+    let (head, fields): (RequestHead, &[httparse::Header<'_>]) = match lenient {
+        Some(lenient) => {
+            let rest = bytes.get(line_len..).unwrap_or_default();
+            let fields = match httparse::parse_headers(rest, &mut slots) {
+                Ok(httparse::Status::Complete((_, fields))) => fields,
+                Ok(httparse::Status::Partial) => {
+                    return Err(HttpError::Parse("incomplete request head".into()));
+                }
+                Err(error) => return Err(field_error(error, limits, "request head")),
+            };
+            let head = RequestHead {
+                method: lenient.method.to_owned(),
+                target: lenient.target.to_owned(),
+                version: 0,
+            };
+            (head, fields)
+        }
+        None => {
+            let mut req = httparse::Request::new(&mut slots);
+            complete(req.parse(bytes), limits, "request head")?;
+            let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
+            else {
+                return Err(HttpError::Parse("incomplete request line".into()));
+            };
+            let head = RequestHead {
+                method: method.to_owned(),
+                target: target.to_owned(),
+                version,
+            };
+            (head, req.headers)
+        }
     };
-    let framing = match framing_fields(req.headers)? {
+    let framing = match framing_fields(fields)? {
         FramingFields {
             chunked: Some(true),
             ..
@@ -332,12 +534,7 @@ pub(super) fn parse_request_head(
         } => Framing::Length(len),
         FramingFields { .. } => Framing::Empty,
     };
-    let head = RequestHead {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        version,
-    };
-    Ok((head, framing, fields_of(bytes, 0, req.headers)))
+    Ok((head, framing, fields_of(bytes, 0, fields)))
 }
 
 /// Parses a complete response head to a request with `method`.

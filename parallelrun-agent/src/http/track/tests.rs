@@ -108,6 +108,17 @@ impl Harness {
     fn stats(&self) -> &HttpStats {
         self.tracker.stats()
     }
+
+    /// (cause, method, target) of every lost request, in order.
+    fn lost_lines(&self) -> Vec<(LossCause, Option<&str>, Option<&str>)> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Lost(l) => Some((l.cause, l.method.as_deref(), l.target.as_deref())),
+                Outcome::Paired(_) => None,
+            })
+            .collect()
+    }
 }
 
 fn get(target: &str) -> Vec<u8> {
@@ -625,4 +636,246 @@ fn stats_index_losses_like_loss_cause_all() {
     assert_eq!(json["lost"].as_object().map(|m| m.len()), Some(8));
     assert_eq!(json["lost"]["too_large"], 6);
     assert_eq!(json["requests_seen"], 0);
+}
+
+/// The server's answers in zeek's `methods.pcap` (Google's front end),
+/// shortened.
+fn answer(status_line: &str) -> Vec<u8> {
+    format!("{status_line}\r\nContent-Type: text/html\r\nContent-Length: 4\r\n\r\nbody")
+        .into_bytes()
+}
+
+/// One request per connection, as in zeek's `methods.pcap`: the request
+/// line, then `Host: www.google.com`, bare LF line ends.
+fn probe(line: &[u8], status_line: &str) -> Harness {
+    let mut h = Harness::open();
+    let mut wire = line.to_vec();
+    wire.extend_from_slice(b"\nHost: www.google.com\n\n");
+    h.req(1, &wire);
+    h.resp(2, &answer(status_line));
+    h.fin(Direction::Response, 3);
+    h.close(CloseReason::Fin);
+    h
+}
+
+#[test]
+fn request_line_without_the_minor_version_is_paired_as_http_1_0() {
+    for (line, method, status) in [
+        (&b"GET / HTTP/1."[..], "GET", "HTTP/1.1 200 OK"),
+        (
+            b"CCM_POST / HTTP/1.",
+            "CCM_POST",
+            "HTTP/1.1 405 Method Not Allowed",
+        ),
+        (b"CONNECT / HTTP/1.", "CONNECT", "HTTP/1.1 400 Bad Request"),
+        (b"PUT / HTTP/1.", "PUT", "HTTP/1.0 411 Length Required"),
+        (b"HEAD / HTTP/1.", "HEAD", "HTTP/1.1 200 OK"),
+    ] {
+        let h = probe(line, status);
+        let paired = h.paired();
+        assert_eq!(
+            paired.len(),
+            1,
+            "{}: {:?}",
+            String::from_utf8_lossy(line),
+            h.out
+        );
+        let ex = paired[0];
+        assert_eq!(
+            (ex.request.method.as_str(), ex.request.target.as_str()),
+            (method, "/")
+        );
+        assert_eq!(ex.request.version, 0);
+        assert_eq!(ex.request.headers, [Header::new("Host", "www.google.com")]);
+        assert!(ex.request.raw.starts_with(line));
+        assert_eq!(h.stats().resync_skipped_bytes, 0);
+    }
+}
+
+#[test]
+fn request_line_without_a_version_is_paired_as_http_1_0() {
+    for (line, method, status) in [
+        (&b"GET /HTTP/1.1"[..], "GET", "HTTP/1.0 403 Forbidden"),
+        (
+            b"CCM_POST /HTTP/1.1",
+            "CCM_POST",
+            "HTTP/1.0 400 Bad Request",
+        ),
+        (b"CONNECT /HTTP/1.1", "CONNECT", "HTTP/1.0 400 Bad Request"),
+        (b"POST /HTTP/1.1", "POST", "HTTP/1.0 411 Length Required"),
+        (b"HEAD /HTTP/1.1", "HEAD", "HTTP/1.0 400 Bad Request"),
+    ] {
+        let h = probe(line, status);
+        let paired = h.paired();
+        assert_eq!(
+            paired.len(),
+            1,
+            "{}: {:?}",
+            String::from_utf8_lossy(line),
+            h.out
+        );
+        let ex = paired[0];
+        assert_eq!(
+            (ex.request.method.as_str(), ex.request.target.as_str()),
+            (method, "/HTTP/1.1")
+        );
+        assert_eq!(ex.request.version, 0);
+        assert_eq!(ex.response.version, 0);
+        // HEAD's answer has no body, whatever its Content-Length says.
+        let body: &[u8] = if method == "HEAD" { b"" } else { b"body" };
+        assert_eq!(&ex.response.body[..], body);
+    }
+}
+
+#[test]
+fn request_line_without_a_target_is_lost_with_its_method() {
+    // tshark: method OPTIONS, target "HTTP/1.1" and "". `HTTP/1.1` is where
+    // the version goes, no target: nothing to replay, but the request was
+    // sent and answered, so it is reported.
+    for line in [&b"OPTIONS HTTP/1.1"[..], b"OPTIONS"] {
+        let h = probe(line, "HTTP/1.0 400 Bad Request");
+        assert!(h.paired().is_empty());
+        assert_eq!(
+            h.lost_lines(),
+            [(LossCause::ParseError, Some("OPTIONS"), None)],
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+        assert_eq!(h.stats().requests_seen, 1);
+        assert_eq!(h.stats().lost(LossCause::ParseError), 1);
+        // The request and the 400 that answered it are skipped.
+        let skipped = line.len() + 23 + answer("HTTP/1.0 400 Bad Request").len();
+        assert_eq!(h.stats().resync_skipped_bytes, skipped as u64);
+        assert_eq!(h.stats().unmatched_responses, 0);
+    }
+}
+
+#[test]
+fn a_rejected_request_line_keeps_what_was_readable() {
+    let h = probe(
+        b"GET /x?q=1 HTTP/9.9",
+        "HTTP/1.1 505 HTTP Version Not Supported",
+    );
+    assert_eq!(
+        h.lost_lines(),
+        [(LossCause::ParseError, Some("GET"), Some("/x?q=1"))]
+    );
+    let h = probe(b"PRI * HTTP/2.0", "HTTP/1.1 400 Bad Request");
+    assert_eq!(
+        h.lost_lines(),
+        [(LossCause::ParseError, Some("PRI"), Some("*"))]
+    );
+}
+
+#[test]
+fn bytes_that_are_no_request_have_no_outcome() {
+    // Neither tshark nor parallelrun sees a method here (the server still
+    // answered 400 or 405): the bytes are counted as skipped.
+    for line in [
+        &b"OPTIONSHTTP/1.1"[..],
+        b"GET/ HTTP/1.1",
+        b"GET/HTTP/1.1",
+        b"\xc3\x83\xc2\x82\xc3\x83 / HTTP/1.",
+        b"\xc3\x83\xc2\x82\xc3\x83/HTTP/1.1",
+        b"Host: x",
+    ] {
+        let h = probe(line, "HTTP/1.0 400 Bad Request");
+        assert!(
+            h.out.is_empty(),
+            "{}: {:?}",
+            String::from_utf8_lossy(line),
+            h.out
+        );
+        assert_eq!(h.stats().requests_seen, 0);
+        let skipped = line.len() + 23 + answer("HTTP/1.0 400 Bad Request").len();
+        assert_eq!(h.stats().resync_skipped_bytes, skipped as u64);
+    }
+}
+
+#[test]
+fn a_rejected_request_is_lost_after_those_before_it() {
+    let mut h = Harness::open();
+    let mut wire = get("/first");
+    wire.extend_from_slice(b"GET /second HTTP/1.1\r\nBad Header\r\n\r\n");
+    h.req(1, &wire);
+    assert_eq!(
+        h.lost_lines(),
+        [
+            (LossCause::ParseError, Some("GET"), Some("/first")),
+            (LossCause::ParseError, Some("GET"), Some("/second")),
+        ]
+    );
+    h.resp(2, &ok("first"));
+    h.resp(3, &ok("second"));
+    h.req(4, &get("/third"));
+    h.resp(5, &ok("third"));
+    assert_eq!(h.pairs(), [("/third".into(), 200)]);
+    h.close(CloseReason::Fin);
+}
+
+#[test]
+fn a_head_over_the_limit_is_lost_as_too_large() {
+    let cfg = HttpConfig {
+        limits: HttpLimits {
+            max_head: 64,
+            max_headers: 2,
+            ..HttpLimits::default()
+        },
+        ..HttpConfig::default()
+    };
+    let mut h = Harness::new(cfg, false);
+    h.req(
+        1,
+        format!("GET /big HTTP/1.1\r\nX-Long: {}", "a".repeat(80)).as_bytes(),
+    );
+    assert_eq!(
+        h.lost_lines(),
+        [(LossCause::TooLarge, Some("GET"), Some("/big"))]
+    );
+    h.close(CloseReason::Fin);
+
+    let mut h = Harness::new(cfg, false);
+    h.req(1, b"GET /many HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+    assert_eq!(
+        h.lost_lines(),
+        [(LossCause::TooLarge, Some("GET"), Some("/many"))]
+    );
+    h.close(CloseReason::Fin);
+
+    // A request line cut by the limit: its method is read, not its target.
+    let mut h = Harness::new(cfg, false);
+    h.req(1, format!("GET /{}", "a".repeat(80)).as_bytes());
+    assert_eq!(h.lost_lines(), [(LossCause::TooLarge, Some("GET"), None)]);
+    h.close(CloseReason::Fin);
+}
+
+#[test]
+fn lenient_request_lines_keep_the_connection_in_step() {
+    let mut h = Harness::open();
+    let mut wire = b"GET /a HTTP/1.\r\n\r\n".to_vec();
+    wire.extend_from_slice(&get("/b"));
+    h.req(1, &wire);
+    h.resp(2, &ok("a"));
+    h.resp(3, &ok("b"));
+    assert_eq!(h.pairs(), [("/a".into(), 200), ("/b".into(), 200)]);
+    h.close(CloseReason::Fin);
+}
+
+#[test]
+fn a_request_skipped_while_resynchronizing_is_lost() {
+    let mut h = Harness::new(HttpConfig::default(), true);
+    h.req(1, b"tail of a body\r\n");
+    h.req(2, b"GET /h2 HTTP/2.0\r\nHost: x\r\n\r\n");
+    // Text that merely starts with an upper-case word is no request.
+    h.req(3, b"UPDATE users SET x = 1\n");
+    // A version-less line is accepted in step, but is no resync point.
+    h.req(4, b"DELETE /tmp/x\n\n");
+    assert_eq!(
+        h.lost_lines(),
+        [(LossCause::ParseError, Some("GET"), Some("/h2"))]
+    );
+    h.req(5, b"GET /v HTTP/1.\r\n\r\n");
+    h.resp(6, &ok("v"));
+    assert_eq!(h.pairs(), [("/v".into(), 200)]);
+    h.close(CloseReason::Fin);
 }

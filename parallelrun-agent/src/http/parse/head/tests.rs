@@ -6,9 +6,9 @@ use super::super::{
     HttpError, HttpLimits, RequestParser,
     tests::{limits, ok, requests, responses, value},
 };
-use super::starts_with_request_line;
+use super::{skipped_request_line, starts_with_request_line};
 use crate::{
-    http::parse::ResponseParser,
+    http::parse::{RequestLine, ResponseParser},
     model::{LossCause, header},
 };
 
@@ -186,6 +186,177 @@ fn request_line_detection() {
     assert!(!starts_with_request_line(b"HTTP/1.1 200 OK\r\n"));
     assert!(!starts_with_request_line(b"GET /x HTTP/2\r\n"));
     assert!(!starts_with_request_line(b""));
+    // The lenient form with a version is a resync point, the one without
+    // is not.
+    assert!(starts_with_request_line(b"GET / HTTP/1.\nHost: a\n"));
+    assert!(!starts_with_request_line(b"GET /HTTP/1.1\nHost: a\n"));
+}
+
+#[test]
+fn lenient_request_lines_parse_as_http_1_0() {
+    // The shapes of zeek's methods.pcap: no minor version, no version.
+    let wire = b"GET / HTTP/1.\nHost: www.google.com\n\n\
+        CCM_POST /HTTP/1.1\nHost: www.google.com\nContent-Length: 2\n\nhi\
+        CONNECT db:5432\r\n\r\n\
+        OPTIONS * HTTP/1.\r\n\r\n\
+        GET http://a.example/x\r\n\r\n";
+    let got = ok(requests(&[wire], limits()));
+    let lines: Vec<_> = got
+        .iter()
+        .map(|r| (r.method.as_str(), r.target.as_str(), r.version))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("GET", "/", 0),
+            ("CCM_POST", "/HTTP/1.1", 0),
+            ("CONNECT", "db:5432", 0),
+            ("OPTIONS", "*", 0),
+            ("GET", "http://a.example/x", 0),
+        ]
+    );
+    assert_eq!(&got[0].raw[..], b"GET / HTTP/1.\nHost: www.google.com\n\n");
+    assert_eq!(value(&got[0].headers, "host"), b"www.google.com");
+    assert_eq!(&got[1].body[..], b"hi");
+    assert_eq!(value(&got[1].headers, "content-length"), b"2");
+}
+
+#[test]
+fn other_request_lines_are_rejected() {
+    for line in [
+        &b"OPTIONS HTTP/1.1\n"[..],
+        b"OPTIONS\n",
+        b"OPTIONS \n",
+        b"OPTIONSHTTP/1.1\n",
+        b"GET/ HTTP/1.1\n",
+        b"GET/HTTP/1.1\n",
+        b"\xc3\x83\xc2\x82\xc3\x83 / HTTP/1.\n",
+        b"GET / HTTP/1\n",
+        b"GET / HTTP/9.9\n",
+        b"GET / HTTP/1. extra\n",
+        b"GET lo world\n",
+    ] {
+        let mut wire = line.to_vec();
+        wire.extend_from_slice(b"Host: x\n\n");
+        let got = requests(&[&wire], limits());
+        assert!(
+            matches!(got.as_slice(), [Err(HttpError::Parse(_))]),
+            "{}: {got:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // A lenient line is still followed by a valid field section.
+    let bad_field = b"GET /x\nBad Header\n\n";
+    assert!(matches!(
+        requests(&[bad_field], limits()).as_slice(),
+        [Err(HttpError::Parse(_))]
+    ));
+}
+
+/// What [`RequestParser::rejected`] reads of a head it failed on.
+fn rejected(wire: &[u8], limits: HttpLimits) -> Option<RequestLine> {
+    let mut parser = RequestParser::new(limits);
+    parser.push(wire);
+    assert!(parser.next().is_err(), "{}", String::from_utf8_lossy(wire));
+    parser.rejected()
+}
+
+fn line(method: &str, target: Option<&str>) -> Option<RequestLine> {
+    Some(RequestLine {
+        method: method.into(),
+        target: target.map(Into::into),
+    })
+}
+
+#[test]
+fn rejected_heads_say_what_was_readable() {
+    let l = limits();
+    assert_eq!(
+        rejected(b"OPTIONS HTTP/1.1\nHost: x\n\n", l),
+        line("OPTIONS", None)
+    );
+    assert_eq!(rejected(b"OPTIONS\nHost: x\n\n", l), line("OPTIONS", None));
+    assert_eq!(
+        rejected(b"GET /a HTTP/9.9\r\n\r\n", l),
+        line("GET", Some("/a"))
+    );
+    assert_eq!(
+        rejected(b"M-SEARCH * HTTP/3\r\n\r\n", l),
+        line("M-SEARCH", Some("*"))
+    );
+    assert_eq!(
+        rejected(b"CONNECT db:5432 HTTP/1.1\r\nBad\r\n\r\n", l),
+        line("CONNECT", Some("db:5432"))
+    );
+    assert_eq!(
+        rejected(b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n", l),
+        line("POST", Some("/x"))
+    );
+    for no_request in [
+        &b"GET/ HTTP/1.1\n\n"[..],
+        b"OPTIONSHTTP/1.1\n\n",
+        b"Host: x\n\n",
+        b"get / HTTP/9\n\n",
+        b"\x16\x03\x01\x02\x00\n",
+        b"\xc3\x83\xc2\x82\xc3\x83 / HTTP/1.\n\n",
+    ] {
+        assert_eq!(
+            rejected(no_request, l),
+            None,
+            "{}",
+            String::from_utf8_lossy(no_request)
+        );
+    }
+    // Over the head limit: the words the limit did not cut.
+    let small = HttpLimits {
+        max_head: 32,
+        ..HttpLimits::default()
+    };
+    let long_field = format!("GET /a HTTP/1.1\r\nX: {}", "v".repeat(40));
+    assert_eq!(
+        rejected(long_field.as_bytes(), small),
+        line("GET", Some("/a"))
+    );
+    let long_target = format!("GET /{}", "a".repeat(40));
+    assert_eq!(rejected(long_target.as_bytes(), small), line("GET", None));
+    // Not failed, or failed in a body: nothing.
+    let mut parser = RequestParser::new(l);
+    parser.push(b"GET /a HTTP/1.1\r\n");
+    assert_eq!(parser.next(), Ok(None));
+    assert_eq!(parser.rejected(), None);
+    let mut parser = RequestParser::new(l);
+    parser.push(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    assert!(parser.next().is_err());
+    assert_eq!(parser.rejected(), None);
+    parser.clear();
+    assert_eq!(parser.rejected(), None);
+}
+
+#[test]
+fn skipped_chunks_that_look_like_requests() {
+    assert_eq!(
+        skipped_request_line(b"GET /x HTTP/2.0\r\nHost: a\r\n"),
+        line("GET", Some("/x"))
+    );
+    assert_eq!(
+        skipped_request_line(b"PRI * HTTP/2.0\r\n"),
+        line("PRI", Some("*"))
+    );
+    for not in [
+        &b"GET /x HTTP/2.0"[..],
+        b"UPDATE users SET x = 1\n",
+        b"OPTIONS\n",
+        b"DELETE /tmp/x\n",
+        b"lo world HTTP/1.1\n",
+        b"HTTP/1.1 200 OK\r\n",
+    ] {
+        assert_eq!(
+            skipped_request_line(not),
+            None,
+            "{}",
+            String::from_utf8_lossy(not)
+        );
+    }
 }
 
 #[test]
