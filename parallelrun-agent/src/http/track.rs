@@ -114,7 +114,7 @@
 //! the same connection breaks the request's own framing (it declared a
 //! body); the next request's bytes are then taken as that body.
 
-use std::collections::VecDeque;
+use std::{borrow::Cow, collections::VecDeque};
 
 use serde::Serialize;
 use tracing::debug;
@@ -125,6 +125,7 @@ use super::parse::{
 };
 use crate::{
     model::{ConnKey, Direction, Exchange, LossCause, Lost, Outcome, Request, Response},
+    report::log::redact_query,
     stream::{CloseReason, StreamHandler},
 };
 
@@ -213,6 +214,12 @@ impl HttpStats {
     pub fn lost_total(&self) -> u64 {
         self.lost.iter().sum()
     }
+}
+
+/// `target` as it may be logged: the values of secret query parameters
+/// redacted, as the mismatch log does ([`redact_query`]).
+pub fn redacted(target: &str) -> Cow<'_, str> {
+    redact_query(target).map_or(Cow::Borrowed(target), Cow::Owned)
 }
 
 /// Position of `cause` in [`LossCause::ALL`] (and [`HttpStats::lost`]).
@@ -385,6 +392,8 @@ impl HttpTracker {
     }
 
     /// Reports a lost request, of which `method` and `target` were read.
+    /// Logged at debug level, secret query values redacted as in the
+    /// mismatch log.
     fn lose_line(
         &mut self,
         key: &ConnKey,
@@ -392,6 +401,8 @@ impl HttpTracker {
         method: Option<String>,
         target: Option<String>,
     ) {
+        debug!(conn = ?key, cause = cause.name(), method = ?method,
+            target = ?target.as_deref().map(redacted), "request lost");
         self.stats.lost[cause_index(cause)] += 1;
         self.outcomes.push(Outcome::Lost(Lost {
             conn: *key,

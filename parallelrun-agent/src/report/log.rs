@@ -462,7 +462,7 @@ pub(crate) fn cut_string(s: &mut String, max: usize) {
 }
 
 /// The target with secret query values redacted, or `None` if unchanged.
-fn redact_query(target: &str) -> Option<String> {
+pub fn redact_query(target: &str) -> Option<String> {
     let (path, rest) = target.split_once('?')?;
     let (query, fragment) = match rest.split_once('#') {
         Some((q, f)) => (q, Some(f)),
