@@ -12,7 +12,8 @@
 //!   several sections and interfaces; `if_tsresol` and `if_tsoffset`). The
 //!   format is recognised by its magic number, not by the file name.
 //! * Link types: see [`SUPPORTED_LINK_TYPES`]. Ethernet frames may carry
-//!   802.1Q / 802.1ad (QinQ) VLAN tags.
+//!   802.1Q / 802.1ad (QinQ) VLAN tags, and PPPoE session frames (EtherType
+//!   0x8864) with IPv4 or IPv6 inside.
 //! * Network: IPv4 (with options) and IPv6 (with extension headers). IP
 //!   fragments are skipped and counted: only a reassembled datagram has a
 //!   complete TCP segment, and the live capture skips them too.

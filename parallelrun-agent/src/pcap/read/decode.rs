@@ -5,7 +5,9 @@
 //! header on, framed as its [`Link`] says (Ethernet II with 802.1Q / 802.1ad
 //! tags, raw IPv4 or IPv6, Linux cooked capture v1 and v2, BSD loopback).
 //! It slices the packet in place with etherparse, through IPv4 options and
-//! IPv6 extension headers, and returns a [`TcpSegment`] borrowing the
+//! IPv6 extension headers; a PPPoE session frame (EtherType 0x8864, which
+//! etherparse does not know) is unwrapped by hand first ([`pppoe_session`]).
+//! It returns a [`TcpSegment`] borrowing the
 //! packet's bytes when the segment belongs to an old service's connection
 //! ([`Services`]). Which segments are delivered, and how a packet cut by
 //! the snapshot length is reported, is in the [reader's
@@ -32,7 +34,9 @@ use crate::{
     service::{ServiceAddr, addr16},
 };
 
-/// The link types [`PcapSource`](super::PcapSource) reads, as named in error messages.
+/// The link types [`PcapSource`](super::PcapSource) reads, as named in error
+/// messages. Those with an EtherType (Ethernet, Linux cooked capture) may
+/// carry PPPoE session frames.
 pub const SUPPORTED_LINK_TYPES: &str = "ETHERNET (1), RAW (101), IPV4 (228), IPV6 (229), \
      LINUX_SLL (113), LINUX_SLL2 (276), NULL (0), LOOP (108)";
 
@@ -187,8 +191,49 @@ struct Tcp<'a> {
     missing: u32,
 }
 
-/// Slices the packet below its link-layer header (etherparse, in place).
+/// EtherType of PPPoE session frames (RFC 2516).
+const PPPOE_SESSION: EtherType = EtherType(0x8864);
+
+/// Slices the packet below its link-layer header (etherparse, in place),
+/// through a PPPoE session header if there is one.
 fn slice_link(link: Link, data: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    let sliced = slice_link_header(link, data)?;
+    if sliced.net.is_none() && sliced.stop_err.is_none() {
+        match sliced.ether_payload() {
+            Some(p) if p.ether_type == PPPOE_SESSION => return pppoe_session(p.payload),
+            _ => {}
+        }
+    }
+    Ok(sliced)
+}
+
+/// The IP packet in a PPPoE session frame's payload (RFC 2516 §4: version
+/// and type 0x11, code 0, session id, length; then the PPP protocol field,
+/// RFC 1661 §2, two bytes or one when compressed (RFC 1661 §6.5: an odd
+/// first byte): 0x0021 IPv4, 0x0057 IPv6). Other PPP protocols (LCP, IPCP,
+/// ...) are not IP.
+fn pppoe_session(payload: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
+    let [0x11, 0, _, _, len_hi, len_lo, ppp @ ..] = payload else {
+        return Err(Skip::Broken);
+    };
+    let length = usize::from(u16::from_be_bytes([*len_hi, *len_lo]));
+    // The length leaves out Ethernet padding; a capture may have cut the
+    // frame short of it (then the IP layer finds the packet incomplete).
+    let ppp = ppp.get(..length).unwrap_or(ppp);
+    let (protocol, ip) = match ppp {
+        [p, rest @ ..] if p & 1 == 1 => (u16::from(*p), rest),
+        [hi, lo, rest @ ..] => (u16::from_be_bytes([*hi, *lo]), rest),
+        _ => return Err(Skip::Broken),
+    };
+    match protocol {
+        0x0021 => Ok(LaxSlicedPacket::from_ether_type(EtherType::IPV4, ip)),
+        0x0057 => Ok(LaxSlicedPacket::from_ether_type(EtherType::IPV6, ip)),
+        _ => Err(Skip::NotIp),
+    }
+}
+
+/// Slices the packet below its link-layer header.
+fn slice_link_header(link: Link, data: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
     fn from(ether_type: u16, rest: &[u8]) -> Result<LaxSlicedPacket<'_>, Skip> {
         Ok(LaxSlicedPacket::from_ether_type(
             EtherType(ether_type),

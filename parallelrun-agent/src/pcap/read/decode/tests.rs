@@ -318,3 +318,86 @@ fn null_loopback_with_unknown_family_is_not_ip() {
     let (_, stats) = read_all(&path, &[SERVICE4]);
     assert_eq!(stats.not_ip, 1);
 }
+
+/// A PPPoE session frame (RFC 2516) around `ip`, with the PPP protocol
+/// field given as bytes (two, or one when compressed), behind `vlan` tags.
+fn pppoe_frame(vlan: &[(u16, u16)], protocol: &[u8], ip: &[u8]) -> Vec<u8> {
+    let mut f = vec![
+        0, 0x0c, 0x29, 0x39, 0xf3, 0xc3, 0, 0x0c, 0x29, 0x20, 0x8e, 0xa1,
+    ];
+    for (tpid, vid) in vlan {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    let length = (protocol.len() + ip.len()) as u16;
+    f.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x00, 0x2d]);
+    f.extend_from_slice(&length.to_be_bytes());
+    f.extend_from_slice(protocol);
+    f.extend_from_slice(ip);
+    f
+}
+
+#[test]
+fn pppoe_session_frames_carry_ipv4_and_ipv6() {
+    let dir = TempDir::new().unwrap();
+    let get = b"GET / HTTP/1.1\r\n\r\n";
+    let v4 = ip_tcp(CLIENT4, SERVICE4, 100, DATA, get);
+    let v6 = ip_tcp(CLIENT6, SERVICE6, 200, DATA, get);
+    // Ethernet padding after the PPPoE payload is not TCP payload.
+    let mut padded = pppoe_frame(&[], &[0x00, 0x21], &v4);
+    padded.extend_from_slice(&[0; 6]);
+    let lcp = pppoe_frame(&[], &[0xc0, 0x21], &[1, 1, 0, 4]);
+    let mut discovery = pppoe_frame(&[], &[], &[]);
+    discovery[13] = 0x63; // EtherType 0x8863: PPPoE discovery
+    let mut bad_version = pppoe_frame(&[], &[0x00, 0x21], &v4);
+    bad_version[14] = 0x21;
+    let recs = [
+        rec(pppoe_frame(&[], &[0x00, 0x21], &v4)),
+        // Protocol field compressed, as in suricata's pppoe-session-http.pcap.
+        rec(pppoe_frame(&[], &[0x21], &v4)),
+        rec(pppoe_frame(&[], &[0x00, 0x57], &v6)),
+        rec(pppoe_frame(&[], &[0x57], &v6)),
+        rec(pppoe_frame(&[(0x8100, 7)], &[0x00, 0x21], &v4)),
+        rec(padded),
+        rec(lcp),
+        rec(discovery),
+        rec(bad_version),
+        rec(pppoe_frame(&[], &[], &[])[..20].to_vec()),
+    ];
+    let path = write_pcap(&dir, 1, &recs);
+    let (segs, stats) = read_all(&path, &[SERVICE4, SERVICE6]);
+    let got: Vec<_> = segs
+        .iter()
+        .map(|s| (s.conn, s.seq, &s.payload[..], s.missing))
+        .collect();
+    let v4c = conn(CLIENT4, SERVICE4);
+    let v6c = conn(CLIENT6, SERVICE6);
+    assert_eq!(
+        got,
+        [
+            (v4c, 100, &get[..], 0),
+            (v4c, 100, get, 0),
+            (v6c, 200, get, 0),
+            (v6c, 200, get, 0),
+            (v4c, 100, get, 0),
+            (v4c, 100, get, 0),
+        ]
+    );
+    assert_eq!(
+        stats,
+        ReadStats {
+            packets: 10,
+            segments: 6,
+            not_ip: 2,
+            malformed: 2,
+            ..ReadStats::default()
+        }
+    );
+    // Linux cooked capture names the EtherType too.
+    let mut sll = vec![0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x88, 0x64];
+    sll.extend_from_slice(&pppoe_frame(&[], &[0x21], &v4)[14..]);
+    let path = write_pcap(&dir, 113, &[rec(sll)]);
+    let (segs, _) = read_all(&path, &[SERVICE4]);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].payload, get);
+}
