@@ -162,6 +162,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
             }
         }
         info!(stats = ?source.stats(), "pcap read");
+        source.warn_if_nothing_found();
     } else if let Some(iface) = &args.iface {
         let mut capture = Capture::attach(&CaptureConfig {
             iface: iface.clone(),

@@ -331,6 +331,7 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
     pipeline.finish().await;
     let mut summary = Summary::new(pipeline, started);
     summary.pcap = Some(source.stats().clone());
+    source.warn_if_nothing_found();
     finish(
         &summary,
         &setup.log_path,

@@ -36,6 +36,15 @@
 //! duplicates are delivered as they are: reassembly drops the copy by its
 //! sequence number.
 //!
+//! # Nothing to read
+//!
+//! A capture whose packets hold no TCP segment of an old service (wrong
+//! `--old`, a link layer or encapsulation that is not decoded, UDP only)
+//! gives nothing to pair, which looks like a broken tool rather than a wrong
+//! input. [`PcapSource::nothing_found`] says what the packets were instead,
+//! and [`PcapSource::warn_if_nothing_found`] logs it as a warning at the end
+//! of a read.
+//!
 //! # Truncated packets
 //!
 //! When the capture's snapshot length cut a packet inside its TCP payload,
@@ -63,7 +72,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use pcap_file::PcapError;
+use pcap_file::{DataLink, PcapError};
 
 pub use decode::SUPPORTED_LINK_TYPES;
 use decode::{Services, decode};
@@ -304,6 +313,78 @@ impl PcapSource {
     /// The file being read.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// When the packets read so far hold no TCP segment of an old service
+    /// (not even one without payload), what they held instead, as a
+    /// sentence: the file, its link types, and the packets counted by what
+    /// they were. `None` when a segment was found, or nothing was read yet.
+    pub fn nothing_found(&self) -> Option<String> {
+        let s = &self.stats;
+        if s.segments + s.pure_acks > 0 {
+            return None;
+        }
+        let path = self.path.display();
+        let links = self
+            .input
+            .linktypes()
+            .iter()
+            .map(|&l| linktype_name(l))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let links = if links.is_empty() {
+            "no interface described".to_owned()
+        } else {
+            format!("link type {links}")
+        };
+        if s.packets == 0 {
+            return self
+                .done
+                .then(|| format!("{path} ({links}) holds no packets"));
+        }
+        let kinds = [
+            (
+                s.not_ip,
+                "not IP (ARP, EtherTypes or address families other than IPv4, IPv6 and \
+                 PPPoE sessions)",
+            ),
+            (s.not_tcp, "IP but not TCP (UDP, ICMP, ...)"),
+            (s.fragments, "IP fragments"),
+            (
+                s.other_traffic,
+                "TCP of other services (check --old: which IP:PORT or :PORT serves HTTP?)",
+            ),
+            (s.malformed, "malformed"),
+            (s.headers_cut, "with headers cut by the snapshot length"),
+            (s.unsupported_linktype, "of an unsupported link type"),
+        ];
+        let what = kinds
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(format!(
+            "{path} ({links}): none of its {} packets is a TCP segment of an old service: {what}",
+            s.packets
+        ))
+    }
+
+    /// Logs [`nothing_found`](Self::nothing_found) as a warning, if there is
+    /// anything to say: for the end of a read.
+    pub fn warn_if_nothing_found(&self) {
+        if let Some(what) = self.nothing_found() {
+            tracing::warn!("{what}");
+        }
+    }
+}
+
+/// A link type as a reader knows it: `ETHERNET (1)`, or its number when
+/// it has no name.
+fn linktype_name(linktype: u32) -> String {
+    match DataLink::from(linktype) {
+        DataLink::Unknown(_) => linktype.to_string(),
+        name => format!("{name:?} ({linktype})"),
     }
 }
 

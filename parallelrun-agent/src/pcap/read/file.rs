@@ -74,6 +74,8 @@ pub(super) enum Input {
     Pcap {
         reader: PcapReader<File>,
         link: Link,
+        /// The file's link type, as its header gives it.
+        linktype: u32,
         /// Nanoseconds per unit of the fractional timestamp (1000 or 1).
         frac_ns: u64,
     },
@@ -83,6 +85,9 @@ pub(super) enum Input {
         big_endian: bool,
         /// Interfaces of the current section, by interface id.
         ifaces: Vec<Iface>,
+        /// Link types of every interface described so far, each once, in
+        /// the order they first appeared.
+        linktypes: Vec<u32>,
     },
 }
 
@@ -137,6 +142,7 @@ impl Input {
                 Self::Pcap {
                     reader,
                     link,
+                    linktype,
                     frac_ns,
                 }
             }
@@ -147,6 +153,7 @@ impl Input {
                     reader,
                     big_endian,
                     ifaces: Vec::new(),
+                    linktypes: Vec::new(),
                 }
             }
             other => {
@@ -156,6 +163,15 @@ impl Input {
                 });
             }
         })
+    }
+
+    /// The link types of the file (pcap) or of the interfaces described so
+    /// far (pcapng), each once.
+    pub(super) fn linktypes(&self) -> &[u32] {
+        match self {
+            Self::Pcap { linktype, .. } => std::slice::from_ref(linktype),
+            Self::PcapNg { linktypes, .. } => linktypes,
+        }
     }
 
     /// Reads the next packet record and hands it to `f`; `None` once the
@@ -170,6 +186,7 @@ impl Input {
                 reader,
                 link,
                 frac_ns,
+                ..
             } => {
                 let raw = match reader.next_raw_packet()? {
                     Ok(raw) => raw,
@@ -188,6 +205,7 @@ impl Input {
                 reader,
                 big_endian,
                 ifaces,
+                linktypes,
             } => loop {
                 let block = match reader.next_raw_block()? {
                     Ok(block) => block,
@@ -217,6 +235,10 @@ impl Input {
                                 );
                             }
                             ifaces.push(iface);
+                            let linktype = u32::from(idb.linktype);
+                            if !linktypes.contains(&linktype) {
+                                linktypes.push(linktype);
+                            }
                         }
                     }
                     ENHANCED_PACKET_BLOCK | PACKET_BLOCK | SIMPLE_PACKET_BLOCK => {

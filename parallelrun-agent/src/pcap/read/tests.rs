@@ -273,3 +273,52 @@ fn read_batch_bounds_the_packets_read() {
     assert_eq!(src.stats().packets, 6);
     assert!(!src.read_batch(2, |_| panic!("after the end")).unwrap());
 }
+
+#[test]
+fn a_capture_without_old_service_segments_says_what_it_held() {
+    let dir = TempDir::new().unwrap();
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    let recs = [
+        rec(arp.clone()),
+        rec(arp),
+        rec(frame(1, &ip_udp([10, 0, 0, 1], [10, 0, 0, 2]))),
+        rec(frame(1, &ip_tcp(CLIENT4, "10.0.0.2:9090", 1, DATA, b"x"))),
+    ];
+    let path = write_pcap(&dir, 1, &recs);
+    let mut src = PcapSource::open(&path, &services(&[SERVICE4])).unwrap();
+    assert_eq!(src.nothing_found(), None, "nothing read yet: no packets");
+    src.for_each(|_| {}).unwrap();
+    let what = src.nothing_found().expect("nothing for an old service");
+    assert!(what.starts_with(&path.display().to_string()), "{what}");
+    assert!(what.contains("link type ETHERNET (1)"), "{what}");
+    assert!(what.contains("none of its 4 packets"), "{what}");
+    assert!(what.contains("2 not IP"), "{what}");
+    assert!(what.contains("1 IP but not TCP"), "{what}");
+    assert!(
+        what.contains("1 TCP of other services (check --old"),
+        "{what}"
+    );
+    assert!(!what.contains("fragments"), "only what was there: {what}");
+
+    // One segment of an old service, even without payload: nothing to say.
+    let recs = [rec(frame(
+        1,
+        &ip_tcp(CLIENT4, SERVICE4, 1, tcp_flags::ACK, b""),
+    ))];
+    let path = write_pcap(&dir, 1, &recs);
+    let mut src = PcapSource::open(&path, &services(&[SERVICE4])).unwrap();
+    src.for_each(|_| {}).unwrap();
+    assert_eq!(src.nothing_found(), None);
+
+    // No packets at all.
+    let path = write_pcap(&dir, 113, &[]);
+    let mut src = PcapSource::open(&path, &services(&[SERVICE4])).unwrap();
+    src.for_each(|_| {}).unwrap();
+    let what = src.nothing_found().unwrap();
+    assert!(
+        what.ends_with("(link type LINUX_SLL (113)) holds no packets"),
+        "{what}"
+    );
+}

@@ -226,3 +226,25 @@ fn timestamp_units() {
     assert_eq!(iface(TsUnit::Pow10(0), -5).ts_ns(3), 0);
     assert_eq!(iface(TsUnit::Pow10(0), 2).ts_ns(3), 5_000_000_000);
 }
+
+#[test]
+fn pcapng_of_unsupported_link_types_says_so() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("usb.pcapng");
+    let mut w = PcapNgWriter::new(File::create(&path).unwrap()).unwrap();
+    w.write_pcapng_block(idb(147, vec![])).unwrap();
+    w.write_pcapng_block(idb(1, vec![])).unwrap();
+    w.write_pcapng_block(idb(147, vec![])).unwrap();
+    for iface in [0, 2, 0] {
+        w.write_pcapng_block(epb(iface, 0, b"usb")).unwrap();
+    }
+    w.into_inner().flush().unwrap();
+    let mut src = PcapSource::open(&path, &services(&[SERVICE4])).unwrap();
+    src.for_each(|_| {}).unwrap();
+    let what = src.nothing_found().unwrap();
+    assert!(
+        what.contains("(link type USER0 (147), ETHERNET (1))"),
+        "{what}"
+    );
+    assert!(what.ends_with("3 of an unsupported link type"), "{what}");
+}
