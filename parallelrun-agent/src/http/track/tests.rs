@@ -922,3 +922,51 @@ fn lost_requests_are_logged_with_secrets_redacted() {
     assert!(!log.contains("abc"), "{log}");
     assert_eq!(redacted("/a?b=1"), "/a?b=1");
 }
+
+/// Pieces of conversations, well-formed or not, for the property below.
+const PIECES: &[&[u8]] = &[
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.\nHost: x\n\n",
+    b"GET /HTTP/1.1\nHost: x\n\n",
+    b"OPTIONS HTTP/1.1\nHost: x\n\n",
+    b"OPTIONS\nHost: x\n\n",
+    b"GET/ HTTP/1.1\nHost: x\n\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"CONNECT db:5432 HTTP/1.1\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"\x16\x03\x01 tls",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x00",
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+];
+
+proptest::proptest! {
+    #[test]
+    fn every_request_seen_has_one_outcome(
+        steps in proptest::collection::vec((0..PIECES.len(), 0u8..8, 0usize..40), 0..24),
+    ) {
+        let cfg = HttpConfig {
+            limits: HttpLimits { max_head: 48, max_headers: 3, max_body: 8 },
+            max_pipeline: 3,
+            ..HttpConfig::default()
+        };
+        let mut h = Harness::new(cfg, steps.first().is_some_and(|s| s.1 == 7));
+        for (ts, (piece, op, cut)) in steps.into_iter().enumerate() {
+            let bytes = PIECES[piece];
+            let bytes = &bytes[..bytes.len().min(cut.max(1) + bytes.len() / 2)];
+            let ts = ts as u64 + 1;
+            match op {
+                0..=2 => h.req(ts, bytes),
+                3..=5 => h.resp(ts, bytes),
+                6 => h.gap(Direction::Request, ts, false),
+                _ => h.fin(Direction::Response, ts),
+            }
+        }
+        // Asserts requests_seen == paired + lost == outcomes.
+        h.close(CloseReason::Fin);
+    }
+}
