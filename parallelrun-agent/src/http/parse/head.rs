@@ -212,9 +212,9 @@ fn find_section_end(buf: &[u8], from: usize) -> Scan {
 
 /// Whether `chunk` begins with a complete request line that the request
 /// parser accepts and that names an HTTP version: `METHOD SP target SP
-/// HTTP/1.x` (checked with httparse) or its [lenient](check_request_line)
-/// form `METHOD SP target SP HTTP/1.` (and the line end). Tracking
-/// resynchronizes a request stream at such a chunk.
+/// HTTP/1.x` (checked with httparse) or the lenient `METHOD SP target SP
+/// HTTP/1.` ([parser documentation](super#request-lines)), and its line
+/// end. Tracking resynchronizes a request stream at such a chunk.
 ///
 /// The version-less lenient form (`METHOD SP target`) is accepted where a
 /// request must start, but is no evidence that one does: a body resumed
@@ -238,10 +238,10 @@ pub fn starts_with_request_line(chunk: &[u8]) -> bool {
 
 /// When a chunk skipped while resynchronizing begins with what looks like a
 /// request line that the parser does not accept, what of it can be read.
-/// It must look more like a request than a line where a request is known to
-/// start ([`readable_request_line`]): it must also name `HTTP/`, since the
-/// chunk may be anywhere in a body (`GET /x HTTP/2.0` counts, `UPDATE
-/// users SET x = 1` does not).
+/// It must look more like a request than a line where a request is known
+/// to start ([`RequestParser::rejected`](super::RequestParser::rejected)):
+/// it must also name `HTTP/`, since the chunk may be anywhere in a body
+/// (`GET /x HTTP/2.0` counts, `UPDATE users SET x = 1` does not).
 pub fn skipped_request_line(chunk: &[u8]) -> Option<RequestLine> {
     let nl = chunk.iter().position(|&b| b == b'\n')?;
     let line = chunk.get(..=nl)?;
