@@ -101,15 +101,23 @@ impl Proc {
         }
     }
 
+    /// Sends `sig` unless the child has exited (once reaped, its pid may be
+    /// another process's).
+    pub fn signal(&mut self, sig: i32) {
+        if self.exited().is_none() {
+            // SAFETY: kill(2) on our own child, not reaped yet (checked
+            // above; only this guard reaps it).
+            unsafe { libc::kill(self.pid(), sig) };
+        }
+    }
+
     /// Sends `sig` (0: none, only wait) unless the child has exited, and
     /// waits up to `limit` for the exit; SIGKILL, and an error, after that.
     pub fn stop(&mut self, sig: i32, limit: Duration) -> Result<ExitStatus> {
         if let Some(st) = self.exited() {
             return Ok(st);
         }
-        // SAFETY: kill(2) on our own child, not reaped yet (checked above;
-        // only this guard reaps it).
-        unsafe { libc::kill(self.pid(), sig) };
+        self.signal(sig);
         let end = Instant::now() + limit;
         while Instant::now() < end {
             if let Some(st) = self.exited() {
