@@ -171,3 +171,6 @@ pub fn enter(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

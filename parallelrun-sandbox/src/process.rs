@@ -166,3 +166,6 @@ pub fn status_kib(pid: i32, field: &str) -> Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| Error::Other(format!("no {field} in {path}")))
 }
+
+#[cfg(test)]
+mod tests;
