@@ -10,9 +10,8 @@
 
 use std::{net::SocketAddr, thread, time::Duration};
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use parallelrun_tests::{
-    agent::{Agent, counter, stats},
+    agent::{Agent, attached, counter, stats},
     client::{self, Conversation},
     netns::{Family, Netns, Pair, run},
     pcap, require_root,
@@ -202,17 +201,6 @@ fn sigkill_leaves_nothing_attached() {
     let dir = tempfile::tempdir().unwrap();
     let pcap_path = dir.path().join("k.pcap");
     let iface = pair.server_if.clone();
-    let attached = |ns: &Netns, iface: &str| {
-        let iface = iface.to_owned();
-        ns.run(move || {
-            [TcAttachType::Ingress, TcAttachType::Egress].map(|t| {
-                SchedClassifier::query_tcx(&iface, t)
-                    .expect("query tcx")
-                    .1
-                    .len()
-            })
-        })
-    };
     assert_eq!(attached(&pair.server, &iface), [0, 0]);
     let mut agent = Agent::start(
         &pair.server,
