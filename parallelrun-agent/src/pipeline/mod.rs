@@ -7,21 +7,24 @@
 //! matched, mismatched, noise, skipped (by reason), lost (by cause) or
 //! replay error. [`Pipeline::unaccounted`] checks it.
 
+mod accounting;
+mod policy;
+mod targets;
+
 use std::{
-    net::SocketAddr,
-    num::NonZeroU32,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime},
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+pub use self::{
+    accounting::{Accounting, AccountingSnapshot},
+    policy::{Breaker, DEFAULT_METHODS, Policy},
+    targets::check_targets,
+};
 use crate::{
     diff::{
         self, DiffConfig,
@@ -29,66 +32,11 @@ use crate::{
     },
     http::{HttpConfig, HttpTracker, track::HttpStats},
     metrics::{Metrics, ReplayTarget, SkipReason},
-    model::{Difference, Exchange, LossCause, Outcome, TcpSegment, wall_ns},
+    model::{Difference, Exchange, Outcome, TcpSegment, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
     replay::{ReplayError, Replayed, Replayer},
     report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
 };
-
-/// Which captured requests are replayed.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    /// Methods replayed (uppercase). Default GET, HEAD, OPTIONS: methods
-    /// without side effects. Anything else must be asked for.
-    pub methods: Vec<String>,
-    /// When non-empty, only targets whose path starts with one of these.
-    pub path_prefixes: Vec<String>,
-    /// Targets whose path starts with one of these are never replayed.
-    pub exclude_prefixes: Vec<String>,
-    /// Fraction of requests replayed, in (0, 1].
-    pub sample: f64,
-    /// At most this many replays per second.
-    pub rate: Option<NonZeroU32>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            methods: DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
-            path_prefixes: Vec::new(),
-            exclude_prefixes: Vec::new(),
-            sample: 1.0,
-            rate: None,
-        }
-    }
-}
-
-/// Methods replayed unless told otherwise.
-pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
-
-impl Policy {
-    /// Why `ex` is not replayed, if it is not. Sampling and rate limiting
-    /// are the pipeline's (they have state).
-    fn filter(&self, method: &str, target: &str) -> Option<SkipReason> {
-        if !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
-            return Some(SkipReason::Method);
-        }
-        let path = target.split(['?', '#']).next().unwrap_or(target);
-        if self
-            .exclude_prefixes
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
-            || (!self.path_prefixes.is_empty()
-                && !self
-                    .path_prefixes
-                    .iter()
-                    .any(|p| path.starts_with(p.as_str())))
-        {
-            return Some(SkipReason::Filter);
-        }
-        None
-    }
-}
 
 /// Everything the pipeline needs.
 pub struct PipelineConfig {
@@ -116,144 +64,6 @@ pub struct PipelineConfig {
 fn queue_weight(ex: &Exchange) -> u32 {
     let bytes = ex.request.raw.len() + ex.response.body.len();
     u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
-}
-
-/// Outcome counters of one run. Requests seen = the sum of all of them.
-#[derive(Debug, Default)]
-pub struct Accounting {
-    pub captured: AtomicU64,
-    pub replayed: AtomicU64,
-    pub matched: AtomicU64,
-    pub mismatched: AtomicU64,
-    pub noise: AtomicU64,
-    pub skipped: [AtomicU64; SkipReason::ALL.len()],
-    pub lost: [AtomicU64; LossCause::ALL.len()],
-    pub replay_errors: AtomicU64,
-    /// Differences suppressed as noise (several per request possible).
-    pub noise_differences: AtomicU64,
-    /// Replays to the secondary that failed (the request is still compared,
-    /// without per-request noise cancellation).
-    pub secondary_errors: AtomicU64,
-    /// Events that could not be written to the mismatch log.
-    pub log_errors: AtomicU64,
-}
-
-/// A point-in-time copy of [`Accounting`], for summaries and JSON.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct AccountingSnapshot {
-    pub captured: u64,
-    pub replayed: u64,
-    pub matched: u64,
-    pub mismatched: u64,
-    pub noise: u64,
-    pub skipped: std::collections::BTreeMap<&'static str, u64>,
-    pub lost: std::collections::BTreeMap<&'static str, u64>,
-    pub replay_errors: u64,
-    pub noise_differences: u64,
-    pub secondary_errors: u64,
-    pub log_errors: u64,
-}
-
-impl AccountingSnapshot {
-    pub fn skipped_total(&self) -> u64 {
-        self.skipped.values().sum()
-    }
-
-    pub fn lost_total(&self) -> u64 {
-        self.lost.values().sum()
-    }
-
-    /// Requests with an outcome.
-    pub fn accounted(&self) -> u64 {
-        self.matched
-            + self.mismatched
-            + self.noise
-            + self.skipped_total()
-            + self.lost_total()
-            + self.replay_errors
-    }
-}
-
-impl Accounting {
-    pub fn snapshot(&self) -> AccountingSnapshot {
-        AccountingSnapshot {
-            captured: self.captured.load(Relaxed),
-            replayed: self.replayed.load(Relaxed),
-            matched: self.matched.load(Relaxed),
-            mismatched: self.mismatched.load(Relaxed),
-            noise: self.noise.load(Relaxed),
-            skipped: SkipReason::ALL
-                .iter()
-                .map(|r| (r.name(), self.skipped[*r as usize].load(Relaxed)))
-                .collect(),
-            lost: LossCause::ALL
-                .iter()
-                .map(|c| (c.name(), self.lost[*c as usize].load(Relaxed)))
-                .collect(),
-            replay_errors: self.replay_errors.load(Relaxed),
-            noise_differences: self.noise_differences.load(Relaxed),
-            secondary_errors: self.secondary_errors.load(Relaxed),
-            log_errors: self.log_errors.load(Relaxed),
-        }
-    }
-}
-
-/// Stops replaying to a new service that refuses connections, so that a
-/// service that is down is not hammered and requests are skipped (counted as
-/// `new_down`) instead of piling up errors. After [`Breaker::TRIP_AFTER`]
-/// connection failures in a row, replays pause; one probe request goes
-/// through every [`Breaker::PROBE_EVERY`]; its success closes the breaker.
-#[derive(Debug, Default)]
-pub struct Breaker {
-    failures: AtomicU64,
-    /// Wall-clock ns before which requests are skipped (0 = closed).
-    open_until_ns: AtomicU64,
-}
-
-impl Breaker {
-    pub const TRIP_AFTER: u64 = 5;
-    pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-    /// Whether a request may be replayed now. While open, lets one probe
-    /// through per [`Breaker::PROBE_EVERY`].
-    pub fn allow(&self, now_ns: u64) -> bool {
-        let until = self.open_until_ns.load(Relaxed);
-        if until == 0 {
-            return true;
-        }
-        if now_ns < until {
-            return false;
-        }
-        // Time for a probe: only one caller wins the swap.
-        let next = now_ns.saturating_add(Self::PROBE_EVERY.as_nanos() as u64);
-        self.open_until_ns
-            .compare_exchange(until, next, Relaxed, Relaxed)
-            .is_ok()
-    }
-
-    /// Records a replay's result; `connect_failed` for refused or timed-out
-    /// connections (the service is down, not merely wrong).
-    pub fn record(&self, connect_failed: bool, now_ns: u64) {
-        if !connect_failed {
-            self.failures.store(0, Relaxed);
-            self.open_until_ns.store(0, Relaxed);
-            return;
-        }
-        let n = self.failures.fetch_add(1, Relaxed) + 1;
-        if n >= Self::TRIP_AFTER && self.open_until_ns.load(Relaxed) == 0 {
-            let until = now_ns.saturating_add(Self::PROBE_EVERY.as_nanos() as u64);
-            self.open_until_ns.store(until, Relaxed);
-            warn!(
-                failures = n,
-                "the new service refuses connections: pausing replays (skipped requests are \
-                 counted as new_down) and probing every second"
-            );
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.open_until_ns.load(Relaxed) != 0
-    }
 }
 
 /// Replay targets.
@@ -684,82 +494,5 @@ impl Shared {
                 warn!("cannot write the mismatch log ({e}); capture and counters go on");
             }
         }
-    }
-}
-
-/// Refuses replay targets that are old services: parallelrun never sends
-/// anything to the old service, and capturing its own replays would loop.
-pub fn check_targets(
-    old: &[crate::service::ServiceAddr],
-    targets: &[(&str, SocketAddr)],
-) -> Result<(), String> {
-    for (flag, addr) in targets {
-        if let Some(o) = old.iter().find(|o| o.matches(addr)) {
-            return Err(format!(
-                "{flag} {addr} is an old service (--old {o}): replay targets must be \
-                 other instances, or the old service would receive replayed traffic"
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn breaker_trips_after_repeated_connect_failures_and_probes() {
-        let b = Breaker::default();
-        for _ in 0..Breaker::TRIP_AFTER - 1 {
-            b.record(true, 10 * S);
-        }
-        assert!(b.allow(10 * S), "not yet tripped");
-        b.record(true, 10 * S);
-        assert!(b.is_open());
-        assert!(!b.allow(10 * S + 1), "open: skip");
-        // After PROBE_EVERY one probe goes through, the next caller waits.
-        assert!(b.allow(11 * S + 1));
-        assert!(!b.allow(11 * S + 2));
-        // The probe succeeded: closed again.
-        b.record(false, 11 * S + 3);
-        assert!(!b.is_open());
-        assert!(b.allow(11 * S + 4));
-    }
-
-    #[test]
-    fn other_errors_do_not_trip_the_breaker() {
-        let b = Breaker::default();
-        for _ in 0..10 {
-            b.record(false, S);
-        }
-        assert!(!b.is_open());
-    }
-
-    #[test]
-    fn policy_filters_methods_and_paths() {
-        let p = Policy {
-            path_prefixes: vec!["/api/".into()],
-            exclude_prefixes: vec!["/api/admin".into()],
-            ..Policy::default()
-        };
-        assert_eq!(p.filter("POST", "/api/x"), Some(SkipReason::Method));
-        assert_eq!(p.filter("GET", "/other"), Some(SkipReason::Filter));
-        assert_eq!(
-            p.filter("GET", "/api/admin/users"),
-            Some(SkipReason::Filter)
-        );
-        assert_eq!(p.filter("get", "/api/x?q=/api/admin"), None);
-    }
-
-    #[test]
-    fn replay_targets_must_not_be_old_services() {
-        let old: Vec<crate::service::ServiceAddr> = vec![":8080".parse().unwrap()];
-        let new: SocketAddr = "10.0.0.9:8080".parse().unwrap();
-        assert!(check_targets(&old, &[("--new", new)]).is_err());
-        let new: SocketAddr = "10.0.0.9:9090".parse().unwrap();
-        assert!(check_targets(&old, &[("--new", new)]).is_ok());
     }
 }
