@@ -1,11 +1,27 @@
 //! The core loop, fed live from the ring buffer or offline from a pcap:
 //! segments → [`Reassembler`] → [`HttpTracker`] → exchanges → replay to the
-//! new (and secondary) service → [`diff`] → noise cancellation → mismatch
-//! log and metrics.
+//! new (and secondary) service → [`diff`](crate::diff) → noise
+//! cancellation → mismatch log and metrics.
 //!
 //! Accounting: every request whose head was parsed ends in exactly one of
 //! matched, mismatched, noise, skipped (by reason), lost (by cause) or
 //! replay error. [`Pipeline::unaccounted`] checks it.
+//!
+//! Each stage has its module: which requests are replayed ([`Policy`],
+//! [`Breaker`]), the counters
+//! ([`Accounting`]) and which targets are refused ([`check_targets`]). This
+//! module holds the loop itself and the replay decision.
+//!
+//! # Replay capacity
+//!
+//! A request is replayed to every target or to none: the secondary is part
+//! of the decision, never an extra taken when it happens to be free. Its
+//! capacity is one slot of the queue (`max_queue` replays and
+//! `max_queue_bytes` bytes waiting or running, for the new service and the
+//! secondary together: they replay the same exchange) and an in-flight
+//! permit on each target ([`Targets::acquire`]). Live capture never waits
+//! for a queue slot: without one the request is skipped as `overload`.
+//! Offline replay waits. A replay in the queue waits for its permits.
 
 mod accounting;
 mod policy;
@@ -34,7 +50,7 @@ use crate::{
     metrics::{Metrics, ReplayTarget, SkipReason},
     model::{Difference, Exchange, Outcome, TcpSegment, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
-    replay::{ReplayError, Replayed, Replayer},
+    replay::{Permit, ReplayError, Replayed, Replayer},
     report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
 };
 
@@ -70,6 +86,39 @@ fn queue_weight(ex: &Exchange) -> u32 {
 pub struct Targets {
     pub new: Replayer,
     pub secondary: Option<Replayer>,
+}
+
+/// What the replays of one exchange answered: the new service, and the
+/// secondary when there is one.
+type Answers = (
+    Result<Replayed, ReplayError>,
+    Option<Result<Replayed, ReplayError>>,
+);
+
+impl Targets {
+    /// An in-flight permit on the new service and, with a secondary, one
+    /// there too: both or, while waiting, neither is used. Taken in one
+    /// order (new first), so replays each waiting for both never wait on
+    /// one another for good.
+    async fn acquire(&self) -> (Permit, Option<Permit>) {
+        let new = self.new.acquire().await;
+        let secondary = match &self.secondary {
+            Some(s) => Some(s.acquire().await),
+            None => None,
+        };
+        (new, secondary)
+    }
+
+    /// Replays `ex` to the new service and the secondary at once, on the
+    /// permits [`Targets::acquire`] took.
+    async fn send(&self, (new, secondary): (Permit, Option<Permit>), ex: &Exchange) -> Answers {
+        tokio::join!(self.new.send(new, ex.protocol, &ex.request), async {
+            match self.secondary.as_ref().zip(secondary) {
+                Some((s, permit)) => Some(s.send(permit, ex.protocol, &ex.request).await),
+                None => None,
+            }
+        })
+    }
 }
 
 /// What the replay tasks share.
@@ -256,23 +305,9 @@ impl Pipeline {
             let shared = Arc::clone(&self.shared);
             self.tasks.spawn(async move {
                 let _slot = slot;
-                let new = shared.targets.new.clone();
-                let permit = new.acquire().await;
-                // The secondary only ever helps: without capacity there, the
-                // request is compared without per-request noise cancellation.
-                let secondary = shared
-                    .targets
-                    .secondary
-                    .as_ref()
-                    .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
-                let (new_res, sec_res) =
-                    tokio::join!(new.send(permit, ex.protocol, &ex.request), async {
-                        match secondary {
-                            Some((s, p)) => Some(s.send(p, ex.protocol, &ex.request).await),
-                            None => None,
-                        }
-                    });
-                shared.complete(ex, new_res, sec_res);
+                let permits = shared.targets.acquire().await;
+                let (new, secondary) = shared.targets.send(permits, &ex).await;
+                shared.complete(ex, new, secondary);
             });
             self.reap_finished();
         }
