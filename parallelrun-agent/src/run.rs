@@ -365,10 +365,11 @@ fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Res
     if o.lost_total() > 0 {
         eprintln!("  lost:    {}", nonzero(&o.lost));
     }
-    if o.noise_differences > 0 || o.secondary_errors > 0 {
+    if o.noise_differences > 0 || o.secondary_errors > 0 || o.noise_unchecked > 0 {
         eprintln!(
-            "  noise:   {} differences suppressed, {} secondary errors",
-            o.noise_differences, o.secondary_errors
+            "  noise:   {} differences suppressed, {} secondary errors, \
+             {} mismatches not checked for noise (noise_unchecked)",
+            o.noise_differences, o.secondary_errors, o.noise_unchecked
         );
     }
     if let Some(k) = &s.kernel {

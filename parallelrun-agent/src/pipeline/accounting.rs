@@ -24,8 +24,12 @@ pub struct Accounting {
     /// Differences suppressed as noise (several per request possible).
     pub noise_differences: AtomicU64,
     /// Replays to the secondary that failed (the request is still compared,
-    /// without per-request noise cancellation).
+    /// without noise cancellation).
     pub secondary_errors: AtomicU64,
+    /// Mismatched requests compared without noise cancellation because the
+    /// secondary gave no response (part of `mismatched`, not an outcome of
+    /// their own).
+    pub noise_unchecked: AtomicU64,
     /// Events that could not be written to the mismatch log.
     pub log_errors: AtomicU64,
 }
@@ -43,6 +47,7 @@ pub struct AccountingSnapshot {
     pub replay_errors: u64,
     pub noise_differences: u64,
     pub secondary_errors: u64,
+    pub noise_unchecked: u64,
     pub log_errors: u64,
 }
 
@@ -85,6 +90,7 @@ impl Accounting {
             replay_errors: self.replay_errors.load(Relaxed),
             noise_differences: self.noise_differences.load(Relaxed),
             secondary_errors: self.secondary_errors.load(Relaxed),
+            noise_unchecked: self.noise_unchecked.load(Relaxed),
             log_errors: self.log_errors.load(Relaxed),
         }
     }

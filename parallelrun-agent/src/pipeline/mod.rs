@@ -8,7 +8,7 @@
 //! replay error. [`Pipeline::unaccounted`] checks it.
 //!
 //! Each stage has its module: which requests are replayed ([`Policy`],
-//! [`Breaker`]), the counters
+//! [`Breaker`]), how an answer is judged (`compare`), the counters
 //! ([`Accounting`]) and which targets are refused ([`check_targets`]). This
 //! module holds the loop itself and the replay decision.
 //!
@@ -24,6 +24,7 @@
 //! Offline replay waits. A replay in the queue waits for its permits.
 
 mod accounting;
+mod compare;
 mod policy;
 mod targets;
 
@@ -36,19 +37,17 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use self::compare::{Secondary, Verdict};
 pub use self::{
     accounting::{Accounting, AccountingSnapshot},
     policy::{Breaker, DEFAULT_METHODS, Policy},
     targets::check_targets,
 };
 use crate::{
-    diff::{
-        self, DiffConfig,
-        noise::{self, EndpointNoise, NoiseThresholds},
-    },
+    diff::{DiffConfig, EndpointNoise, NoiseThresholds},
     http::{HttpConfig, HttpTracker, track::HttpStats},
     metrics::{Metrics, ReplayTarget, SkipReason},
-    model::{Difference, Exchange, Outcome, TcpSegment, wall_ns},
+    model::{Exchange, Outcome, TcpSegment, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
     replay::{Permit, ReplayError, Replayed, Replayer},
     report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
@@ -425,6 +424,12 @@ impl Shared {
     ) {
         self.breaker
             .record(matches!(&new, Err(e) if e.kind() == "connect"), wall_ns());
+        // A failed secondary is counted whatever the new service answered.
+        if let Some(Err(e)) = &secondary {
+            self.acc.secondary_errors.fetch_add(1, Relaxed);
+            self.metrics.replay_error(ReplayTarget::Secondary, e.kind());
+            debug!(id = ex.id, error = %e, "replay to the secondary failed");
+        }
         let new = match new {
             Ok(new) => new,
             Err(e) => {
@@ -438,48 +443,41 @@ impl Shared {
             }
         };
         self.metrics.observe_new(new.latency_ns);
-        let raw = diff::compare(&self.diff, &ex.response, &new.response);
-        if raw.is_match() {
-            self.acc.matched.fetch_add(1, Relaxed);
-            self.metrics.matched();
-            return;
-        }
-        let secondary = match secondary {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => {
-                self.acc.secondary_errors.fetch_add(1, Relaxed);
-                self.metrics.replay_error(ReplayTarget::Secondary, e.kind());
-                None
-            }
-            None => None,
+        let answered = match &secondary {
+            None => Secondary::None,
+            Some(Ok(s)) => Secondary::Answered(&s.response),
+            Some(Err(e)) => Secondary::Failed(e.kind()),
         };
-        let noise_diffs: Vec<Difference> = secondary
-            .as_ref()
-            .map(|s| diff::compare(&self.diff, &ex.response, &s.response).differences)
-            .unwrap_or_default();
-        let all = raw.differences;
-        let (mut reported, suppressed) = noise::cancel(all.clone(), &noise_diffs);
-        let endpoint = noise::endpoint_key(&ex.request.method, &ex.request.target);
-        let mut suppressed_n = suppressed.len();
-        if let Ok(mut endpoints) = self.endpoints.lock() {
-            endpoints.observe(&endpoint, &all, &noise_diffs);
-            let before = reported.len();
-            reported.retain(|d| !endpoints.is_noise(&endpoint, d));
-            suppressed_n += before - reported.len();
-        }
+        let m = match compare::judge(&self.diff, &self.endpoints, &ex, &new.response, answered) {
+            Verdict::Matched => {
+                self.acc.matched.fetch_add(1, Relaxed);
+                self.metrics.matched();
+                return;
+            }
+            Verdict::Noise { suppressed } => {
+                self.acc
+                    .noise_differences
+                    .fetch_add(suppressed as u64, Relaxed);
+                self.acc.noise.fetch_add(1, Relaxed);
+                self.metrics.noise();
+                return;
+            }
+            Verdict::Mismatched(m) => m,
+        };
         self.acc
             .noise_differences
-            .fetch_add(suppressed_n as u64, Relaxed);
-        if reported.is_empty() {
-            self.acc.noise.fetch_add(1, Relaxed);
-            self.metrics.noise();
-            return;
-        }
+            .fetch_add(m.suppressed as u64, Relaxed);
         self.acc.mismatched.fetch_add(1, Relaxed);
         self.metrics.mismatched();
-        let mut ev = self.event(&ex, EventKind::Mismatch, Some(&new), secondary.as_ref());
-        ev.differences = reported;
-        ev.omitted = raw.omitted;
+        if m.noise_unchecked.is_some() {
+            self.acc.noise_unchecked.fetch_add(1, Relaxed);
+            self.metrics.noise_unchecked();
+        }
+        let answer = secondary.as_ref().and_then(|s| s.as_ref().ok());
+        let mut ev = self.event(&ex, EventKind::Mismatch, Some(&new), answer);
+        ev.differences = m.listed;
+        ev.omitted = m.omitted;
+        ev.noise_unchecked = m.noise_unchecked.map(|kind| format!("secondary {kind}"));
         self.write(&ev);
     }
 
@@ -512,6 +510,7 @@ impl Shared {
             }),
             differences: Vec::new(),
             omitted: 0,
+            noise_unchecked: None,
             error: None,
         }
     }
