@@ -89,7 +89,14 @@ impl Setup {
                 );
             }
         }
-        pipeline::check_targets(old, &targets).map_err(anyhow::Error::msg)?;
+        let host = pipeline::host_addresses().unwrap_or_else(|e| {
+            warn!(
+                "cannot list this host's addresses ({e}): replay targets are checked against \
+                 --old, loopback and the unspecified address only"
+            );
+            Vec::new()
+        });
+        pipeline::check_targets(old, &targets, &host)?;
         let limits = HttpLimits {
             max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
             ..HttpLimits::default()

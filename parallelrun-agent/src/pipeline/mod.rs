@@ -41,7 +41,7 @@ use self::compare::{Secondary, Verdict};
 pub use self::{
     accounting::{Accounting, AccountingSnapshot},
     policy::{Breaker, DEFAULT_METHODS, Policy},
-    targets::check_targets,
+    targets::{TargetError, check_targets, host_addresses},
 };
 use crate::{
     diff::{DiffConfig, EndpointNoise, NoiseThresholds},
