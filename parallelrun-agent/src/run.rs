@@ -153,6 +153,7 @@ impl Setup {
                 path_prefixes: args.path_prefix.clone(),
                 exclude_prefixes: args.exclude_path_prefix.clone(),
                 sample: args.sample,
+                sample_seed: None,
                 rate: args.rate,
             },
             diff,

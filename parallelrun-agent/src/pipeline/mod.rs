@@ -37,11 +37,14 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use self::compare::{Secondary, Verdict};
 pub use self::{
     accounting::{Accounting, AccountingSnapshot},
     policy::{Breaker, DEFAULT_METHODS, Policy},
     targets::{TargetError, check_targets, host_addresses},
+};
+use self::{
+    compare::{Secondary, Verdict},
+    policy::Sampler,
 };
 use crate::{
     diff::{DiffConfig, EndpointNoise, NoiseThresholds},
@@ -138,6 +141,7 @@ pub struct Pipeline {
     reassembler: Reassembler<HttpTracker>,
     ready: Vec<Exchange>,
     policy: Policy,
+    sampler: Sampler,
     limiter: Option<DefaultDirectRateLimiter>,
     wait_for_capacity: bool,
     drain_timeout: Duration,
@@ -176,6 +180,7 @@ impl Pipeline {
         Self {
             reassembler: Reassembler::new(cfg.reassembly, HttpTracker::new(cfg.http)),
             ready: Vec::new(),
+            sampler: Sampler::new(&cfg.policy),
             policy: cfg.policy,
             limiter,
             wait_for_capacity: cfg.wait_for_capacity,
@@ -258,7 +263,7 @@ impl Pipeline {
                 self.skip(reason);
                 continue;
             }
-            if self.policy.sample < 1.0 && rand::random::<f64>() >= self.policy.sample {
+            if !self.sampler.sampled() {
                 self.skip(SkipReason::Sample);
                 continue;
             }

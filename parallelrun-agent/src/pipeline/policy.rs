@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
 use tracing::warn;
 
 use crate::metrics::SkipReason;
@@ -24,6 +25,10 @@ pub struct Policy {
     pub exclude_prefixes: Vec<String>,
     /// Fraction of requests replayed, in (0, 1].
     pub sample: f64,
+    /// Seed of the sampling: `None` (the default) seeds it from the OS, so
+    /// each run samples other requests; a fixed seed samples the same ones
+    /// from the same input (tests).
+    pub sample_seed: Option<u64>,
     /// At most this many replays per second.
     pub rate: Option<NonZeroU32>,
 }
@@ -35,6 +40,7 @@ impl Default for Policy {
             path_prefixes: Vec::new(),
             exclude_prefixes: Vec::new(),
             sample: 1.0,
+            sample_seed: None,
             rate: None,
         }
     }
@@ -64,6 +70,31 @@ impl Policy {
             return Some(SkipReason::Filter);
         }
         None
+    }
+}
+
+/// Chooses the requests [`Policy::sample`] replays: each independently,
+/// with that probability.
+#[derive(Debug)]
+pub(super) struct Sampler {
+    fraction: f64,
+    rng: SmallRng,
+}
+
+impl Sampler {
+    pub(super) fn new(policy: &Policy) -> Self {
+        Self {
+            fraction: policy.sample,
+            rng: match policy.sample_seed {
+                Some(seed) => SmallRng::seed_from_u64(seed),
+                None => SmallRng::from_os_rng(),
+            },
+        }
+    }
+
+    /// Whether the next request is sampled.
+    pub(super) fn sampled(&mut self) -> bool {
+        self.fraction >= 1.0 || self.rng.random::<f64>() < self.fraction
     }
 }
 

@@ -45,3 +45,29 @@ fn policy_filters_methods_and_paths() {
     );
     assert_eq!(p.filter("get", "/api/x?q=/api/admin"), None);
 }
+
+#[test]
+fn sampling_keeps_the_fraction_and_a_seed_repeats_it() {
+    let policy = |sample, seed| Policy {
+        sample,
+        sample_seed: Some(seed),
+        ..Policy::default()
+    };
+    let run = |p: &Policy| {
+        let mut s = Sampler::new(p);
+        (0..10_000).map(|_| s.sampled()).collect::<Vec<_>>()
+    };
+    let a = run(&policy(0.25, 7));
+    let kept = a.iter().filter(|k| **k).count();
+    // 10 000 draws at 0.25: 2 500 ± 43 (one sigma).
+    assert!((2_300..=2_700).contains(&kept), "{kept}");
+    assert_eq!(run(&policy(0.25, 7)), a, "same seed, same choice");
+    assert_ne!(run(&policy(0.25, 8)), a, "another seed, another choice");
+    assert!(run(&policy(1.0, 7)).iter().all(|k| *k), "1 keeps all");
+    let unseeded = Policy {
+        sample: 0.5,
+        ..Policy::default()
+    };
+    let kept = run(&unseeded).iter().filter(|k| **k).count();
+    assert!((4_700..=5_300).contains(&kept), "{kept}");
+}
