@@ -19,7 +19,7 @@
 //! capacity is one slot of the queue (`max_queue` replays and
 //! `max_queue_bytes` bytes waiting or running, for the new service and the
 //! secondary together: they replay the same exchange) and an in-flight
-//! permit on each target ([`Targets::acquire`]). Live capture never waits
+//! permit on each target (`Targets::acquire`). Live capture never waits
 //! for a queue slot: without one the request is skipped as `overload`.
 //! Offline replay waits. A replay in the queue waits for its permits.
 
@@ -99,8 +99,8 @@ type Answers = (
 
 impl Targets {
     /// An in-flight permit on the new service and, with a secondary, one
-    /// there too: both or, while waiting, neither is used. Taken in one
-    /// order (new first), so replays each waiting for both never wait on
+    /// there too: a replay starts only once it holds both. They are taken
+    /// in one order (new first), so replays waiting for both never wait on
     /// one another for good.
     async fn acquire(&self) -> (Permit, Option<Permit>) {
         let new = self.new.acquire().await;

@@ -1,19 +1,6 @@
-//! Replay targets that must not be the old service: parallelrun never sends
-//! anything to the old service, and capturing its own replays would loop.
-//!
-//! An address alone does not tell: an old service listening on every
-//! address (`0.0.0.0:8080`, `[::]:8080`) answers on each address of its
-//! host, loopback included, whatever address `--old` names. So a target
-//! ([`check_targets`]) with an old service's port is refused when it may be
-//! the old service's host:
-//!
-//! - it is an `--old` address, or `--old` is `:PORT` (every address);
-//! - it is a loopback address (`127.0.0.0/8`, `::1`) or the unspecified
-//!   one (`0.0.0.0`, `::`, which connects to this host);
-//! - it is one of this host's addresses ([`host_addresses`]).
-//!
-//! A target on another port, or on another host's address, is accepted.
-//! IPv4-mapped IPv6 addresses count as the IPv4 address.
+//! Replay targets that must not be the old service ([`check_targets`]),
+//! and the addresses of this host it checks them against
+//! ([`host_addresses`]).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -65,9 +52,23 @@ pub enum TargetError {
 }
 
 /// Refuses replay targets (`(flag, address)`, e.g. `("--new", …)`) that
-/// are, or may be, one of the `old` services (see the
-/// [module docs](self)); `host` is this host's addresses
-/// ([`host_addresses`]).
+/// are, or may be, one of the `old` services; `host` is this host's
+/// addresses ([`host_addresses`]). parallelrun never sends anything to the
+/// old service, and capturing its own replays would loop.
+///
+/// An address alone does not tell: an old service listening on every
+/// address (`0.0.0.0:8080`, `[::]:8080`) answers on each address of its
+/// host, loopback included, whatever address `--old` names. So a target
+/// with an old service's port is refused when it may be the old service's
+/// host:
+///
+/// - it is an `--old` address, or `--old` is `:PORT` (every address);
+/// - it is a loopback address (`127.0.0.0/8`, `::1`) or the unspecified
+///   one (`0.0.0.0`, `::`, which connects to this host);
+/// - it is one of `host`'s addresses.
+///
+/// A target on another port, or on another host's address, is accepted.
+/// IPv4-mapped IPv6 addresses count as the IPv4 address.
 pub fn check_targets(
     old: &[ServiceAddr],
     targets: &[(&str, SocketAddr)],
