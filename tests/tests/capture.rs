@@ -165,19 +165,25 @@ fn loopback_delivers_each_segment_once() {
         ],
     );
     let addr = server.addr;
+    let retransmitted = || raw::snmp(&ns)["Tcp:RetransSegs"];
+    let before = retransmitted();
     let conv =
         ns.run(move || client::keep_alive(addr, &["/bytes/3000", "/bytes/200000", "/bytes/10"]));
     thread::sleep(Duration::from_millis(300));
     agent.stop();
+    // TCP itself may send a segment twice on a loaded machine (a tail loss
+    // probe): those copies were on the wire. Any other duplicate would be
+    // the program seeing one segment on two hooks.
+    let resent = usize::try_from(retransmitted() - before).unwrap_or(0);
 
     let packets = pcap::read(&pcap_path);
     assert_captured_exactly(&packets, &conv);
     let dups = pcap::duplicates(&packets);
     assert!(
-        dups.is_empty(),
-        "{} segments captured twice, first: {:?}",
+        dups.len() <= resent,
+        "{} segments captured twice but TCP retransmitted {resent}, first: {:?}",
         dups.len(),
-        dups[0]
+        dups.first()
     );
 
     let out = run(std::process::Command::new("tcpdump")
