@@ -211,6 +211,7 @@ fuzz_target!(|data: &[u8]| {
         secondary: None,
         differences: reported,
         omitted: raw.omitted,
+        noise_unchecked: None,
         error: None,
     };
     redact(&mut ev, &log);

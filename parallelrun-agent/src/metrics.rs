@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | `requests_captured_total` | counter | |
 //! | `replayed_total`, `matched_total`, `mismatched_total`, `noise_total` | counter | |
+//! | `noise_unchecked_total` | counter | |
 //! | `skipped_total` | counter | `reason` ([`SkipReason::name`]) |
 //! | `lost_total` | counter | `cause` ([`LossCause::name`]) |
 //! | `replay_errors_total` | counter | `target` (`new`, `secondary`), `kind` |
@@ -177,6 +178,7 @@ pub struct Metrics {
     matched: Counter,
     mismatched: Counter,
     noise: Counter,
+    noise_unchecked: Counter,
     skipped: Family<SkipLabels, Counter>,
     lost: Family<LostLabels, Counter>,
     replay_errors: Family<ReplayErrorLabels, Counter>,
@@ -225,6 +227,11 @@ impl Metrics {
             &mut registry,
             "noise",
             "Replays whose differences were all noise (not logged)",
+        );
+        let noise_unchecked = counter(
+            &mut registry,
+            "noise_unchecked",
+            "Mismatches logged without noise cancellation: the secondary gave no response",
         );
         let log_errors = counter(
             &mut registry,
@@ -302,6 +309,7 @@ impl Metrics {
             matched,
             mismatched,
             noise,
+            noise_unchecked,
             skipped,
             lost,
             replay_errors,
@@ -338,6 +346,12 @@ impl Metrics {
     /// A replay's differences were all noise.
     pub fn noise(&self) {
         self.noise.inc();
+    }
+
+    /// A mismatch was logged without noise cancellation (also counted by
+    /// [`mismatched`](Self::mismatched)): the secondary gave no response.
+    pub fn noise_unchecked(&self) {
+        self.noise_unchecked.inc();
     }
 
     /// A captured request was not replayed.

@@ -89,7 +89,14 @@ impl Setup {
                 );
             }
         }
-        pipeline::check_targets(old, &targets).map_err(anyhow::Error::msg)?;
+        let host = pipeline::host_addresses().unwrap_or_else(|e| {
+            warn!(
+                "cannot list this host's addresses ({e}): replay targets are checked against \
+                 --old, loopback and the unspecified address only"
+            );
+            Vec::new()
+        });
+        pipeline::check_targets(old, &targets, &host)?;
         let limits = HttpLimits {
             max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
             ..HttpLimits::default()
@@ -146,6 +153,7 @@ impl Setup {
                 path_prefixes: args.path_prefix.clone(),
                 exclude_prefixes: args.exclude_path_prefix.clone(),
                 sample: args.sample,
+                sample_seed: None,
                 rate: args.rate,
             },
             diff,
@@ -366,10 +374,11 @@ fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Res
     if o.lost_total() > 0 {
         eprintln!("  lost:    {}", nonzero(&o.lost));
     }
-    if o.noise_differences > 0 || o.secondary_errors > 0 {
+    if o.noise_differences > 0 || o.secondary_errors > 0 || o.noise_unchecked > 0 {
         eprintln!(
-            "  noise:   {} differences suppressed, {} secondary errors",
-            o.noise_differences, o.secondary_errors
+            "  noise:   {} differences suppressed, {} secondary errors, \
+             {} mismatches not checked for noise (noise_unchecked)",
+            o.noise_differences, o.secondary_errors, o.noise_unchecked
         );
     }
     if let Some(k) = &s.kernel {

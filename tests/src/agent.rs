@@ -1,14 +1,18 @@
-//! The `parallelrun` binary as a child process inside a namespace.
+//! The `parallelrun` binary as a child process inside a namespace, what it
+//! attached, and the final counters it writes.
 
 use std::{
     io::{BufRead, BufReader},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
+    process::{ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use parallelrun_sandbox::Proc;
+use serde_json::Value;
 
 use crate::netns::Netns;
 
@@ -29,7 +33,7 @@ pub fn binary() -> PathBuf {
 
 /// A running agent. Killed on drop if still running.
 pub struct Agent {
-    child: Child,
+    proc: Proc,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -37,25 +41,21 @@ impl Agent {
     /// Starts `parallelrun ARGS` in `ns` and waits until it reports that it
     /// is attached (panics with its output if it exits first).
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
-        let mut cmd = ns.command(binary().to_str().unwrap());
+        let mut cmd = ns.command(binary());
         cmd.args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe. If the test dies, the agent
-        // gets SIGTERM instead of outliving it. (The signal follows the
-        // *thread* that started the agent: start it from the test's thread.)
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn agent");
+        // If the test dies, the agent gets SIGTERM instead of outliving it.
+        // (The signal follows the *thread* that started the agent: start it
+        // from the test's thread.) On drop it is killed at once.
+        let mut proc = Proc::spawn("agent", &mut cmd)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_grace(Duration::ZERO);
         let stderr = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
+        let pipe = proc.take_stderr().expect("the agent's stderr is piped");
         let log = stderr.clone();
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
@@ -68,13 +68,13 @@ impl Agent {
                 l.push('\n');
             }
         });
-        let mut agent = Self { child, stderr };
+        let mut agent = Self { proc, stderr };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
                 return agent;
             }
-            if let Some(st) = agent.child.try_wait().unwrap() {
+            if let Some(st) = agent.proc.exited() {
                 thread::sleep(Duration::from_millis(100));
                 panic!("agent exited ({st}) before attaching:\n{}", agent.stderr());
             }
@@ -87,7 +87,7 @@ impl Agent {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.proc.pid()
     }
 
     /// Everything the agent wrote to stderr so far.
@@ -95,23 +95,18 @@ impl Agent {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// Sends `signal` and waits (up to 30 s) for the agent to exit.
+    /// Sends `signal` (0: none) and waits (up to 30 s) for the agent to exit.
     pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.pid(), signal) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
+        match self.proc.stop(signal, Duration::from_secs(30)) {
+            Ok(st) => {
                 // Let the reader thread take the last lines.
                 thread::sleep(Duration::from_millis(100));
-                return st;
+                st
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(_) => panic!(
                 "agent did not exit within 30 s of signal {signal}:\n{}",
                 self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
+            ),
         }
     }
 
@@ -122,25 +117,94 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// TCX programs attached to `iface` in `ns`: `[ingress, egress]`.
+pub fn attached(ns: &Netns, iface: &str) -> [usize; 2] {
+    let iface = iface.to_owned();
+    ns.run(move || {
+        [TcAttachType::Ingress, TcAttachType::Egress].map(|t| {
+            SchedClassifier::query_tcx(&iface, t)
+                .expect("query tcx")
+                .1
+                .len()
+        })
+    })
 }
 
 /// The final counters written by `record --stats-json`.
-pub fn stats(path: &Path) -> serde_json::Value {
+pub fn stats(path: &Path) -> Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading stats {}: {e}", path.display()));
     serde_json::from_str(&text).expect("stats JSON")
 }
 
 /// A counter from the stats JSON, e.g. `counter(&s, "kernel", "ringbuf_full_drops")`.
-pub fn counter(stats: &serde_json::Value, group: &str, name: &str) -> u64 {
+pub fn counter(stats: &Value, group: &str, name: &str) -> u64 {
     stats[group][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {group}.{name} in {stats}"))
+}
+
+/// The counter at JSON pointer `p` of the stats, e.g. `/outcomes/matched`.
+pub fn counter_at(stats: &Value, p: &str) -> u64 {
+    stats
+        .pointer(p)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no counter {p} in the stats: {stats:#}"))
+}
+
+/// The sum of the counters in the object at JSON pointer `p` of the stats.
+pub fn counter_sum(stats: &Value, p: &str) -> u64 {
+    stats
+        .pointer(p)
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("no object {p} in the stats: {stats:#}"))
+        .values()
+        .map(|v| v.as_u64().expect("numeric counter"))
+        .sum()
+}
+
+/// The accounting invariant of `run`'s stats: every request seen has
+/// exactly one outcome, and the agent reports nothing unaccounted.
+pub fn assert_accounted(stats: &Value) {
+    let seen = counter_at(stats, "/requests_seen");
+    let outcomes = counter_at(stats, "/outcomes/matched")
+        + counter_at(stats, "/outcomes/mismatched")
+        + counter_at(stats, "/outcomes/noise")
+        + counter_sum(stats, "/outcomes/skipped")
+        + counter_sum(stats, "/outcomes/lost")
+        + counter_at(stats, "/outcomes/replay_errors");
+    assert_eq!(
+        seen, outcomes,
+        "requests seen != sum of outcomes: {stats:#}"
+    );
+    assert_eq!(
+        stats["unaccounted"],
+        serde_json::json!(0),
+        "unaccounted requests: {stats:#}"
+    );
+}
+
+/// The `--stats-json` file of `run`, with its counters by JSON pointer.
+#[derive(Clone, Debug)]
+pub struct Stats(pub Value);
+
+impl Stats {
+    pub fn read(path: &Path) -> Self {
+        Self(stats(path))
+    }
+
+    /// The counter at JSON pointer `p`, e.g. `/outcomes/matched`.
+    pub fn n(&self, p: &str) -> u64 {
+        counter_at(&self.0, p)
+    }
+
+    /// The sum of the counters in the object at `p`.
+    pub fn sum(&self, p: &str) -> u64 {
+        counter_sum(&self.0, p)
+    }
+
+    /// See [`assert_accounted`].
+    pub fn assert_accounted(&self) {
+        assert_accounted(&self.0);
+    }
 }

@@ -23,29 +23,28 @@ use std::{
     collections::BTreeMap,
     convert::Infallible,
     io::Write as _,
-    net::{SocketAddr, TcpListener},
-    pin::Pin,
+    net::SocketAddr,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full};
 use hyper::{
-    Method, Request, Response, StatusCode,
-    body::{Frame, Incoming},
-    header::HeaderMap,
-    server::conn::http1,
+    Method, Request, Response, StatusCode, body::Incoming, header::HeaderMap, server::conn::http1,
     service::service_fn,
 };
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
+use parallelrun_sandbox::utc::UtcTime;
 
-use crate::{body_pattern, netns::Netns, server::Background};
+use crate::{
+    body_pattern,
+    netns::Netns,
+    server::{Background, Body, Chunks, full},
+};
 
 /// Which version of the service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +87,24 @@ impl App {
     pub fn start(ns: &Netns, addr: SocketAddr, flavor: Flavor) -> Self {
         let counts = Arc::<Counts>::default();
         let counted = Arc::clone(&counts);
-        let background = Background::start(ns, addr, move |listener, stopped| {
-            serve(listener, stopped, flavor, counted)
+        // The clock of this instance: a fixed skew, as between two hosts, so
+        // that Date headers differ between instances even within one second.
+        let skew = Duration::from_secs(rand::random_range(1..3600));
+        let background = Background::start(ns, addr, move |stream| {
+            let counts = Arc::clone(&counted);
+            counts.connections.fetch_add(1, Ordering::Relaxed);
+            let open = counts.open.fetch_add(1, Ordering::Relaxed) + 1;
+            counts.peak_open.fetch_max(open, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let _open = Open(Arc::clone(&counts));
+                let service = service_fn(move |req| {
+                    let counts = Arc::clone(&counts);
+                    async move { Ok::<_, Infallible>(handle(req, flavor, skew, &counts).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
         });
         Self {
             addr: background.addr,
@@ -120,50 +135,6 @@ impl App {
     pub fn peak_connections(&self) -> u64 {
         self.counts.peak_open.load(Ordering::Relaxed)
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    mut stopped: oneshot::Receiver<()>,
-    flavor: Flavor,
-    counts: Arc<Counts>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    // The clock of this instance: a fixed skew, as between two hosts, so
-    // that Date headers differ between instances even within one second.
-    let skew = Duration::from_secs(rand::random_range(1..3600));
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let counts = Arc::clone(&counts);
-                counts.connections.fetch_add(1, Ordering::Relaxed);
-                let open = counts.open.fetch_add(1, Ordering::Relaxed) + 1;
-                counts.peak_open.fetch_max(open, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let _open = Open(Arc::clone(&counts));
-                    let service = service_fn(move |req| {
-                        let counts = Arc::clone(&counts);
-                        async move { Ok::<_, Infallible>(handle(req, flavor, skew, &counts).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(body.into()).boxed())
-        .unwrap()
 }
 
 fn json(value: serde_json::Value) -> Response<Body> {
@@ -299,46 +270,21 @@ fn not_found() -> Response<Body> {
 
 /// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
 pub fn http_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    let t = UtcTime::of(t);
     format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[t.weekday as usize],
+        t.day,
+        MONTHS[t.month as usize - 1],
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
     )
-}
-
-/// A body of prepared chunks with no size hint.
-struct Chunks(std::vec::IntoIter<Bytes>);
-
-impl hyper::body::Body for Chunks {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.next().map(|b| Ok(Frame::data(b))))
-    }
 }
 
 /// A response as a client received it (body as sent, not decoded).

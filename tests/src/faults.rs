@@ -1,7 +1,7 @@
 //! Fault injection for the reliability tests: a scripted raw HTTP/1.1
 //! server that can be slow, reset connections, stream without end or answer
 //! garbage; load clients that time each request; a SYN flooder; and readers
-//! for the agent's final counters and memory use.
+//! for the agent's memory use (its final counters are [`crate::agent`]'s).
 //!
 //! Like the rest of this crate, every helper panics on a surprise and
 //! cleans up on drop.
@@ -9,8 +9,7 @@
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::Path,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -19,77 +18,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    sync::oneshot,
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{
+    client::{self, header, owned_headers},
+    netns::Netns,
+    server::Background,
 };
 
-use crate::{netns::Netns, server::Background};
-
 // ---------------------------------------------------------------------------
-// The agent's final counters and memory.
-
-/// The `--stats-json` file of `run`.
-#[derive(Clone, Debug)]
-pub struct Stats(pub Value);
-
-impl Stats {
-    pub fn read(path: &Path) -> Self {
-        Self(crate::agent::stats(path))
-    }
-
-    /// The counter at JSON pointer `p`, e.g. `/outcomes/matched`.
-    pub fn n(&self, p: &str) -> u64 {
-        self.0
-            .pointer(p)
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| panic!("no counter {p} in the stats: {:#}", self.0))
-    }
-
-    /// The sum of the counters in the object at `p`.
-    pub fn sum(&self, p: &str) -> u64 {
-        self.0
-            .pointer(p)
-            .and_then(Value::as_object)
-            .unwrap_or_else(|| panic!("no object {p} in the stats: {:#}", self.0))
-            .values()
-            .map(|v| v.as_u64().expect("numeric counter"))
-            .sum()
-    }
-
-    /// The accounting invariant: every request seen has exactly one
-    /// outcome, and the agent reports nothing unaccounted.
-    pub fn assert_accounted(&self) {
-        let seen = self.n("/requests_seen");
-        let outcomes = self.n("/outcomes/matched")
-            + self.n("/outcomes/mismatched")
-            + self.n("/outcomes/noise")
-            + self.sum("/outcomes/skipped")
-            + self.sum("/outcomes/lost")
-            + self.n("/outcomes/replay_errors");
-        assert_eq!(
-            seen, outcomes,
-            "requests seen != sum of outcomes: {:#}",
-            self.0
-        );
-        assert_eq!(
-            self.0["unaccounted"],
-            serde_json::json!(0),
-            "unaccounted requests: {:#}",
-            self.0
-        );
-    }
-}
+// The agent's memory.
 
 /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`, ...).
 pub fn proc_kib(pid: i32, field: &str) -> u64 {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {path}"))
+    parallelrun_sandbox::status_kib(pid, field).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Peak resident set of process `pid`, in MiB.
@@ -100,16 +42,6 @@ pub fn peak_rss_mib(pid: i32) -> u64 {
 /// Current resident set of process `pid`, in MiB.
 pub fn rss_mib(pid: i32) -> u64 {
     proc_kib(pid, "VmRSS") / 1024
-}
-
-/// Whether process `pid` (a child of this process) has exited: it is gone
-/// or a zombie waiting to be reaped.
-pub fn exited(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        // pid (comm) state ...: comm may hold spaces, the state follows ')'.
-        stat.rsplit_once(") ")
-            .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
-    })
 }
 
 /// Raises this process's open-file limit to its hard limit (floods hold
@@ -221,8 +153,13 @@ impl FaultServer {
         let handler: Handler = Arc::new(handler);
         let counters = Arc::<Counters>::default();
         let shared = Arc::clone(&counters);
-        let background = Background::start(ns, addr, move |listener, stopped| {
-            accept_loop(listener, stopped, handler, shared)
+        let background = Background::start(ns, addr, move |stream| {
+            shared.accepted.fetch_add(1, Ordering::Relaxed);
+            let handler = Arc::clone(&handler);
+            let counters = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let _ = connection(stream, handler, counters).await;
+            });
         });
         Self {
             addr: background.addr,
@@ -259,29 +196,6 @@ impl FaultServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    mut stopped: oneshot::Receiver<()>,
-    handler: Handler,
-    counters: Arc<Counters>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                counters.accepted.fetch_add(1, Ordering::Relaxed);
-                let handler = Arc::clone(&handler);
-                let counters = Arc::clone(&counters);
-                tokio::spawn(async move {
-                    let _ = connection(stream, handler, counters).await;
-                });
-            }
-        }
-    }
-}
-
 /// What the start of a buffer holds.
 enum Parsed {
     Request(Incoming, usize),
@@ -300,22 +214,12 @@ fn parse_request(buf: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Parsed::Partial,
         _ => return Parsed::Invalid,
     };
-    let headers: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).trim().to_ascii_lowercase())
-    };
-    let chunked = get("transfer-encoding").is_some_and(|te| te.contains("chunked"));
+    let headers = owned_headers(req.headers);
+    let chunked = header(&headers, "transfer-encoding").is_some_and(|te| te.contains("chunked"));
     let len: usize = if chunked {
         0
     } else {
-        match get("content-length").map(|v| v.parse()) {
+        match header(&headers, "content-length").map(|v| v.parse()) {
             None => 0,
             Some(Ok(n)) => n,
             Some(Err(_)) => return Parsed::Invalid,
@@ -442,10 +346,7 @@ async fn act(
 /// each exchange (from writing the request to the response's last byte);
 /// returns the latencies and the parsed responses. The last request asks
 /// for `Connection: close`. Runs in the calling thread's namespace.
-pub fn timed_gets(
-    server: SocketAddr,
-    paths: &[String],
-) -> (Vec<Duration>, Vec<crate::exchange::Parsed>) {
+pub fn timed_gets(server: SocketAddr, paths: &[String]) -> (Vec<Duration>, Vec<client::Parsed>) {
     timed_gets_paced(server, paths, Duration::ZERO)
 }
 
@@ -455,11 +356,9 @@ pub fn timed_gets_paced(
     server: SocketAddr,
     paths: &[String],
     pace: Duration,
-) -> (Vec<Duration>, Vec<crate::exchange::Parsed>) {
-    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {server}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.set_nodelay(true).unwrap();
+) -> (Vec<Duration>, Vec<client::Parsed>) {
+    let mut s = client::connect(server);
+    s.set_nodelay(true).expect("TCP_NODELAY");
     let mut buf = Vec::new();
     let mut times = Vec::with_capacity(paths.len());
     let mut replies = Vec::with_capacity(paths.len());
@@ -474,20 +373,9 @@ pub fn timed_gets_paced(
             thread::sleep(pace);
         }
         let start = Instant::now();
-        s.write_all(req.as_bytes()).unwrap();
-        let parsed = loop {
-            if let Some((used, parsed)) = crate::exchange::parse(&buf, "GET") {
-                buf.drain(..used);
-                break parsed;
-            }
-            let mut chunk = [0u8; 65536];
-            let n = s.read(&mut chunk).expect("read response");
-            assert!(
-                n > 0,
-                "{path}: server closed before the response was complete"
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        };
+        s.write_all(req.as_bytes())
+            .unwrap_or_else(|e| panic!("{path}: send: {e}"));
+        let parsed = client::read_response(&mut s, &mut buf, "GET", path);
         times.push(start.elapsed());
         replies.push(parsed);
     }
@@ -498,15 +386,14 @@ pub fn timed_gets_paced(
 /// One request on its own connection (`Connection: close`); the response's
 /// status and de-chunked body. Runs in the calling thread's namespace.
 pub fn get_once(server: SocketAddr, path: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {server}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut s = client::connect(server);
     let req = format!("GET {path} HTTP/1.1\r\nHost: old.test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("{path}: send: {e}"));
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)
         .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let (_, (status, _, body)) = crate::exchange::parse(&buf, "GET")
+    let (_, (status, _, body)) = client::parse(&buf, "GET")
         .unwrap_or_else(|| panic!("{path}: incomplete response ({} bytes)", buf.len()));
     (status, body)
 }
@@ -515,9 +402,9 @@ pub fn get_once(server: SocketAddr, path: &str) -> (u16, Vec<u8>) {
 /// (or `max_read` bytes, or 10 s); returns what was read. For hostile
 /// inputs whose answer is not HTTP the client could parse.
 pub fn send_raw(server: SocketAddr, bytes: &[u8], max_read: usize) -> Vec<u8> {
-    let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {server}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = client::connect(server);
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
     // The server may answer and close before reading everything: a write
     // error then is part of the scenario.
     let _ = s.write_all(bytes);
@@ -539,7 +426,8 @@ pub fn hold_open(server: SocketAddr, n: usize, bytes: impl Fn(usize) -> Vec<u8>)
         .map(|i| {
             let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(5))
                 .unwrap_or_else(|e| panic!("connect {server} (#{i}): {e}"));
-            s.write_all(&bytes(i)).unwrap();
+            s.write_all(&bytes(i))
+                .unwrap_or_else(|e| panic!("send on #{i}: {e}"));
             s
         })
         .collect()

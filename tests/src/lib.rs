@@ -9,14 +9,13 @@
 // Used by the demo binary only (cargo has no binary-only dependencies).
 use clap as _;
 use tempfile as _;
-// The test binaries' dev-dependencies, which this library's test build sees.
+// The test binaries' dev-dependency, which this library's test build sees.
 #[cfg(test)]
-use {aya as _, base64 as _};
+use base64 as _;
 
 pub mod agent;
 pub mod app;
 pub mod client;
-pub mod exchange;
 pub mod faults;
 pub mod netns;
 pub mod pcap;
@@ -30,10 +29,8 @@ pub fn body_pattern(len: usize) -> Vec<u8> {
 
 /// Panics unless running as root: these tests attach eBPF programs.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        parallelrun_sandbox::is_root(),
         "integration tests attach eBPF programs and create network namespaces: run them as root with `cargo xtask test`"
     );
 }

@@ -1,67 +1,42 @@
 //! Network namespaces and veth pairs owned by one test.
+//!
+//! The guards are `parallelrun-sandbox`'s, shared with the demo and the
+//! bench; this module gives them the manners of a test: a name unique to the
+//! test, and a panic at the first failure. A namespace is deleted on drop
+//! with everything in it, so a failing test leaves nothing behind.
 
 use std::{
-    fs::File,
-    net::IpAddr,
-    os::fd::AsRawFd,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    ops::Deref,
     process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
     thread,
 };
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+pub use parallelrun_sandbox::unique;
 
-/// A short name unique to this process and call (interface names are
-/// limited to 15 bytes).
-pub fn unique(prefix: &str) -> String {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+/// The value, or a panic with the error (a test stops at the first surprise).
+fn ok<T>(r: parallelrun_sandbox::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs a command, panicking with its output when it fails.
+/// Runs a command, panicking with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    ok(parallelrun_sandbox::run(cmd))
 }
 
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
-/// A network namespace, deleted (with every interface in it) on drop.
-pub struct Netns {
-    pub name: String,
-}
+/// A network namespace, deleted (with every process and interface in it)
+/// on drop. Derefs to the sandbox's guard for the rest (`name`, `command`).
+pub struct Netns(parallelrun_sandbox::Netns);
 
 impl Netns {
+    /// A new namespace named [`unique`]`(prefix)`, its loopback up.
     pub fn new(prefix: &str) -> Self {
-        let name = unique(prefix);
-        ip(&["netns", "add", &name]);
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        Self(ok(parallelrun_sandbox::Netns::create(unique(prefix))))
     }
 
     /// `ip -n NAME ARGS`.
     pub fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", self.name.as_str()];
-        full.extend_from_slice(args);
-        ip(&full);
-    }
-
-    /// A command run inside the namespace through `ip netns exec`.
-    pub fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
+        ok(self.0.ip(args));
     }
 
     /// Runs `f` on a new thread that has entered this namespace; sockets it
@@ -70,9 +45,9 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
+        let path = self.0.path();
         thread::spawn(move || {
-            enter(&path);
+            ok(parallelrun_sandbox::enter(&path));
             f()
         })
     }
@@ -85,21 +60,12 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Not `ip()`: never panic in drop, a failing test is already panicking.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
+impl Deref for Netns {
+    type Target = parallelrun_sandbox::Netns;
 
-/// Moves the calling thread into the namespace at `path`.
-fn enter(path: &str) {
-    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: valid fd of a network namespace; affects only this thread.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 /// Which addresses a pair uses.
@@ -128,38 +94,32 @@ impl Pair {
         let client = Netns::new("prc");
         let server_if = unique("vs");
         let client_if = unique("vc");
-        server.ip(&[
-            "link",
-            "add",
-            &server_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &client_if,
-            "netns",
-            &client.name,
-        ]);
-        let (s, c, cidr) = match family {
-            Family::V4 => ("10.77.0.1", "10.77.0.2", "24"),
-            Family::V6 => ("fd77::1", "fd77::2", "64"),
+        ok(server.add_veth(&server_if, &client_if, &client));
+        let (server_ip, client_ip, prefix_len): (IpAddr, IpAddr, u8) = match family {
+            Family::V4 => (
+                Ipv4Addr::new(10, 77, 0, 1).into(),
+                Ipv4Addr::new(10, 77, 0, 2).into(),
+                24,
+            ),
+            Family::V6 => (
+                Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1).into(),
+                Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 2).into(),
+                64,
+            ),
         };
-        for (ns, ifname, addr) in [(&server, &server_if, s), (&client, &client_if, c)] {
-            let a = format!("{addr}/{cidr}");
-            if family == Family::V6 {
-                ns.ip(&["addr", "add", &a, "dev", ifname, "nodad"]);
-            } else {
-                ns.ip(&["addr", "add", &a, "dev", ifname]);
-            }
-            ns.ip(&["link", "set", ifname, "up"]);
+        for (ns, ifname, addr) in [
+            (&server, &server_if, server_ip),
+            (&client, &client_if, client_ip),
+        ] {
+            ok(ns.address(ifname, addr, prefix_len));
         }
         Self {
             server,
             client,
             server_if,
             client_if,
-            server_ip: s.parse().unwrap(),
-            client_ip: c.parse().unwrap(),
+            server_ip,
+            client_ip,
         }
     }
 }

@@ -31,8 +31,9 @@ use tokio::sync::oneshot;
 use crate::{body_pattern, netns::Netns};
 
 /// A server on its own thread inside a namespace, with its own
-/// current-thread runtime: `serve` gets the bound listener and a stop signal.
-/// Stopped and joined on drop (dropping the runtime closes every connection).
+/// current-thread runtime: it accepts connections and hands each to the
+/// server's `on_connection`, which spawns the task that serves it. Stopped
+/// and joined on drop (dropping the runtime closes every connection).
 pub struct Background {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -40,14 +41,16 @@ pub struct Background {
 }
 
 impl Background {
-    /// Binds `addr` in `ns` (port 0 picks one) and runs `serve` there.
-    pub fn start<F, Fut>(ns: &Netns, addr: SocketAddr, serve: F) -> Self
-    where
-        F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()>,
-    {
+    /// Binds `addr` in `ns` (port 0 picks one) and accepts there, calling
+    /// `on_connection` (inside the runtime) for each connection; a failed
+    /// accept is skipped.
+    pub fn start(
+        ns: &Netns,
+        addr: SocketAddr,
+        mut on_connection: impl FnMut(tokio::net::TcpStream) + Send + 'static,
+    ) -> Self {
         let (tx_addr, rx_addr) = std::sync::mpsc::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, mut stopped) = oneshot::channel::<()>();
         let thread = ns.spawn(move || {
             let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
             listener.set_nonblocking(true).unwrap();
@@ -56,7 +59,18 @@ impl Background {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(serve(listener, stopped));
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            on_connection(stream);
+                        }
+                    }
+                }
+            });
         });
         let addr = rx_addr.recv().expect("server thread died before listening");
         Self {
@@ -87,7 +101,13 @@ pub struct Server {
 impl Server {
     /// Starts a server in `ns` listening on `addr` (port 0 picks one).
     pub fn start(ns: &Netns, addr: SocketAddr) -> Self {
-        let background = Background::start(ns, addr, serve);
+        let background = Background::start(ns, addr, |stream| {
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(handle))
+                    .await;
+            });
+        });
         Self {
             addr: background.addr,
             _background: background,
@@ -95,24 +115,21 @@ impl Server {
     }
 }
 
-async fn serve(listener: TcpListener, mut stopped: oneshot::Receiver<()>) {
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service_fn(handle))
-                        .await;
-                });
-            }
-        }
-    }
-}
+/// The body of the test servers' responses.
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-type Body = BoxBody<Bytes, Infallible>;
+/// A complete response: `status`, a Content-Type and `body`.
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).boxed())
+        .expect("a valid response")
+}
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
@@ -122,13 +139,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .is_some_and(|v| v.as_bytes() == b"\"v1\"");
     // Drain any request body so keep-alive continues.
     let _ = req.into_body().collect().await;
-    let full = |status: StatusCode, body: Vec<u8>| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/octet-stream")
-            .body(Full::new(Bytes::from(body)).boxed())
-            .unwrap()
-    };
+    let full = |status: StatusCode, body: Vec<u8>| full(status, "application/octet-stream", body);
     if path == "/etag" {
         let status = if etag_match {
             StatusCode::NOT_MODIFIED
@@ -165,8 +176,8 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(full(StatusCode::NOT_FOUND, b"not found\n".to_vec()))
 }
 
-/// A body of prepared chunks with no size hint.
-struct Chunks(std::vec::IntoIter<Bytes>);
+/// A body of prepared chunks with no size hint (hyper sends it chunked).
+pub(crate) struct Chunks(pub(crate) std::vec::IntoIter<Bytes>);
 
 impl hyper::body::Body for Chunks {
     type Data = Bytes;

@@ -10,9 +10,8 @@
 
 use std::{net::SocketAddr, thread, time::Duration};
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use parallelrun_tests::{
-    agent::{Agent, counter, stats},
+    agent::{Agent, attached, counter, stats},
     client::{self, Conversation},
     netns::{Family, Netns, Pair, run},
     pcap, require_root,
@@ -166,19 +165,25 @@ fn loopback_delivers_each_segment_once() {
         ],
     );
     let addr = server.addr;
+    let retransmitted = || raw::snmp(&ns)["Tcp:RetransSegs"];
+    let before = retransmitted();
     let conv =
         ns.run(move || client::keep_alive(addr, &["/bytes/3000", "/bytes/200000", "/bytes/10"]));
     thread::sleep(Duration::from_millis(300));
     agent.stop();
+    // TCP itself may send a segment twice on a loaded machine (a tail loss
+    // probe): those copies were on the wire. Any other duplicate would be
+    // the program seeing one segment on two hooks.
+    let resent = usize::try_from(retransmitted() - before).unwrap_or(0);
 
     let packets = pcap::read(&pcap_path);
     assert_captured_exactly(&packets, &conv);
     let dups = pcap::duplicates(&packets);
     assert!(
-        dups.is_empty(),
-        "{} segments captured twice, first: {:?}",
+        dups.len() <= resent,
+        "{} segments captured twice but TCP retransmitted {resent}, first: {:?}",
         dups.len(),
-        dups[0]
+        dups.first()
     );
 
     let out = run(std::process::Command::new("tcpdump")
@@ -202,17 +207,6 @@ fn sigkill_leaves_nothing_attached() {
     let dir = tempfile::tempdir().unwrap();
     let pcap_path = dir.path().join("k.pcap");
     let iface = pair.server_if.clone();
-    let attached = |ns: &Netns, iface: &str| {
-        let iface = iface.to_owned();
-        ns.run(move || {
-            [TcAttachType::Ingress, TcAttachType::Egress].map(|t| {
-                SchedClassifier::query_tcx(&iface, t)
-                    .expect("query tcx")
-                    .1
-                    .len()
-            })
-        })
-    };
     assert_eq!(attached(&pair.server, &iface), [0, 0]);
     let mut agent = Agent::start(
         &pair.server,

@@ -14,7 +14,7 @@ use std::{collections::HashMap, net::SocketAddr, thread, time::Duration};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_tests::{
     agent::{Agent, stats},
-    exchange::{self, Connection, Req},
+    client::{self, Connection, Req},
     netns::{Family, Pair},
     require_root,
     server::Server,
@@ -190,9 +190,9 @@ fn capture_exchanges(family: Family) {
     let addr = server.addr;
     let conns: Vec<Connection> = pair.client.run(move || {
         vec![
-            exchange::run(addr, KEEP_ALIVE, false),
-            exchange::run(addr, PIPELINED, true),
-            exchange::run(addr, KEEP_ALIVE, true),
+            client::exchanges(addr, KEEP_ALIVE, false),
+            client::exchanges(addr, PIPELINED, true),
+            client::exchanges(addr, KEEP_ALIVE, true),
         ]
     });
     thread::sleep(Duration::from_millis(300));

@@ -17,7 +17,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, thread, time::Duration};
 
 use parallelrun_tests::{
-    agent::{Agent, stats},
+    agent::{Agent, assert_accounted, counter_at, stats},
     app::{App, Flavor, Reply, fetch},
     client,
     netns::{Family, Pair},
@@ -146,43 +146,12 @@ impl Rig {
 impl Results {
     /// The counter at JSON pointer `p` of the stats, e.g. `/outcomes/matched`.
     fn n(&self, p: &str) -> u64 {
-        self.stats
-            .pointer(p)
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| panic!("no counter {p} in the stats: {:#}", self.stats))
-    }
-
-    /// The sum of the counters in the object at `p`.
-    fn sum(&self, p: &str) -> u64 {
-        self.stats
-            .pointer(p)
-            .and_then(Value::as_object)
-            .unwrap_or_else(|| panic!("no object {p} in the stats: {:#}", self.stats))
-            .values()
-            .map(|v| v.as_u64().expect("numeric counter"))
-            .sum()
+        counter_at(&self.stats, p)
     }
 
     /// Every request seen has exactly one outcome, and the agent agrees.
     fn assert_accounted(&self) {
-        let seen = self.n("/requests_seen");
-        let outcomes = self.n("/outcomes/matched")
-            + self.n("/outcomes/mismatched")
-            + self.n("/outcomes/noise")
-            + self.sum("/outcomes/skipped")
-            + self.sum("/outcomes/lost")
-            + self.n("/outcomes/replay_errors");
-        assert_eq!(
-            seen, outcomes,
-            "requests seen != sum of outcomes: {:#}",
-            self.stats
-        );
-        assert_eq!(
-            self.stats["unaccounted"],
-            json!(0),
-            "unaccounted requests: {:#}",
-            self.stats
-        );
+        assert_accounted(&self.stats);
     }
 
     /// Log events of `kind`.

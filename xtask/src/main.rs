@@ -29,10 +29,13 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Build and run `parallelrun ARGS` as root (through sudo when needed).
+    /// Build (optimised) and run `parallelrun ARGS` as root (through sudo
+    /// when needed).
     Run {
+        /// Build without optimisations instead (faster to build, several
+        /// times slower to run: not for real traffic).
         #[arg(long)]
-        release: bool,
+        debug: bool,
         /// Arguments for parallelrun, after `--`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -91,9 +94,9 @@ fn main() -> Result<()> {
             setup::run()?;
             build(release).map(drop)
         }
-        Task::Run { release, args } => {
+        Task::Run { debug, args } => {
             setup::run()?;
-            let bin = build(release)?;
+            let bin = build(!debug)?;
             util::run_as_root(&bin, &args)
         }
         Task::Test { no_lint, filter } => {

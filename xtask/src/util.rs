@@ -58,15 +58,7 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
-}
-
-unsafe extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
+pub use parallelrun_sandbox::is_root;
 
 /// Runs `bin args` as root: directly when root, else through `sudo -E`.
 pub fn run_as_root(bin: &Path, args: &[String]) -> Result<()> {
@@ -104,25 +96,17 @@ pub fn run_as_root_interactive(bin: &Path, args: &[String], why: &str) -> Result
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {cmd:?}"))?;
-    // SAFETY: signal(2) with SIG_IGN, then restoring the previous handler.
-    let previous = unsafe { libc_signal(SIGINT, SIG_IGN) };
+    // Ignored from here on (the child, started already, keeps the default)
+    // until it has exited. Should that fail, Ctrl-C stops xtask too: no harm.
+    let ignored = parallelrun_sandbox::signal::ignore(libc::SIGINT).ok();
     let st = child.wait();
-    // SAFETY: as above.
-    unsafe { libc_signal(SIGINT, previous) };
+    drop(ignored);
     let st = st.with_context(|| format!("waiting for {cmd:?}"))?;
     if !st.success() {
         let code = st.code().or_else(|| st.signal().map(|s| 128 + s));
         std::process::exit(code.unwrap_or(1));
     }
     Ok(())
-}
-
-const SIGINT: i32 = 2;
-const SIG_IGN: usize = 1;
-
-unsafe extern "C" {
-    #[link_name = "signal"]
-    fn libc_signal(signum: i32, handler: usize) -> usize;
 }
 
 /// When not root, re-runs `cargo xtask ARGS` through `sudo -E` (keeping PATH

@@ -75,7 +75,10 @@
 //! a char boundary and marked `…(+N bytes)`; a JSON array or object whose
 //! JSON text is longer is replaced by that text, cut the same way. At most
 //! [`DiffConfig::max_differences`] differences are kept per comparison;
-//! [`Comparison::omitted`] counts the rest.
+//! [`Comparison::omitted`] counts the rest. The bound is there for memory
+//! only and is far above what a mismatch event lists (100): noise
+//! cancellation decides over every difference kept, and a comparison that
+//! omitted some cannot be all noise.
 //!
 //! Noise cancellation (differences that are not regressions) is in
 //! [`noise`].
@@ -143,7 +146,9 @@ pub struct DiffConfig {
     pub ignore_pointers: Vec<PointerPattern>,
     /// String values in a [`Difference`] are cut to this many bytes.
     pub max_value_len: usize,
-    /// At most this many differences are kept per comparison.
+    /// At most this many differences are kept per comparison (a memory
+    /// bound: each difference holds at most two values of
+    /// [`max_value_len`](Self::max_value_len) bytes).
     pub max_differences: usize,
     /// A body that decodes (per Content-Encoding step) to more than this
     /// many bytes is undecodable (decompression bombs).
@@ -152,7 +157,7 @@ pub struct DiffConfig {
 
 impl Default for DiffConfig {
     /// [`DEFAULT_IGNORED_HEADERS`], no ignored pointers, values cut at
-    /// 512 bytes, 100 differences, bodies decoded up to 64 MiB.
+    /// 512 bytes, 10 000 differences, bodies decoded up to 64 MiB.
     fn default() -> Self {
         Self {
             ignore_headers: DEFAULT_IGNORED_HEADERS
@@ -161,7 +166,7 @@ impl Default for DiffConfig {
                 .collect(),
             ignore_pointers: Vec::new(),
             max_value_len: 512,
-            max_differences: 100,
+            max_differences: 10_000,
             max_decoded_body: 64 << 20,
         }
     }

@@ -43,6 +43,7 @@ fn encode_shows_increments_under_their_names() {
     m.matched();
     m.mismatched();
     m.noise();
+    m.noise_unchecked();
     m.skipped(SkipReason::RateLimit);
     m.skipped(SkipReason::NewDown);
     m.skipped(SkipReason::NewDown);
@@ -59,6 +60,7 @@ fn encode_shows_increments_under_their_names() {
         ("parallelrun_matched_total", "1"),
         ("parallelrun_mismatched_total", "1"),
         ("parallelrun_noise_total", "1"),
+        ("parallelrun_noise_unchecked_total", "1"),
         ("parallelrun_log_errors_total", "1"),
         ("parallelrun_skipped_total{reason=\"rate_limit\"}", "1"),
         ("parallelrun_skipped_total{reason=\"new_down\"}", "2"),

@@ -1,10 +1,12 @@
 //! Replaying captured requests to the new (and secondary) service.
 //!
 //! A [`Replayer`] sends each captured [`Request`] to one target and returns
-//! the new service's [`Response`]. Concurrency is bounded and never queues:
-//! the caller takes a [`Permit`] with [`Replayer::try_acquire`] before
-//! replaying, and skips (and counts) the request when all `max_in_flight`
-//! slots are taken. Each exchange (taking or opening a connection, writing
+//! the new service's [`Response`]. Concurrency is bounded: the caller takes
+//! a [`Permit`] ([`Replayer::acquire`] waits for one,
+//! [`Replayer::try_acquire`] does not) before replaying; at most
+//! `max_in_flight` are out at once. The pipeline bounds the replays that
+//! wait for one (its queue), and skips (and counts) the requests beyond.
+//! Each exchange (taking or opening a connection, writing
 //! the request and reading the whole response) is bounded by
 //! [`ReplayConfig::request_timeout`]; whatever goes wrong is a
 //! [`ReplayError`].
@@ -208,15 +210,14 @@ impl Replayer {
     }
 
     /// Takes an in-flight slot without waiting: `None` when
-    /// `max_in_flight` requests are in flight. The pipeline then skips the
-    /// request (and counts it) rather than queue without bound.
+    /// `max_in_flight` requests are in flight.
     pub fn try_acquire(&self) -> Option<Permit> {
         let slot = Arc::clone(&self.inner.slots).try_acquire_owned().ok()?;
         Some(Permit { _slot: slot })
     }
 
-    /// Takes an in-flight slot, waiting for one. For offline replay, where
-    /// waiting slows the reader instead of losing traffic.
+    /// Takes an in-flight slot, waiting for one (the pipeline's queue bounds
+    /// how many wait).
     pub async fn acquire(&self) -> Permit {
         let slot = Arc::clone(&self.inner.slots).acquire_owned().await;
         // The semaphore is never closed, so acquiring cannot fail.

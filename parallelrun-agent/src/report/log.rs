@@ -23,8 +23,9 @@
 //! | `client` | string \| null | The old service's peer, `IP:PORT`, when known. |
 //! | `old`, `new` | object | [`Side`]: `status` (integer \| null) and `latency_ms` (number \| null). |
 //! | `secondary` | object | [`Side`] of the secondary replay; absent when there was none. |
-//! | `differences` | array | [`Difference`]s: `{"where", "old", "new"}`; `null` means absent on that side. |
+//! | `differences` | array | [`Difference`]s: `{"where", "old", "new"}`; `null` means absent on that side. At most [`MAX_LISTED`], none of them noise. |
 //! | `omitted` | integer | Differences found beyond those listed; absent when 0. |
+//! | `noise_unchecked` | string | A `mismatch` whose differences were not checked for noise because the secondary gave no response: `secondary KIND`, KIND being how its replay failed (`connect`, `timeout`, `io`, `closed`, `http`). Absent when noise was checked or no secondary is configured. |
 //! | `error` | string | Why the replay failed (`replay_error` events); absent otherwise. |
 //!
 //! # Rotation
@@ -55,6 +56,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
 pub const DEFAULT_KEEP: usize = 5;
 /// Default length in bytes past which string values are cut.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 512;
+/// Differences an event lists at most; `omitted` counts the rest.
+pub const MAX_LISTED: usize = 100;
 /// Headers whose values are redacted by default (lowercase).
 pub const DEFAULT_REDACT_HEADERS: [&str; 5] = [
     "authorization",
@@ -106,6 +109,11 @@ pub struct LogEvent {
     /// How many more differences were found than `differences` lists.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub omitted: usize,
+    /// Set on a mismatch whose differences were not checked for noise: a
+    /// secondary is configured but gave no response (`secondary timeout`,
+    /// `secondary connect`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_unchecked: Option<String>,
     /// Why the replay failed (for [`EventKind::ReplayError`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -421,8 +421,9 @@ fn value(v: &Value) -> String {
 /// then `secondary STATUS (LATENCY)` and `from CLIENT` when known; then
 /// each difference on its own line `  where: old → new` (values as compact
 /// JSON, `(absent)` for null), `  … N more differences` when some were
-/// omitted, and `  error: …` for a replay error. No trailing newline. ANSI
-/// colours only when `color`; control characters are always escaped.
+/// omitted, `  noise not checked: secondary KIND` when the secondary gave
+/// no response, and `  error: …` for a replay error. No trailing newline.
+/// ANSI colours only when `color`; control characters are always escaped.
 pub fn format_event(ev: &LogEvent, color: bool) -> String {
     let bold = Style::new().bold();
     let kind_style = match ev.kind {
@@ -469,6 +470,14 @@ pub fn format_event(ev: &LogEvent, color: bool) -> String {
     }
     if ev.omitted > 0 {
         let _ = write!(s, "\n  … {} more differences", ev.omitted);
+    }
+    if let Some(why) = &ev.noise_unchecked {
+        let _ = write!(
+            s,
+            "\n  {} {}",
+            paint(color, "noise not checked:", Style::new().yellow()),
+            clean(why)
+        );
     }
     if let Some(error) = &ev.error {
         let _ = write!(

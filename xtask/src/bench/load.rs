@@ -15,7 +15,7 @@ use std::{fs, net::SocketAddr, path::Path, process::Stdio, time::Duration};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::sys::{Netns, Proc, TempDir};
+use super::sys::{self, Netns, TempDir};
 
 /// What the load generator saw.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -149,7 +149,7 @@ fn run_to_file(name: &str, cmd: &mut std::process::Command, out: &Path, secs: u6
     cmd.stdin(Stdio::null())
         .stdout(fs::File::create(out)?)
         .stderr(fs::File::create(&err)?);
-    let mut p = Proc::spawn(name, cmd)?;
+    let mut p = sys::spawn(name, cmd)?;
     let st = p.wait(Duration::from_secs(secs + 30))?;
     if !st.success() {
         anyhow::bail!(

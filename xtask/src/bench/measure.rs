@@ -184,7 +184,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&err_path)?);
-        let mut proc = Proc::spawn("parallelrun", &mut cmd)?;
+        let mut proc = sys::spawn("parallelrun", &mut cmd)?;
         sys::wait_for_text(&mut proc, &err_path, " attached", Duration::from_secs(30))?;
         Ok(Self {
             proc,

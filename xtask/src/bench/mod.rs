@@ -23,7 +23,7 @@ mod topo;
 use std::{
     path::Path,
     process::Command,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -134,7 +134,7 @@ fn live(args: &BenchArgs) -> Result<()> {
     crate::setup::run()?;
     let oha = crate::setup::bench_tools()?;
     let agent = crate::build(true)?;
-    sys::install_interrupt_handler();
+    parallelrun_sandbox::signal::install_stop_handlers()?;
     sys::remove_stale_namespaces(topo::NS_PREFIX);
     sys::remove_stale_dirs(topo::TMP_PREFIX);
 
@@ -366,22 +366,9 @@ struct Stamp {
 }
 
 fn now_utc() -> Stamp {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (hh, mm, ss) = (rem / 3600, rem / 60 % 60, rem % 60);
+    let t = parallelrun_sandbox::utc::UtcTime::of(SystemTime::now());
+    let (y, m, d) = (t.year, t.month, t.day);
+    let (hh, mm, ss) = (t.hour, t.minute, t.second);
     Stamp {
         rfc3339: format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
         compact: format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),

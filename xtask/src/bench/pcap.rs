@@ -48,7 +48,7 @@ impl Tcpdump {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&err)?);
-        let mut proc = Proc::spawn("tcpdump", &mut cmd)?;
+        let mut proc = sys::spawn("tcpdump", &mut cmd)?;
         sys::wait_for_text(&mut proc, &err, "listening on", Duration::from_secs(10))?;
         Ok(Self { proc, file, err })
     }

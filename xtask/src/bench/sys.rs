@@ -1,79 +1,28 @@
 //! Processes, network namespaces and /proc readers for the live bench.
 //!
 //! Everything the bench creates is owned by a guard that removes it in
-//! `Drop`, so an error, a panic or Ctrl-C (turned into an error at the next
-//! check) leaves nothing behind. Children run in their own process group (a
-//! terminal's Ctrl-C reaches only xtask, which then stops them in order) and
-//! get SIGTERM if xtask dies first.
+//! `Drop` (the namespace and process guards are `parallelrun-sandbox`'s,
+//! shared with the tests and the demo), so an error, a panic or Ctrl-C
+//! (turned into an error at the next check) leaves nothing behind. Children
+//! run in their own process group (a terminal's Ctrl-C reaches only xtask,
+//! which then stops them in order) and get SIGTERM if xtask dies first.
 
 use std::{
     collections::{HashMap, HashSet},
     fs,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicBool, Ordering},
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, anyhow, bail};
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Turns SIGINT, SIGTERM and SIGHUP into a flag that [`check`] reports, so
-/// the bench unwinds through its guards instead of dying with namespaces,
-/// servers and an agent left behind.
-pub fn install_interrupt_handler() {
-    let handler: extern "C" fn(libc::c_int) = on_signal;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic (async-signal-safe).
-        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
-    }
-}
-
-/// Fails once an interrupt arrived.
-pub fn check() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted: cleaning up");
-    }
-    Ok(())
-}
-
-/// Sleeps, waking early (with an error) on an interrupt.
-pub fn sleep(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    loop {
-        check()?;
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        thread::sleep((end - now).min(Duration::from_millis(50)));
-    }
-}
-
-/// Runs a command to completion; its stdout, or an error with its stderr.
-pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use anyhow::{Context as _, Result, bail};
+pub use parallelrun_sandbox::{
+    Netns, Proc,
+    signal::{check, sleep},
+};
 
 /// A directory removed on drop.
 pub struct TempDir {
@@ -101,188 +50,24 @@ impl Drop for TempDir {
     }
 }
 
-/// A child process, stopped (SIGTERM, then SIGKILL) on drop.
-pub struct Proc {
-    pub name: String,
-    child: Child,
+/// Spawns a child of the bench: in its own process group, with SIGTERM as
+/// its parent-death signal. Call from the main thread: the death signal
+/// follows the thread that forked.
+pub fn spawn(name: &str, cmd: &mut Command) -> Result<Proc> {
+    Ok(Proc::spawn_own_group(name, cmd)?)
 }
 
-impl Proc {
-    /// Spawns `cmd` in its own process group, with SIGTERM as its parent-death
-    /// signal. Call from the main thread: the death signal follows the thread
-    /// that forked.
-    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
-        cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe; it only sets a flag of the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// Waits for the process to exit by itself, up to `limit`; kills it and
-    /// fails on timeout or interrupt.
-    pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.exited() {
-                return Ok(st);
-            }
-            if let Err(e) = check() {
-                self.kill();
-                return Err(e);
-            }
-            if Instant::now() >= end {
-                self.kill();
-                bail!("{} did not finish within {limit:?}", self.name);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends `sig` and waits up to `limit` for the exit; SIGKILL after that.
-    pub fn stop(&mut self, sig: i32, limit: Duration) -> Result<ExitStatus> {
-        if let Some(st) = self.exited() {
-            return Ok(st);
-        }
-        self.signal(sig);
-        let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Some(st) = self.exited() {
-                return Ok(st);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        bail!(
-            "{} did not exit within {limit:?} of signal {sig}",
-            self.name
-        )
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.stop(libc::SIGTERM, Duration::from_secs(3));
-        }
-    }
-}
-
-/// A network namespace, deleted on drop with its interfaces (and so both
-/// ends of every veth pair that has an end in it).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn create(name: String) -> Result<Self> {
-        run(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Self { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// `ip -n NAME ARGS`.
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args)).map(drop)
-    }
-
-    /// A command run inside the namespace (`ip netns exec`, which execs it
-    /// in place: the child's pid is the program's).
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        run(self
-            .command("sysctl")
-            .args(["-q", "-w", &format!("{key}={value}")]))
-        .map(drop)
-    }
-
-    /// Runs `f` on a thread that entered this namespace (sockets it opens and
-    /// interface indexes it resolves are the namespace's).
-    pub fn run_in<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        thread::spawn(move || {
-            let file = fs::File::open(&path).with_context(|| format!("open {path}"))?;
-            // SAFETY: a valid namespace fd; setns affects only this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {path}: {}", std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("a thread in namespace panicked"))?
-    }
-
-    /// The namespace's inode, as `/proc/PID/ns/net` links name it.
-    pub fn inode(&self) -> Result<u64> {
-        use std::os::unix::fs::MetadataExt as _;
-        Ok(fs::metadata(format!("/run/netns/{}", self.name))?.ino())
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        run(Command::new("ip").args(["netns", "pids", &self.name]))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Every process in here was started by this bench (their guards have
-        // stopped them already; this catches nginx workers and the like).
-        for pid in self.pids() {
-            // SAFETY: kill(2); the pid lives in our own namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
+/// Whether the bench that left something named after `pid` is gone.
+fn left_by_gone_run(pid: u32) -> bool {
+    pid != std::process::id() && i32::try_from(pid).is_ok_and(parallelrun_sandbox::is_gone)
 }
 
 /// Removes namespaces that an earlier bench (`prefix` + its pid) left behind
 /// when it was killed outright, with the processes still in them.
 pub fn remove_stale_namespaces(prefix: &str) {
-    let list = run(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
+    let list = parallelrun_sandbox::run(Command::new("ip").args(["netns", "list"]))
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
@@ -290,17 +75,15 @@ pub fn remove_stale_namespaces(prefix: &str) {
         let Some(pid) = rest
             .split(|c: char| !c.is_ascii_digit())
             .find(|s| !s.is_empty())
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists() {
+        if !left_by_gone_run(pid) {
             continue;
         }
         eprintln!("bench: removing namespace {name} left by an earlier run (pid {pid} is gone)");
-        drop(Netns {
-            name: name.to_owned(),
-        });
+        drop(Netns::adopt(name));
     }
 }
 
@@ -319,7 +102,7 @@ pub fn remove_stale_dirs(prefix: &str) {
         else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if left_by_gone_run(pid) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -380,12 +163,7 @@ pub fn cpu_seconds(pid: i32) -> Result<f64> {
 
 /// Peak resident set (VmHWM) of a process, in bytes.
 pub fn peak_rss(pid: i32) -> Result<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+    Ok(parallelrun_sandbox::status_kib(pid, "VmHWM")? * 1024)
 }
 
 /// IRQ work interrupts so far, all CPUs (`IWI` in /proc/interrupts): what a

@@ -78,38 +78,15 @@ impl Topology {
             dir,
         };
         let t = &mut topo;
-        t.old.ip(&[
-            "link",
-            "add",
-            &t.old_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &client_if,
-            "netns",
-            &t.client.name,
-        ])?;
-        t.old.ip(&[
-            "link",
-            "add",
-            &old_new_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &new_if,
-            "netns",
-            &t.new.name,
-        ])?;
+        t.old.add_veth(&t.old_if, &client_if, &t.client)?;
+        t.old.add_veth(&old_new_if, &new_if, &t.new)?;
         for (ns, ifname, ip) in [
             (&t.old, &t.old_if, OLD_IP),
             (&t.client, &client_if, CLIENT_IP),
             (&t.old, &old_new_if, OLD_NEW_SIDE_IP),
             (&t.new, &new_if, NEW_IP),
         ] {
-            ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", ifname])?;
-            ns.ip(&["link", "set", ifname, "up"])?;
+            ns.address(ifname, ip.into(), 24)?;
         }
         // nginx 1.22's mirror subrequests are header-only, so their upstream
         // connections are never kept alive: one new connection to the new
@@ -154,7 +131,7 @@ impl Topology {
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
-            let mut proc = Proc::spawn(name, &mut cmd)?;
+            let mut proc = sys::spawn(name, &mut cmd)?;
             if let Some(ns) = status {
                 wait_ready(&mut proc, ns, prefix)?;
             }

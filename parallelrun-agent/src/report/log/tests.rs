@@ -23,6 +23,7 @@ pub(crate) fn event(id: u64) -> LogEvent {
             new: json!(500),
         }],
         omitted: 0,
+        noise_unchecked: None,
         error: None,
     }
 }
@@ -82,6 +83,7 @@ fn one_line_per_event_parsed_back_equal() {
     assert_eq!(first["differences"][0]["where"], "status");
     assert!(first.get("omitted").is_none() && first.get("error").is_none());
     assert!(first.get("secondary").is_none());
+    assert!(first.get("noise_unchecked").is_none());
     let second: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
     assert_eq!(second["kind"], "replay_error");
     assert_eq!(second["omitted"], 7);
@@ -319,4 +321,22 @@ fn recovers_once_the_path_is_writable_again() {
     assert_eq!(ids(&cfg.path), [5]);
     assert_eq!(ids(&rotated_path(&cfg.path, 1)), [4]);
     assert_eq!(log.written(), 3);
+}
+
+#[test]
+fn noise_unchecked_is_written_only_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = MismatchLog::open(config(dir.path())).unwrap();
+    let mut unchecked = event(1);
+    unchecked.noise_unchecked = Some("secondary timeout".into());
+    log.write(&unchecked).unwrap();
+    log.write(&event(2)).unwrap();
+    let text = fs::read_to_string(log.path()).unwrap();
+    let values: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(values[0]["noise_unchecked"], "secondary timeout");
+    assert!(values[1].get("noise_unchecked").is_none());
+    assert_eq!(lines(log.path()), [unchecked, event(2)]);
 }

@@ -130,6 +130,19 @@ fn formats_a_mismatch_plainly() {
 }
 
 #[test]
+fn formats_a_mismatch_whose_noise_was_not_checked() {
+    let mut ev = event(7);
+    ev.noise_unchecked = Some("secondary timeout".into());
+    assert_eq!(
+        format_event(&ev, false),
+        "2024-05-01T12:00:00.130Z #7 mismatch GET /items/7?page=2 200 → 500 \
+             (12.5 ms → 40.1 ms) from 10.0.0.7:51234\n  \
+             status: 200 → 500\n  \
+             noise not checked: secondary timeout"
+    );
+}
+
+#[test]
 fn colour_only_adds_escape_codes() {
     let plain = format_event(&sample(), false);
     let coloured = format_event(&sample(), true);

@@ -1,94 +1,60 @@
 //! The core loop, fed live from the ring buffer or offline from a pcap:
 //! segments → [`Reassembler`] → [`HttpTracker`] → exchanges → replay to the
-//! new (and secondary) service → [`diff`] → noise cancellation → mismatch
-//! log and metrics.
+//! new (and secondary) service → [`diff`](crate::diff) → noise
+//! cancellation → mismatch log and metrics.
 //!
 //! Accounting: every request whose head was parsed ends in exactly one of
 //! matched, mismatched, noise, skipped (by reason), lost (by cause) or
 //! replay error. [`Pipeline::unaccounted`] checks it.
+//!
+//! Each stage has its module: which requests are replayed ([`Policy`],
+//! [`Breaker`]), how an answer is judged (`compare`), the counters
+//! ([`Accounting`]) and which targets are refused ([`check_targets`]). This
+//! module holds the loop itself and the replay decision.
+//!
+//! # Replay capacity
+//!
+//! A request is replayed to every target or to none: the secondary is part
+//! of the decision, never an extra taken when it happens to be free. Its
+//! capacity is one slot of the queue (`max_queue` replays and
+//! `max_queue_bytes` bytes waiting or running, for the new service and the
+//! secondary together: they replay the same exchange) and an in-flight
+//! permit on each target (`Targets::acquire`). Live capture never waits
+//! for a queue slot: without one the request is skipped as `overload`.
+//! Offline replay waits. A replay in the queue waits for its permits.
+
+mod accounting;
+mod compare;
+mod policy;
+mod targets;
 
 use std::{
-    net::SocketAddr,
-    num::NonZeroU32,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
     time::{Duration, SystemTime},
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+pub use self::{
+    accounting::{Accounting, AccountingSnapshot},
+    policy::{Breaker, DEFAULT_METHODS, Policy},
+    targets::{TargetError, check_targets, host_addresses},
+};
+use self::{
+    compare::{Secondary, Verdict},
+    policy::Sampler,
+};
 use crate::{
-    diff::{
-        self, DiffConfig,
-        noise::{self, EndpointNoise, NoiseThresholds},
-    },
+    diff::{DiffConfig, EndpointNoise, NoiseThresholds},
     http::{HttpConfig, HttpTracker, track::HttpStats},
     metrics::{Metrics, ReplayTarget, SkipReason},
-    model::{Difference, Exchange, LossCause, Outcome, TcpSegment, wall_ns},
+    model::{Exchange, Outcome, TcpSegment, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
-    replay::{ReplayError, Replayed, Replayer},
+    replay::{Permit, ReplayError, Replayed, Replayer},
     report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
 };
-
-/// Which captured requests are replayed.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    /// Methods replayed (uppercase). Default GET, HEAD, OPTIONS: methods
-    /// without side effects. Anything else must be asked for.
-    pub methods: Vec<String>,
-    /// When non-empty, only targets whose path starts with one of these.
-    pub path_prefixes: Vec<String>,
-    /// Targets whose path starts with one of these are never replayed.
-    pub exclude_prefixes: Vec<String>,
-    /// Fraction of requests replayed, in (0, 1].
-    pub sample: f64,
-    /// At most this many replays per second.
-    pub rate: Option<NonZeroU32>,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            methods: DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
-            path_prefixes: Vec::new(),
-            exclude_prefixes: Vec::new(),
-            sample: 1.0,
-            rate: None,
-        }
-    }
-}
-
-/// Methods replayed unless told otherwise.
-pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
-
-impl Policy {
-    /// Why `ex` is not replayed, if it is not. Sampling and rate limiting
-    /// are the pipeline's (they have state).
-    fn filter(&self, method: &str, target: &str) -> Option<SkipReason> {
-        if !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
-            return Some(SkipReason::Method);
-        }
-        let path = target.split(['?', '#']).next().unwrap_or(target);
-        if self
-            .exclude_prefixes
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
-            || (!self.path_prefixes.is_empty()
-                && !self
-                    .path_prefixes
-                    .iter()
-                    .any(|p| path.starts_with(p.as_str())))
-        {
-            return Some(SkipReason::Filter);
-        }
-        None
-    }
-}
 
 /// Everything the pipeline needs.
 pub struct PipelineConfig {
@@ -118,148 +84,43 @@ fn queue_weight(ex: &Exchange) -> u32 {
     u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
 }
 
-/// Outcome counters of one run. Requests seen = the sum of all of them.
-#[derive(Debug, Default)]
-pub struct Accounting {
-    pub captured: AtomicU64,
-    pub replayed: AtomicU64,
-    pub matched: AtomicU64,
-    pub mismatched: AtomicU64,
-    pub noise: AtomicU64,
-    pub skipped: [AtomicU64; SkipReason::ALL.len()],
-    pub lost: [AtomicU64; LossCause::ALL.len()],
-    pub replay_errors: AtomicU64,
-    /// Differences suppressed as noise (several per request possible).
-    pub noise_differences: AtomicU64,
-    /// Replays to the secondary that failed (the request is still compared,
-    /// without per-request noise cancellation).
-    pub secondary_errors: AtomicU64,
-    /// Events that could not be written to the mismatch log.
-    pub log_errors: AtomicU64,
-}
-
-/// A point-in-time copy of [`Accounting`], for summaries and JSON.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct AccountingSnapshot {
-    pub captured: u64,
-    pub replayed: u64,
-    pub matched: u64,
-    pub mismatched: u64,
-    pub noise: u64,
-    pub skipped: std::collections::BTreeMap<&'static str, u64>,
-    pub lost: std::collections::BTreeMap<&'static str, u64>,
-    pub replay_errors: u64,
-    pub noise_differences: u64,
-    pub secondary_errors: u64,
-    pub log_errors: u64,
-}
-
-impl AccountingSnapshot {
-    pub fn skipped_total(&self) -> u64 {
-        self.skipped.values().sum()
-    }
-
-    pub fn lost_total(&self) -> u64 {
-        self.lost.values().sum()
-    }
-
-    /// Requests with an outcome.
-    pub fn accounted(&self) -> u64 {
-        self.matched
-            + self.mismatched
-            + self.noise
-            + self.skipped_total()
-            + self.lost_total()
-            + self.replay_errors
-    }
-}
-
-impl Accounting {
-    pub fn snapshot(&self) -> AccountingSnapshot {
-        AccountingSnapshot {
-            captured: self.captured.load(Relaxed),
-            replayed: self.replayed.load(Relaxed),
-            matched: self.matched.load(Relaxed),
-            mismatched: self.mismatched.load(Relaxed),
-            noise: self.noise.load(Relaxed),
-            skipped: SkipReason::ALL
-                .iter()
-                .map(|r| (r.name(), self.skipped[*r as usize].load(Relaxed)))
-                .collect(),
-            lost: LossCause::ALL
-                .iter()
-                .map(|c| (c.name(), self.lost[*c as usize].load(Relaxed)))
-                .collect(),
-            replay_errors: self.replay_errors.load(Relaxed),
-            noise_differences: self.noise_differences.load(Relaxed),
-            secondary_errors: self.secondary_errors.load(Relaxed),
-            log_errors: self.log_errors.load(Relaxed),
-        }
-    }
-}
-
-/// Stops replaying to a new service that refuses connections, so that a
-/// service that is down is not hammered and requests are skipped (counted as
-/// `new_down`) instead of piling up errors. After [`Breaker::TRIP_AFTER`]
-/// connection failures in a row, replays pause; one probe request goes
-/// through every [`Breaker::PROBE_EVERY`]; its success closes the breaker.
-#[derive(Debug, Default)]
-pub struct Breaker {
-    failures: AtomicU64,
-    /// Wall-clock ns before which requests are skipped (0 = closed).
-    open_until_ns: AtomicU64,
-}
-
-impl Breaker {
-    pub const TRIP_AFTER: u64 = 5;
-    pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-    /// Whether a request may be replayed now. While open, lets one probe
-    /// through per [`Breaker::PROBE_EVERY`].
-    pub fn allow(&self, now_ns: u64) -> bool {
-        let until = self.open_until_ns.load(Relaxed);
-        if until == 0 {
-            return true;
-        }
-        if now_ns < until {
-            return false;
-        }
-        // Time for a probe: only one caller wins the swap.
-        let next = now_ns.saturating_add(Self::PROBE_EVERY.as_nanos() as u64);
-        self.open_until_ns
-            .compare_exchange(until, next, Relaxed, Relaxed)
-            .is_ok()
-    }
-
-    /// Records a replay's result; `connect_failed` for refused or timed-out
-    /// connections (the service is down, not merely wrong).
-    pub fn record(&self, connect_failed: bool, now_ns: u64) {
-        if !connect_failed {
-            self.failures.store(0, Relaxed);
-            self.open_until_ns.store(0, Relaxed);
-            return;
-        }
-        let n = self.failures.fetch_add(1, Relaxed) + 1;
-        if n >= Self::TRIP_AFTER && self.open_until_ns.load(Relaxed) == 0 {
-            let until = now_ns.saturating_add(Self::PROBE_EVERY.as_nanos() as u64);
-            self.open_until_ns.store(until, Relaxed);
-            warn!(
-                failures = n,
-                "the new service refuses connections: pausing replays (skipped requests are \
-                 counted as new_down) and probing every second"
-            );
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.open_until_ns.load(Relaxed) != 0
-    }
-}
-
 /// Replay targets.
 pub struct Targets {
     pub new: Replayer,
     pub secondary: Option<Replayer>,
+}
+
+/// What the replays of one exchange answered: the new service, and the
+/// secondary when there is one.
+type Answers = (
+    Result<Replayed, ReplayError>,
+    Option<Result<Replayed, ReplayError>>,
+);
+
+impl Targets {
+    /// An in-flight permit on the new service and, with a secondary, one
+    /// there too: a replay starts only once it holds both. They are taken
+    /// in one order (new first), so replays waiting for both never wait on
+    /// one another for good.
+    async fn acquire(&self) -> (Permit, Option<Permit>) {
+        let new = self.new.acquire().await;
+        let secondary = match &self.secondary {
+            Some(s) => Some(s.acquire().await),
+            None => None,
+        };
+        (new, secondary)
+    }
+
+    /// Replays `ex` to the new service and the secondary at once, on the
+    /// permits [`Targets::acquire`] took.
+    async fn send(&self, (new, secondary): (Permit, Option<Permit>), ex: &Exchange) -> Answers {
+        tokio::join!(self.new.send(new, ex.protocol, &ex.request), async {
+            match self.secondary.as_ref().zip(secondary) {
+                Some((s, permit)) => Some(s.send(permit, ex.protocol, &ex.request).await),
+                None => None,
+            }
+        })
+    }
 }
 
 /// What the replay tasks share.
@@ -280,6 +141,7 @@ pub struct Pipeline {
     reassembler: Reassembler<HttpTracker>,
     ready: Vec<Exchange>,
     policy: Policy,
+    sampler: Sampler,
     limiter: Option<DefaultDirectRateLimiter>,
     wait_for_capacity: bool,
     drain_timeout: Duration,
@@ -318,6 +180,7 @@ impl Pipeline {
         Self {
             reassembler: Reassembler::new(cfg.reassembly, HttpTracker::new(cfg.http)),
             ready: Vec::new(),
+            sampler: Sampler::new(&cfg.policy),
             policy: cfg.policy,
             limiter,
             wait_for_capacity: cfg.wait_for_capacity,
@@ -400,7 +263,7 @@ impl Pipeline {
                 self.skip(reason);
                 continue;
             }
-            if self.policy.sample < 1.0 && rand::random::<f64>() >= self.policy.sample {
+            if !self.sampler.sampled() {
                 self.skip(SkipReason::Sample);
                 continue;
             }
@@ -446,23 +309,9 @@ impl Pipeline {
             let shared = Arc::clone(&self.shared);
             self.tasks.spawn(async move {
                 let _slot = slot;
-                let new = shared.targets.new.clone();
-                let permit = new.acquire().await;
-                // The secondary only ever helps: without capacity there, the
-                // request is compared without per-request noise cancellation.
-                let secondary = shared
-                    .targets
-                    .secondary
-                    .as_ref()
-                    .and_then(|s| s.try_acquire().map(|p| (s.clone(), p)));
-                let (new_res, sec_res) =
-                    tokio::join!(new.send(permit, ex.protocol, &ex.request), async {
-                        match secondary {
-                            Some((s, p)) => Some(s.send(p, ex.protocol, &ex.request).await),
-                            None => None,
-                        }
-                    });
-                shared.complete(ex, new_res, sec_res);
+                let permits = shared.targets.acquire().await;
+                let (new, secondary) = shared.targets.send(permits, &ex).await;
+                shared.complete(ex, new, secondary);
             });
             self.reap_finished();
         }
@@ -580,6 +429,12 @@ impl Shared {
     ) {
         self.breaker
             .record(matches!(&new, Err(e) if e.kind() == "connect"), wall_ns());
+        // A failed secondary is counted whatever the new service answered.
+        if let Some(Err(e)) = &secondary {
+            self.acc.secondary_errors.fetch_add(1, Relaxed);
+            self.metrics.replay_error(ReplayTarget::Secondary, e.kind());
+            debug!(id = ex.id, error = %e, "replay to the secondary failed");
+        }
         let new = match new {
             Ok(new) => new,
             Err(e) => {
@@ -593,48 +448,41 @@ impl Shared {
             }
         };
         self.metrics.observe_new(new.latency_ns);
-        let raw = diff::compare(&self.diff, &ex.response, &new.response);
-        if raw.is_match() {
-            self.acc.matched.fetch_add(1, Relaxed);
-            self.metrics.matched();
-            return;
-        }
-        let secondary = match secondary {
-            Some(Ok(s)) => Some(s),
-            Some(Err(e)) => {
-                self.acc.secondary_errors.fetch_add(1, Relaxed);
-                self.metrics.replay_error(ReplayTarget::Secondary, e.kind());
-                None
-            }
-            None => None,
+        let answered = match &secondary {
+            None => Secondary::None,
+            Some(Ok(s)) => Secondary::Answered(&s.response),
+            Some(Err(e)) => Secondary::Failed(e.kind()),
         };
-        let noise_diffs: Vec<Difference> = secondary
-            .as_ref()
-            .map(|s| diff::compare(&self.diff, &ex.response, &s.response).differences)
-            .unwrap_or_default();
-        let all = raw.differences;
-        let (mut reported, suppressed) = noise::cancel(all.clone(), &noise_diffs);
-        let endpoint = noise::endpoint_key(&ex.request.method, &ex.request.target);
-        let mut suppressed_n = suppressed.len();
-        if let Ok(mut endpoints) = self.endpoints.lock() {
-            endpoints.observe(&endpoint, &all, &noise_diffs);
-            let before = reported.len();
-            reported.retain(|d| !endpoints.is_noise(&endpoint, d));
-            suppressed_n += before - reported.len();
-        }
+        let m = match compare::judge(&self.diff, &self.endpoints, &ex, &new.response, answered) {
+            Verdict::Matched => {
+                self.acc.matched.fetch_add(1, Relaxed);
+                self.metrics.matched();
+                return;
+            }
+            Verdict::Noise { suppressed } => {
+                self.acc
+                    .noise_differences
+                    .fetch_add(suppressed as u64, Relaxed);
+                self.acc.noise.fetch_add(1, Relaxed);
+                self.metrics.noise();
+                return;
+            }
+            Verdict::Mismatched(m) => m,
+        };
         self.acc
             .noise_differences
-            .fetch_add(suppressed_n as u64, Relaxed);
-        if reported.is_empty() {
-            self.acc.noise.fetch_add(1, Relaxed);
-            self.metrics.noise();
-            return;
-        }
+            .fetch_add(m.suppressed as u64, Relaxed);
         self.acc.mismatched.fetch_add(1, Relaxed);
         self.metrics.mismatched();
-        let mut ev = self.event(&ex, EventKind::Mismatch, Some(&new), secondary.as_ref());
-        ev.differences = reported;
-        ev.omitted = raw.omitted;
+        if m.noise_unchecked.is_some() {
+            self.acc.noise_unchecked.fetch_add(1, Relaxed);
+            self.metrics.noise_unchecked();
+        }
+        let answer = secondary.as_ref().and_then(|s| s.as_ref().ok());
+        let mut ev = self.event(&ex, EventKind::Mismatch, Some(&new), answer);
+        ev.differences = m.listed;
+        ev.omitted = m.omitted;
+        ev.noise_unchecked = m.noise_unchecked.map(|kind| format!("secondary {kind}"));
         self.write(&ev);
     }
 
@@ -667,6 +515,7 @@ impl Shared {
             }),
             differences: Vec::new(),
             omitted: 0,
+            noise_unchecked: None,
             error: None,
         }
     }
@@ -684,82 +533,5 @@ impl Shared {
                 warn!("cannot write the mismatch log ({e}); capture and counters go on");
             }
         }
-    }
-}
-
-/// Refuses replay targets that are old services: parallelrun never sends
-/// anything to the old service, and capturing its own replays would loop.
-pub fn check_targets(
-    old: &[crate::service::ServiceAddr],
-    targets: &[(&str, SocketAddr)],
-) -> Result<(), String> {
-    for (flag, addr) in targets {
-        if let Some(o) = old.iter().find(|o| o.matches(addr)) {
-            return Err(format!(
-                "{flag} {addr} is an old service (--old {o}): replay targets must be \
-                 other instances, or the old service would receive replayed traffic"
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: u64 = 1_000_000_000;
-
-    #[test]
-    fn breaker_trips_after_repeated_connect_failures_and_probes() {
-        let b = Breaker::default();
-        for _ in 0..Breaker::TRIP_AFTER - 1 {
-            b.record(true, 10 * S);
-        }
-        assert!(b.allow(10 * S), "not yet tripped");
-        b.record(true, 10 * S);
-        assert!(b.is_open());
-        assert!(!b.allow(10 * S + 1), "open: skip");
-        // After PROBE_EVERY one probe goes through, the next caller waits.
-        assert!(b.allow(11 * S + 1));
-        assert!(!b.allow(11 * S + 2));
-        // The probe succeeded: closed again.
-        b.record(false, 11 * S + 3);
-        assert!(!b.is_open());
-        assert!(b.allow(11 * S + 4));
-    }
-
-    #[test]
-    fn other_errors_do_not_trip_the_breaker() {
-        let b = Breaker::default();
-        for _ in 0..10 {
-            b.record(false, S);
-        }
-        assert!(!b.is_open());
-    }
-
-    #[test]
-    fn policy_filters_methods_and_paths() {
-        let p = Policy {
-            path_prefixes: vec!["/api/".into()],
-            exclude_prefixes: vec!["/api/admin".into()],
-            ..Policy::default()
-        };
-        assert_eq!(p.filter("POST", "/api/x"), Some(SkipReason::Method));
-        assert_eq!(p.filter("GET", "/other"), Some(SkipReason::Filter));
-        assert_eq!(
-            p.filter("GET", "/api/admin/users"),
-            Some(SkipReason::Filter)
-        );
-        assert_eq!(p.filter("get", "/api/x?q=/api/admin"), None);
-    }
-
-    #[test]
-    fn replay_targets_must_not_be_old_services() {
-        let old: Vec<crate::service::ServiceAddr> = vec![":8080".parse().unwrap()];
-        let new: SocketAddr = "10.0.0.9:8080".parse().unwrap();
-        assert!(check_targets(&old, &[("--new", new)]).is_err());
-        let new: SocketAddr = "10.0.0.9:9090".parse().unwrap();
-        assert!(check_targets(&old, &[("--new", new)]).is_ok());
     }
 }

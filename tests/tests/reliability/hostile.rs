@@ -1,0 +1,224 @@
+//! Hostile input.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use parallelrun_tests::faults::{self, FaultServer, Reply, response};
+
+use crate::fixture::{Env, MIB, NEW};
+
+/// A chunk of 64 KiB of a chunked body, framing included.
+fn chunk_64k() -> Vec<u8> {
+    let mut c = b"10000\r\n".to_vec();
+    c.extend(std::iter::repeat_n(b'z', 0x10000));
+    c.extend_from_slice(b"\r\n");
+    c
+}
+
+/// The old service (a raw server that answers whatever) and its clients
+/// exchange hostile bytes: malformed requests and responses, heads over
+/// 64 KiB, more header fields than allowed, a body over `--max-body`, an
+/// endless chunked response (stopped after 50 MiB) and an endless chunked
+/// upload (20 MiB), invalid UTF-8 in headers and bodies, NUL bytes. The
+/// agent survives all of it, stays within its memory bounds, counts each
+/// loss by cause (`parse_error`, `too_large`, ...), logs only valid JSON
+/// and exits 0 on SIGTERM.
+#[test]
+fn hostile_input_is_survived_and_counted_by_cause() {
+    const ENDLESS: u64 = 50 << 20;
+    const UPLOAD: usize = 20 << 20;
+    let env = Env::alone();
+    let ok = response(200, &[("Content-Type", b"text/plain")], b"ok\n");
+    let ok2 = ok.clone();
+    let old = FaultServer::start(&env.pair.server, env.old_addr(8080), move |req| {
+        let Some(req) = req else {
+            return Reply::BytesThenClose(response(400, &[], b"bad request\n"));
+        };
+        let raw = |b: &[u8]| Reply::BytesThenClose(b.to_vec());
+        match req.target.split('?').next().unwrap_or_default() {
+            "/bad-cl" => raw(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nxx"),
+            "/two-cl" => {
+                raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nxyz")
+            }
+            "/no-colon" => raw(b"HTTP/1.1 200 OK\r\nBroken header line\r\n\r\n"),
+            "/bad-status" => raw(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n"),
+            "/nul" => raw(b"HTTP/1.1 200 OK\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n"),
+            "/not-http" => raw(b"SSH-2.0-OpenSSH_9.6\r\n\x00\x01\x02\xff"),
+            "/huge-header" => Reply::BytesThenClose(response(
+                200,
+                &[("X-Huge", "h".repeat(70 * 1024).as_bytes())],
+                b"x",
+            )),
+            "/many-headers" => {
+                let names: Vec<String> = (0..200).map(|i| format!("X-H{i}")).collect();
+                let headers: Vec<(&str, &[u8])> =
+                    names.iter().map(|n| (n.as_str(), &b"v"[..])).collect();
+                Reply::BytesThenClose(response(200, &headers, b"x"))
+            }
+            "/too-big" => Reply::Bytes(response(200, &[], &vec![b'b'; 3 * MIB])),
+            "/endless" => Reply::Stream {
+                head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                chunk: chunk_64k(),
+                total: ENDLESS * 2,
+            },
+            "/upload" => Reply::Drain,
+            "/utf8" => Reply::Bytes(response(
+                200,
+                &[
+                    ("Content-Type", b"text/plain; charset=utf-8"),
+                    ("X-Bin", b"\xff\xfe\xc3\x28"),
+                ],
+                b"caf\xc3\xa9 \xff\xfe\xfd invalid \xc3\x28 utf-8\n",
+            )),
+            _ => Reply::Bytes(ok2.clone()),
+        }
+    });
+    let _new = FaultServer::start(&env.pair.server, NEW.parse().unwrap(), move |_| {
+        Reply::Bytes(ok.clone())
+    });
+    let run = env.run("hostile", old.addr, &["--max-body", "1MiB"]);
+    let addr = old.addr;
+    let get =
+        |target: &str| format!("GET {target} HTTP/1.1\r\nHost: old.test\r\n\r\n").into_bytes();
+    let get_close = |target: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: old.test\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+
+    let mut inputs: Vec<(&str, Vec<u8>)> = vec![
+        // Requests that are not HTTP: never a request, nothing to count.
+        ("binary garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n".to_vec()),
+        ("bad version", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n".to_vec()),
+        // Thousands of empty lines before a request (skipped, RFC 9112 2.2).
+        (
+            "blank lines",
+            [b"\r\n".repeat(5000), get_close("/ok")].concat(),
+        ),
+        ("no request line", b"Host: x\r\n\r\n".to_vec()),
+        // A valid request pipelined with garbage: the waiting request is
+        // lost to the parse error.
+        (
+            "valid then garbage",
+            [get("/ok"), b"\x00\x01GARBAGE \xff\r\n\r\n".to_vec()].concat(),
+        ),
+        // A request head over 64 KiB (the raw server takes it).
+        (
+            "huge request head",
+            format!(
+                "GET /ok HTTP/1.1\r\nHost: old.test\r\nX-Huge: {}\r\nConnection: close\r\n\r\n",
+                "q".repeat(70 * 1024)
+            )
+            .into_bytes(),
+        ),
+        // Invalid UTF-8 in request header values.
+        (
+            "utf8",
+            b"GET /utf8?q=%FF%FE HTTP/1.1\r\nHost: old.test\r\nX-Req: \xc3\x28\xff\xfe\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+        ),
+    ];
+    // Malformed and oversized responses, each to a valid request.
+    for t in [
+        "/bad-cl",
+        "/two-cl",
+        "/no-colon",
+        "/bad-status",
+        "/nul",
+        "/not-http",
+        "/huge-header",
+        "/many-headers",
+    ] {
+        inputs.push((t, get(t)));
+    }
+    // A body over --max-body, then a normal exchange on the same connection.
+    inputs.push((
+        "too big then ok",
+        [get("/too-big"), get_close("/ok")].concat(),
+    ));
+    let answers: Vec<(String, Vec<u8>)> = env.client(move || {
+        inputs
+            .into_iter()
+            .map(|(what, bytes)| (what.to_owned(), faults::send_raw(addr, &bytes, 8 * MIB)))
+            .collect()
+    });
+    for (what, answer) in &answers {
+        assert!(!answer.is_empty(), "{what}: no answer from the old service");
+    }
+    let too_big = &answers
+        .iter()
+        .find(|(w, _)| w == "too big then ok")
+        .unwrap()
+        .1;
+    assert!(too_big.len() > 3 * MIB && too_big.ends_with(b"ok\n"));
+
+    // An endless chunked response, abandoned after 50 MiB.
+    let got = env.client(move || faults::send_raw(addr, &get("/endless"), ENDLESS as usize));
+    assert!(got.len() as u64 >= ENDLESS);
+    // An endless chunked upload, abandoned after 20 MiB.
+    env.client(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(
+            b"POST /upload HTTP/1.1\r\nHost: old.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+        let c = chunk_64k();
+        for _ in 0..UPLOAD / 0x10000 {
+            s.write_all(&c).unwrap();
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    faults::wait_until(Duration::from_secs(10), "the upload to be drained", || {
+        old.streamed() >= ENDLESS + UPLOAD as u64
+    });
+    let peak = faults::peak_rss_mib(run.pid());
+    let d = run.stop();
+
+    eprintln!(
+        "hostile input: {} inputs + 50 MiB endless response + 20 MiB endless upload; \
+         agent peak RSS {peak} MiB; {}; http {}",
+        answers.len(),
+        d.stats.0["outcomes"],
+        d.stats.0["http"]
+    );
+    d.stats.assert_accounted();
+    let s = &d.stats;
+    assert!(peak < 200, "agent peak RSS {peak} MiB");
+    // Requests seen: /ok after blank lines, /ok before garbage, /utf8, the
+    // eight malformed or oversized responses, /too-big and its /ok,
+    // /endless and /upload (the garbage and the over-long head are no
+    // requests).
+    assert_eq!(s.n("/requests_seen"), 15, "{:#}", s.0);
+    assert_eq!(s.sum("/outcomes/lost"), 12, "{:#}", s.0);
+    if s.n("/kernel/ringbuf_full_drops") == 0 {
+        // valid-then-garbage, bad-cl, two-cl, no-colon, bad-status, nul,
+        // not-http.
+        assert_eq!(s.n("/outcomes/lost/parse_error"), 7, "{:#}", s.0);
+        // huge-header, many-headers, too-big.
+        assert_eq!(s.n("/outcomes/lost/too_large"), 3, "{:#}", s.0);
+        // The endless response and upload, abandoned by the client.
+        assert_eq!(s.n("/outcomes/lost/closed"), 2, "{:#}", s.0);
+        // The two /ok, and /utf8 which differs from the new "ok".
+        assert_eq!(s.n("/outcomes/matched"), 2, "{:#}", s.0);
+        assert_eq!(s.n("/outcomes/mismatched"), 1, "{:#}", s.0);
+    }
+    // Invalid UTF-8 reaches the log as valid JSON (decoded lossily).
+    let utf8 = d
+        .events("mismatch")
+        .into_iter()
+        .find(|e| e["target"] == "/utf8?q=%FF%FE")
+        .unwrap_or_else(|| panic!("no mismatch for /utf8: {:#?}", d.log));
+    let bin = utf8["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["where"] == "header:x-bin")
+        .unwrap_or_else(|| panic!("{utf8:#}"));
+    assert!(
+        bin["old"].as_str().unwrap().contains('\u{fffd}'),
+        "{utf8:#}"
+    );
+}
