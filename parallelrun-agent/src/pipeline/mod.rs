@@ -237,9 +237,8 @@ impl Pipeline {
                 Outcome::Paired(ex) => self.ready.push(ex),
                 Outcome::Lost(lost) => {
                     acc.lost[lost.cause as usize].fetch_add(1, Relaxed);
+                    // Logged (target redacted) where it was lost: http::track.
                     metrics.lost(lost.cause);
-                    debug!(conn = ?lost.conn, cause = lost.cause.name(), method = ?lost.method,
-                        target = ?lost.target, "request lost");
                 }
             }
         }

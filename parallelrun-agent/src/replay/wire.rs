@@ -120,6 +120,19 @@ const NOT_REPLAYED: [&str; 8] = [
     "content-length",
 ];
 
+/// The request line as captured (without its line end), when the captured
+/// bytes begin with this request's method and target.
+fn captured_start_line(req: &Request) -> Option<&[u8]> {
+    let raw = &req.raw[..];
+    let end = raw.iter().position(|&b| b == b'\n')?;
+    let line = raw[..end].strip_suffix(b"\r").unwrap_or(&raw[..end]);
+    let rest = line
+        .strip_prefix(req.method.as_bytes())?
+        .strip_prefix(b" ")?
+        .strip_prefix(req.target.as_bytes())?;
+    (rest.is_empty() || rest.starts_with(b" ")).then_some(line)
+}
+
 /// Appends `req` to `out` as it is sent to the new service:
 ///
 /// * the request line as captured (method, target in its captured form,
@@ -141,14 +154,23 @@ const NOT_REPLAYED: [&str; 8] = [
 ///   `Trailer` headers are dropped, and so are the trailer fields of a
 ///   chunked body (a `Content-Length` body cannot carry them).
 pub fn serialize_request(req: &Request, host_override: Option<&str>, out: &mut Vec<u8>) {
-    out.extend_from_slice(req.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(req.target.as_bytes());
-    out.extend_from_slice(if req.version == 0 {
-        b" HTTP/1.0\r\n"
-    } else {
-        b" HTTP/1.1\r\n"
-    });
+    match captured_start_line(req) {
+        // As it was on the wire: a line servers accept though it is not
+        // strictly HTTP/1.x (`GET / HTTP/1.`, `GET /path`) is replayed as
+        // such, to see how the new version treats it.
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.extend_from_slice(req.method.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(req.target.as_bytes());
+            out.extend_from_slice(if req.version == 0 {
+                b" HTTP/1.0"
+            } else {
+                b" HTTP/1.1"
+            });
+        }
+    }
+    out.extend_from_slice(b"\r\n");
     let write_host = |out: &mut Vec<u8>, name: &str, host: &str| {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");

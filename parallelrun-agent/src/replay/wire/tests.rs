@@ -142,3 +142,20 @@ fn keep_alive_follows_version_and_connection() {
     assert!(keeps_alive(&resp(0, Some(" Keep-Alive "))));
     assert!(!keeps_alive(&resp(0, Some("keep-alive, close"))));
 }
+
+#[test]
+fn request_line_is_sent_as_captured() {
+    // Accepted by servers, parsed as HTTP/1.0: replayed as it was.
+    for line in ["GET / HTTP/1.", "CCM_POST /HTTP/1.1"] {
+        let (method, target) = line.split_once(' ').unwrap();
+        let target = target.split(' ').next().unwrap();
+        let mut req = request(method, target, 0, &[("Host", "x")], b"");
+        req.raw = Bytes::from(format!("{line}\r\nHost: x\r\n\r\n"));
+        let out = serialized(&req, None);
+        assert!(out.starts_with(&format!("{line}\r\nHost: x\r\n")), "{out}");
+    }
+    // Captured bytes that are not this request's line are not used.
+    let mut req = request("GET", "/a", 1, &[("Host", "x")], b"");
+    req.raw = Bytes::from_static(b"GET /b HTTP/1.1\r\n\r\n");
+    assert!(serialized(&req, None).starts_with("GET /a HTTP/1.1\r\n"));
+}
