@@ -133,6 +133,12 @@ pub fn run(dir: &Path, agent: &Path) -> Result<()> {
         .filter(|(_, r)| r.missing > 0 || !r.summary_agrees)
         .map(|(n, _)| n.as_str())
         .collect();
+    // A closing line in the form test runners use: one capture, one test.
+    println!(
+        "conformance: {} passed, {} failed",
+        rows.len() - failed.len(),
+        failed.len()
+    );
     if !failed.is_empty() {
         bail!(
             "{} capture(s) with requests tshark dissects but parallelrun gives no outcome, \
