@@ -19,7 +19,7 @@ use parallelrun_agent::{
     reassembly::{Reassembler, ReassemblyConfig},
 };
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{cli::ExchangesArgs, live};
 
@@ -101,18 +101,7 @@ struct Live {
 
 impl live::Handler for Live {
     fn record(&mut self, seg: Result<Segment<'_>, SegmentError>) {
-        match seg {
-            Ok(seg) => {
-                if seg.drops_before {
-                    self.r.note_ring_drops();
-                }
-                self.r.push(&seg.to_tcp(&self.clock));
-            }
-            Err(e) => {
-                self.malformed += 1;
-                warn!("skipping malformed record: {e}");
-            }
-        }
+        live::feed(&mut self.r, &self.clock, &mut self.malformed, seg);
     }
 
     async fn batch(&mut self) {

@@ -6,10 +6,14 @@
 use std::time::Duration;
 
 use parallelrun_agent::{
-    capture::{Capture, CaptureError, Segment, SegmentError},
+    capture::{Capture, CaptureError, Clock, Segment, SegmentError},
+    http::HttpTracker,
+    model::TcpSegment,
+    pipeline::Pipeline,
+    reassembly::Reassembler,
     shutdown::Shutdown,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 /// Records handed over per wake-up, so a flood cannot starve the timers and
 /// the signal handlers of the runtime.
@@ -82,4 +86,55 @@ pub async fn run(
     capture.detach();
     capture.drain(|s| h.record(s));
     Ok(Stopped { interface_removed })
+}
+
+/// Where live segments go: reassembly alone (`exchanges`) or the whole
+/// pipeline (`run`).
+pub trait Sink {
+    /// The next segment follows records the kernel dropped.
+    fn note_ring_drops(&mut self);
+    fn push(&mut self, seg: &TcpSegment<'_>);
+}
+
+impl Sink for Pipeline {
+    fn note_ring_drops(&mut self) {
+        Pipeline::note_ring_drops(self);
+    }
+
+    fn push(&mut self, seg: &TcpSegment<'_>) {
+        Pipeline::push(self, seg);
+    }
+}
+
+impl Sink for Reassembler<HttpTracker> {
+    fn note_ring_drops(&mut self) {
+        Reassembler::note_ring_drops(self);
+    }
+
+    fn push(&mut self, seg: &TcpSegment<'_>) {
+        Reassembler::push(self, seg);
+    }
+}
+
+/// Hands one ring-buffer record to `sink` (after noting the drops before
+/// it); a record that cannot be parsed is counted in `malformed` and
+/// skipped.
+pub fn feed(
+    sink: &mut impl Sink,
+    clock: &Clock,
+    malformed: &mut u64,
+    seg: Result<Segment<'_>, SegmentError>,
+) {
+    match seg {
+        Ok(seg) => {
+            if seg.drops_before {
+                sink.note_ring_drops();
+            }
+            sink.push(&seg.to_tcp(clock));
+        }
+        Err(e) => {
+            *malformed += 1;
+            warn!("skipping malformed record: {e}");
+        }
+    }
 }

@@ -226,18 +226,7 @@ struct Live<'a> {
 
 impl live::Handler for Live<'_> {
     fn record(&mut self, seg: Result<Segment<'_>, SegmentError>) {
-        match seg {
-            Ok(seg) => {
-                if seg.drops_before {
-                    self.pipeline.note_ring_drops();
-                }
-                self.pipeline.push(&seg.to_tcp(&self.clock));
-            }
-            Err(e) => {
-                self.malformed += 1;
-                warn!("skipping malformed record: {e}");
-            }
-        }
+        live::feed(&mut *self.pipeline, &self.clock, &mut self.malformed, seg);
     }
 
     async fn batch(&mut self) {
