@@ -18,6 +18,12 @@
 //! - `GET /big`: 1 MiB of [`crate::body_pattern`].
 //! - `POST /orders`: reads the body, then 201 `{"created":true}`.
 //! - anything else: 404.
+//!
+//! An instance can be made slow ([`App::set_delay`]): its answers to the
+//! paths under a prefix wait a fixed time, as a secondary on a busier host
+//! would. It counts the requests it is working on at once
+//! ([`App::peak_in_flight`]), so a test can prove a bound on concurrency or
+//! that it was reached.
 
 use std::{
     collections::BTreeMap,
@@ -63,6 +69,41 @@ struct Counts {
     connections: AtomicU64,
     open: AtomicU64,
     peak_open: AtomicU64,
+    /// Requests being handled (body read, answer not yet returned).
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+    /// Answers returned (after any delay), by path.
+    answered: Mutex<BTreeMap<String, u64>>,
+    /// Paths under this prefix are answered after this delay.
+    delay: Mutex<Option<(String, Duration)>>,
+}
+
+impl Counts {
+    /// The delay of an answer to `path`, as set now.
+    fn delay_of(&self, path: &str) -> Option<Duration> {
+        match &*self.delay.lock().unwrap() {
+            Some((prefix, d)) if path.starts_with(prefix.as_str()) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+/// One request being handled, uncounted on drop (also when hyper drops the
+/// handler because its connection went away).
+struct InFlight<'a>(&'a Counts);
+
+impl<'a> InFlight<'a> {
+    fn start(counts: &'a Counts) -> Self {
+        let now = counts.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        counts.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        Self(counts)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One open connection, uncounted on drop.
@@ -135,6 +176,34 @@ impl App {
     pub fn peak_connections(&self) -> u64 {
         self.counts.peak_open.load(Ordering::Relaxed)
     }
+
+    /// From now on, requests whose path starts with `path_prefix` are
+    /// answered `delay` after their body was read (`Duration::ZERO`: at
+    /// once again). A request already waiting keeps the delay it got.
+    pub fn set_delay(&self, path_prefix: &str, delay: Duration) {
+        *self.counts.delay.lock().unwrap() =
+            (!delay.is_zero()).then(|| (path_prefix.to_owned(), delay));
+    }
+
+    /// The most requests that were being handled at once (each counted from
+    /// its body read to its answer, delay included).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.counts.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Answers returned so far (after their delay) to paths starting with
+    /// `path_prefix`. Below [`App::hits`] while requests are being handled,
+    /// or when a delayed request's connection closed before its answer.
+    pub fn answered(&self, path_prefix: &str) -> u64 {
+        self.counts
+            .answered
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, _)| path.starts_with(path_prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 fn json(value: serde_json::Value) -> Response<Body> {
@@ -195,8 +264,19 @@ async fn handle(
     // Read any request body whole before answering (keep-alive continues).
     let _ = req.into_body().collect().await;
     *counts.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let _in_flight = InFlight::start(counts);
+    if let Some(delay) = counts.delay_of(&path) {
+        tokio::time::sleep(delay).await;
+    }
+    let response = answer(&method, &path, flavor, skew);
+    *counts.answered.lock().unwrap().entry(path).or_default() += 1;
+    response
+}
+
+/// The answer to `method path` (see the module docs).
+fn answer(method: &Method, path: &str, flavor: Flavor, skew: Duration) -> Response<Body> {
     let new = flavor == Flavor::New;
-    match (&method, path.as_str()) {
+    match (method, path) {
         (&Method::POST, "/orders") => Response::builder()
             .status(StatusCode::CREATED)
             .header("content-type", "application/json")

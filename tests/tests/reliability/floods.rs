@@ -103,10 +103,37 @@ fn connection_flood_with_large_bodies_is_shed_and_counted() {
     assert!(s.n("/outcomes/matched") > 0, "{:#}", s.0);
     assert_eq!(s.n("/outcomes/mismatched"), 0, "{:#?}", d.log);
     assert_eq!(new.hits("/"), s.n("/outcomes/replayed"));
-    if s.n("/kernel/ringbuf_full_drops") == 0 {
+    // Nothing here is malformed, too large, abandoned or left idle: any
+    // loss is the ring buffer's, and a live hole is never a `gap`.
+    let drops = s.n("/kernel/ringbuf_full_drops");
+    if drops == 0 {
         assert_eq!(s.n("/requests_seen"), sent, "{:#}", s.0);
+        assert_eq!(s.sum("/outcomes/lost"), 0, "{:#}", s.0);
     } else {
-        assert!(s.n("/requests_seen") <= sent, "{:#}", s.0);
+        // The ring buffer (the default 32 MiB; a larger one would be mapped
+        // into the agent and count against its memory cap) overflowed: the
+        // agent fell behind the flood. Requests whose head was dropped are
+        // never seen; those whose exchange has a hole are lost to the drop,
+        // or, when the tail of the connection (FIN included) was dropped,
+        // end as `closed` when the run stops (see
+        // `ring_buffer_overflow_is_accounted`).
+        eprintln!(
+            "note: {drops} ring-buffer drops: checking that the requests seen (at most \
+             {sent}) are accounted, lost only to ring_buffer_drop or closed, and no more \
+             lost or unseen than the drops explain"
+        );
+        let seen = s.n("/requests_seen");
+        assert!(seen <= sent, "{:#}", s.0);
+        let lost = s.n("/outcomes/lost/ring_buffer_drop") + s.n("/outcomes/lost/closed");
+        assert_eq!(s.sum("/outcomes/lost"), lost, "{:#}", s.0);
+        // A dropped record leaves a hole in one connection, which loses at
+        // most its requests: five at most here (a keep-alive connection).
+        let to_drops = lost + (sent - seen);
+        assert!(
+            to_drops <= PATHS.len() as u64 * drops,
+            "{to_drops} requests lost or unseen for {drops} dropped records: {:#}",
+            s.0
+        );
     }
 }
 

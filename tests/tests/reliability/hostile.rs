@@ -192,34 +192,104 @@ fn hostile_input_is_survived_and_counted_by_cause() {
     // /endless and /upload, and the two request heads the parser rejects
     // but that begin with a method: the bad version and the over-long head
     // (the garbage is no request).
-    assert_eq!(s.n("/requests_seen"), 17, "{:#}", s.0);
-    assert_eq!(s.sum("/outcomes/lost"), 14, "{:#}", s.0);
-    if s.n("/kernel/ringbuf_full_drops") == 0 {
+    const SEEN: u64 = 17;
+    // Each outcome without ring-buffer drops:
+    let expected: [(&str, u64); 4] = [
         // valid-then-garbage, bad-cl, two-cl, no-colon, bad-status, nul,
         // not-http, bad version.
-        assert_eq!(s.n("/outcomes/lost/parse_error"), 8, "{:#}", s.0);
+        ("/outcomes/lost/parse_error", 8),
         // huge-header, many-headers, too-big, the over-long request head.
-        assert_eq!(s.n("/outcomes/lost/too_large"), 4, "{:#}", s.0);
-        // The endless response and upload, abandoned by the client.
-        assert_eq!(s.n("/outcomes/lost/closed"), 2, "{:#}", s.0);
+        ("/outcomes/lost/too_large", 4),
         // The two /ok, and /utf8 which differs from the new "ok".
-        assert_eq!(s.n("/outcomes/matched"), 2, "{:#}", s.0);
-        assert_eq!(s.n("/outcomes/mismatched"), 1, "{:#}", s.0);
+        ("/outcomes/matched", 2),
+        ("/outcomes/mismatched", 1),
+    ];
+    // The endless response and upload, abandoned by the client.
+    const CLOSED: u64 = 2;
+    // Nothing here is skipped, noise or a replay error, nor lost any
+    // other way, drops or not (a live hole after a drop is a
+    // `ring_buffer_drop`, never a `gap`).
+    for p in [
+        "/outcomes/lost/gap",
+        "/outcomes/lost/timeout",
+        "/outcomes/lost/evicted",
+        "/outcomes/lost/upgrade",
+        "/outcomes/noise",
+        "/outcomes/replay_errors",
+    ] {
+        assert_eq!(s.n(p), 0, "{p}: {:#}", s.0);
     }
-    // Invalid UTF-8 reaches the log as valid JSON (decoded lossily).
-    let utf8 = d
-        .events("mismatch")
-        .into_iter()
-        .find(|e| e["target"] == "/utf8?q=%FF%FE")
-        .unwrap_or_else(|| panic!("no mismatch for /utf8: {:#?}", d.log));
-    let bin = utf8["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["where"] == "header:x-bin")
-        .unwrap_or_else(|| panic!("{utf8:#}"));
-    assert!(
-        bin["old"].as_str().unwrap().contains('\u{fffd}'),
-        "{utf8:#}"
+    assert_eq!(s.sum("/outcomes/skipped"), 0, "{:#}", s.0);
+    let mismatches = d.events("mismatch");
+    assert_eq!(
+        mismatches.len() as u64,
+        s.n("/outcomes/mismatched"),
+        "{:#?}",
+        d.log
     );
+    let drops = s.n("/kernel/ringbuf_full_drops");
+    if drops == 0 {
+        assert_eq!(s.n("/requests_seen"), SEEN, "{:#}", s.0);
+        assert_eq!(s.sum("/outcomes/lost"), 14, "{:#}", s.0);
+        assert_eq!(s.n("/outcomes/lost/ring_buffer_drop"), 0, "{:#}", s.0);
+        assert_eq!(s.n("/outcomes/lost/closed"), CLOSED, "{:#}", s.0);
+        for (p, n) in expected {
+            assert_eq!(s.n(p), n, "{p}: {:#}", s.0);
+        }
+    } else {
+        // The ring buffer overflowed: the agent fell behind (a loaded
+        // machine). It has the default size, 32 MiB; a larger one would
+        // not help this test: the agent maps it, and its pages count in
+        // the RSS bound above. A request whose head was dropped is never
+        // seen; one whose exchange has a hole is lost to the drop, or, when
+        // the tail of its connection (FIN included) was dropped, ends as
+        // `closed` when the run stops (see `floods::ring_buffer_overflow_is_accounted`).
+        // Every other outcome still holds, at most as often as without drops.
+        eprintln!(
+            "note: {drops} ring-buffer drops: checking that the requests seen (at most \
+             {SEEN}) are accounted, each other cause at most its count without drops, and \
+             no more lost to the drops or unseen than the drops explain"
+        );
+        let seen = s.n("/requests_seen");
+        assert!(seen <= SEEN, "{:#}", s.0);
+        for (p, n) in expected {
+            assert!(
+                s.n(p) <= n,
+                "{p} above its count without drops ({n}): {:#}",
+                s.0
+            );
+        }
+        // A dropped record leaves a hole in one connection, which loses at
+        // most its requests: two at most here (/too-big and its /ok).
+        let closed = s.n("/outcomes/lost/closed");
+        let to_drops =
+            s.n("/outcomes/lost/ring_buffer_drop") + closed.saturating_sub(CLOSED) + (SEEN - seen);
+        assert!(
+            to_drops <= 2 * drops,
+            "{to_drops} requests lost or unseen for {drops} dropped records: {:#}",
+            s.0
+        );
+    }
+    // Invalid UTF-8 reaches the log as valid JSON (decoded lossily); the
+    // event is there unless the drops took /utf8.
+    let utf8 = mismatches
+        .into_iter()
+        .find(|e| e["target"] == "/utf8?q=%FF%FE");
+    assert!(
+        utf8.is_some() || drops > 0,
+        "no mismatch for /utf8: {:#?}",
+        d.log
+    );
+    if let Some(utf8) = utf8 {
+        let bin = utf8["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["where"] == "header:x-bin")
+            .unwrap_or_else(|| panic!("{utf8:#}"));
+        assert!(
+            bin["old"].as_str().unwrap().contains('\u{fffd}'),
+            "{utf8:#}"
+        );
+    }
 }
