@@ -660,6 +660,26 @@ fn probe(line: &[u8], status_line: &str) -> Harness {
     h
 }
 
+/// The one exchange of a [`probe`], checked to be `method target` parsed as
+/// HTTP/1.0.
+fn paired_as_http_1_0<'a>(h: &'a Harness, line: &[u8], method: &str, target: &str) -> &'a Exchange {
+    let paired = h.paired();
+    assert_eq!(
+        paired.len(),
+        1,
+        "{}: {:?}",
+        String::from_utf8_lossy(line),
+        h.out
+    );
+    let ex = paired[0];
+    assert_eq!(
+        (ex.request.method.as_str(), ex.request.target.as_str()),
+        (method, target)
+    );
+    assert_eq!(ex.request.version, 0);
+    ex
+}
+
 #[test]
 fn request_line_without_the_minor_version_is_paired_as_http_1_0() {
     for (line, method, status) in [
@@ -674,20 +694,7 @@ fn request_line_without_the_minor_version_is_paired_as_http_1_0() {
         (b"HEAD / HTTP/1.", "HEAD", "HTTP/1.1 200 OK"),
     ] {
         let h = probe(line, status);
-        let paired = h.paired();
-        assert_eq!(
-            paired.len(),
-            1,
-            "{}: {:?}",
-            String::from_utf8_lossy(line),
-            h.out
-        );
-        let ex = paired[0];
-        assert_eq!(
-            (ex.request.method.as_str(), ex.request.target.as_str()),
-            (method, "/")
-        );
-        assert_eq!(ex.request.version, 0);
+        let ex = paired_as_http_1_0(&h, line, method, "/");
         assert_eq!(ex.request.headers, [Header::new("Host", "www.google.com")]);
         assert!(ex.request.raw.starts_with(line));
         assert_eq!(h.stats().resync_skipped_bytes, 0);
@@ -708,20 +715,7 @@ fn request_line_without_a_version_is_paired_as_http_1_0() {
         (b"HEAD /HTTP/1.1", "HEAD", "HTTP/1.0 400 Bad Request"),
     ] {
         let h = probe(line, status);
-        let paired = h.paired();
-        assert_eq!(
-            paired.len(),
-            1,
-            "{}: {:?}",
-            String::from_utf8_lossy(line),
-            h.out
-        );
-        let ex = paired[0];
-        assert_eq!(
-            (ex.request.method.as_str(), ex.request.target.as_str()),
-            (method, "/HTTP/1.1")
-        );
-        assert_eq!(ex.request.version, 0);
+        let ex = paired_as_http_1_0(&h, line, method, "/HTTP/1.1");
         assert_eq!(ex.response.version, 0);
         // HEAD's answer has no body, whatever its Content-Length says.
         let body: &[u8] = if method == "HEAD" { b"" } else { b"body" };
