@@ -58,6 +58,26 @@ fn locations(m: &Mismatch) -> Vec<&str> {
     m.listed.iter().map(|d| d.location.as_str()).collect()
 }
 
+/// [`judge`] with the default configuration and fresh statistics, the
+/// secondary having answered `secondary`.
+fn judge_answered(ex: &Exchange, new: &Value, secondary: &Value) -> Verdict {
+    judge(
+        &DiffConfig::default(),
+        &stats(),
+        ex,
+        &response(new),
+        Secondary::Answered(&response(secondary)),
+    )
+}
+
+/// The mismatch `v` must be.
+fn mismatch(v: Verdict) -> Mismatch {
+    let Verdict::Mismatched(m) = v else {
+        panic!("not a mismatch: {v:?}");
+    };
+    m
+}
+
 #[test]
 fn identical_responses_match() {
     let old = items(3, |_| 1, |_| 1);
@@ -82,16 +102,8 @@ fn a_real_difference_after_a_hundred_noisy_ones_is_a_mismatch() {
     let new = items(n, |i| i as u64 + 1, |i| if i == 120 { 8 } else { 7 });
     let secondary = items(n, |i| i as u64 + 1000, |_| 7);
     let ex = exchange("/items", &old);
-    let v = judge(
-        &DiffConfig::default(),
-        &stats(),
-        &ex,
-        &response(&new),
-        Secondary::Answered(&response(&secondary)),
-    );
-    let Verdict::Mismatched(m) = v else {
-        panic!("not a mismatch: {v:?}");
-    };
+    let v = judge_answered(&ex, &new, &secondary);
+    let m = mismatch(v);
     assert_eq!(locations(&m), ["body:/items/120/v"]);
     assert_eq!(m.omitted, 0);
     assert_eq!(m.suppressed, n);
@@ -105,13 +117,7 @@ fn all_differences_noise_is_noise_however_many() {
     let new = items(n, |i| i as u64 + 1, |_| 7);
     let secondary = items(n, |i| i as u64 + 1000, |_| 7);
     let ex = exchange("/items", &old);
-    let v = judge(
-        &DiffConfig::default(),
-        &stats(),
-        &ex,
-        &response(&new),
-        Secondary::Answered(&response(&secondary)),
-    );
+    let v = judge_answered(&ex, &new, &secondary);
     assert_eq!(v, Verdict::Noise { suppressed: n });
 }
 
@@ -134,9 +140,7 @@ fn a_comparison_over_the_bound_is_never_noise() {
         &response(&new),
         Secondary::Answered(&response(&secondary)),
     );
-    let Verdict::Mismatched(m) = v else {
-        panic!("not a mismatch: {v:?}");
-    };
+    let m = mismatch(v);
     assert!(m.listed.is_empty(), "{m:?}");
     assert_eq!(m.omitted, 20);
     assert_eq!(m.suppressed, 10);
@@ -155,9 +159,7 @@ fn an_event_lists_at_most_max_listed_and_counts_the_rest() {
         &response(&new),
         Secondary::None,
     );
-    let Verdict::Mismatched(m) = v else {
-        panic!("not a mismatch: {v:?}");
-    };
+    let m = mismatch(v);
     assert_eq!(m.listed.len(), MAX_LISTED);
     assert_eq!(m.listed[0].location, "body:/items/0/v");
     assert_eq!(m.omitted, 50);
@@ -228,16 +230,8 @@ fn a_real_difference_with_the_secondary_agreeing_is_a_mismatch() {
     let new = json!({"ts": 5, "plan": "premium"});
     let secondary = json!({"ts": 9, "plan": "basic"});
     let ex = exchange("/users/7", &old);
-    let v = judge(
-        &DiffConfig::default(),
-        &stats(),
-        &ex,
-        &response(&new),
-        Secondary::Answered(&response(&secondary)),
-    );
-    let Verdict::Mismatched(m) = v else {
-        panic!("not a mismatch: {v:?}");
-    };
+    let v = judge_answered(&ex, &new, &secondary);
+    let m = mismatch(v);
     assert_eq!(locations(&m), ["body:/plan"]);
     assert_eq!(m.suppressed, 1);
     assert_eq!(m.noise_unchecked, None);
