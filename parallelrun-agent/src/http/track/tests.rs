@@ -1,5 +1,3 @@
-use std::sync::{Arc, Mutex};
-
 use super::*;
 use crate::model::Header;
 
@@ -874,47 +872,6 @@ fn a_request_skipped_while_resynchronizing_is_lost() {
     h.resp(6, &ok("v"));
     assert_eq!(h.pairs(), [("/v".into(), 200)]);
     h.close(CloseReason::Fin);
-}
-
-/// Captures what `tracing` writes while `f` runs, at debug level.
-fn logged(f: impl FnOnce()) -> String {
-    #[derive(Clone)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink(Arc::default());
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = sink.0.lock().unwrap().clone();
-    String::from_utf8(bytes).unwrap()
-}
-
-#[test]
-fn lost_requests_are_logged_with_secrets_redacted() {
-    let log = logged(|| {
-        let mut h = Harness::open();
-        h.req(1, &get("/api?page=2&token=abc"));
-        h.req(2, b"GET /x?api_key=abc HTTP/9.9\r\n\r\n");
-        h.close(CloseReason::Rst);
-        assert_eq!(h.lost().len(), 2);
-    });
-    assert!(log.contains("request lost"), "{log}");
-    assert!(log.contains("/api?page=2&token=[redacted]"), "{log}");
-    assert!(log.contains("/x?api_key=[redacted]"), "{log}");
-    assert!(!log.contains("abc"), "{log}");
-    assert_eq!(redacted("/a?b=1"), "/a?b=1");
 }
 
 /// Pieces of conversations, well-formed or not, for the property below.
