@@ -179,6 +179,7 @@ pub(super) fn read_all(path: &Path, svc: &[&str]) -> (Vec<Seg>, ReadStats) {
             + stats.not_tcp
             + stats.fragments
             + stats.other_traffic
+            + stats.sampled_out
             + stats.malformed
             + stats.headers_cut
             + stats.unsupported_linktype,
