@@ -8,14 +8,21 @@
 //! the default action) exactly as if this one were not there.
 //!
 //! Each record is written once, straight into ring memory: the program
-//! reserves a [`SizedRecord`] of the smallest size class that holds the
-//! payload (payload capacities are the powers of two in [`CLASSES`], 64 B
-//! to 64 KiB; segments without payload are a bare header), loads the
-//! payload into it with `bpf_skb_load_bytes` and submits it. The earlier
-//! design copied every payload twice (into a per-CPU scratch slot, then
-//! into the ring with `bpf_ringbuf_output`). The price is ring space: a
-//! record takes at most twice `header + payload` (the class rounds the
-//! payload up to the next power of two); the agent ignores the padding.
+//! reserves a record of the smallest size class that holds the payload
+//! (the layout of [`parallelrun_common::SizedRecord`]: payload capacities
+//! are the powers of two in [`CLASSES`], 64 B to 64 KiB; segments without
+//! payload are a bare header), loads the payload into it with
+//! `bpf_skb_load_bytes`, writes the header field by field and submits it.
+//! The earlier design copied every payload twice (into a per-CPU scratch
+//! slot, then into the ring with `bpf_ringbuf_output`).
+//!
+//! Ring space is the price: a record takes at most twice
+//! `header + payload` (the class rounds the payload up to the next power of
+//! two, at least 64 bytes), so in the worst case the ring holds half as
+//! many bytes of payload before it is full; typical traffic is between
+//! (full-MSS and 64 KiB GSO segments fill their class to 70–99 %). The
+//! padding is never read (the agent reads `captured_len` bytes) and holds
+//! only older bytes of this same ring.
 //!
 //! Packets pay for selection in this order, cheapest first: one lookup in
 //! the `PORTS` bitmap (is either port an old service's?), and only then the
@@ -26,7 +33,10 @@
 //!
 //! Verifier rules that shape the code (see each site):
 //! - `bpf_ringbuf_reserve` needs a size known at load time: hence the size
-//!   classes, one `reserve::<SizedRecord<P>>` call per class.
+//!   classes; `class_of` leaves a constant size on each of its paths and
+//!   the verifier follows each path separately, so the copy code after it
+//!   is emitted once (649 instructions in all instead of 2,619 with one
+//!   inlined copy per class).
 //! - `bpf_skb_load_bytes` needs a length provably in `1..=P` for a
 //!   destination of `P` bytes: `min` is not tracked through LLVM's codegen,
 //!   the mask `((n - 1) & (P - 1)) + 1` is (P a power of two, n > 0).
@@ -51,7 +61,7 @@ use aya_ebpf::{
 };
 use parallelrun_common::{
     CLASSES, COUNTER_COUNT, Counter, DEFAULT_RING_BYTES, Direction, MAX_PAYLOAD, MAX_SERVICES,
-    PORT_BITMAP_LEN, SAMPLE_ALL, SegmentHeader, ServiceKey, SizedRecord, conn_hash_words, has_port,
+    PORT_BITMAP_LEN, SAMPLE_ALL, SegmentHeader, ServiceKey, conn_hash_words, has_port,
     sampled, tcp_flags,
 };
 // The package's library is only the agent's build-dependency handle.
@@ -283,34 +293,50 @@ fn observe(ctx: &TcContext) -> Result<(), ()> {
         direction: direction as u8,
         flags,
     };
-    // The smallest class that holds the payload. Unrolled by hand: each
-    // class is its own `reserve` of a constant size (the verifier's rule).
-    if captured == 0 {
-        rec.emit_header_only();
-    } else if captured <= CLASSES[0] {
-        rec.emit::<{ CLASSES[0] }>();
-    } else if captured <= CLASSES[1] {
-        rec.emit::<{ CLASSES[1] }>();
-    } else if captured <= CLASSES[2] {
-        rec.emit::<{ CLASSES[2] }>();
-    } else if captured <= CLASSES[3] {
-        rec.emit::<{ CLASSES[3] }>();
-    } else if captured <= CLASSES[4] {
-        rec.emit::<{ CLASSES[4] }>();
-    } else if captured <= CLASSES[5] {
-        rec.emit::<{ CLASSES[5] }>();
-    } else if captured <= CLASSES[6] {
-        rec.emit::<{ CLASSES[6] }>();
-    } else if captured <= CLASSES[7] {
-        rec.emit::<{ CLASSES[7] }>();
-    } else if captured <= CLASSES[8] {
-        rec.emit::<{ CLASSES[8] }>();
-    } else if captured <= CLASSES[9] {
-        rec.emit::<{ CLASSES[9] }>();
-    } else {
-        rec.emit::<{ CLASSES[10] }>();
-    }
+    rec.emit();
     Ok(())
+}
+
+/// The record size (header + payload capacity) and the payload mask of the
+/// smallest class that holds `captured` payload bytes (0: a bare header).
+///
+/// Verifier: bpf_ringbuf_reserve needs a size known to be constant. The
+/// branches below leave a constant (size, mask) pair on every path, and the
+/// verifier follows each path on its own from here (the reservation size
+/// is a "precise" register, so paths with different sizes are never merged),
+/// so one copy of the code after it serves every class.
+#[inline(always)]
+fn class_of(captured: usize) -> (u64, usize) {
+    const H: usize = core::mem::size_of::<SegmentHeader>();
+    // `black_box` keeps LLVM from turning the chain into arithmetic on
+    // `captured` (a computed size would not be a constant to the verifier).
+    let c = core::hint::black_box(captured);
+    let p = if c == 0 {
+        0
+    } else if c <= CLASSES[0] {
+        CLASSES[0]
+    } else if c <= CLASSES[1] {
+        CLASSES[1]
+    } else if c <= CLASSES[2] {
+        CLASSES[2]
+    } else if c <= CLASSES[3] {
+        CLASSES[3]
+    } else if c <= CLASSES[4] {
+        CLASSES[4]
+    } else if c <= CLASSES[5] {
+        CLASSES[5]
+    } else if c <= CLASSES[6] {
+        CLASSES[6]
+    } else if c <= CLASSES[7] {
+        CLASSES[7]
+    } else if c <= CLASSES[8] {
+        CLASSES[8]
+    } else if c <= CLASSES[9] {
+        CLASSES[9]
+    } else {
+        CLASSES[10]
+    };
+    ((H + p) as u64, p.wrapping_sub(1))
 }
 
 /// One segment on its way into the ring: where its payload is in the skb,
@@ -333,62 +359,53 @@ struct Rec<'a> {
 }
 
 impl Rec<'_> {
-    /// A SYN, FIN or RST without payload: the header alone.
+    /// Reserves a record of the smallest class that holds the payload
+    /// (a bare header for a SYN, FIN or RST without payload), loads the
+    /// payload into it, writes the header and submits it.
     #[inline(always)]
-    fn emit_header_only(self) {
-        let flags = wakeup_flag(core::mem::size_of::<SegmentHeader>());
-        let Some(mut entry) = EVENTS.reserve::<SegmentHeader>(0) else {
-            ring_full();
-            return;
-        };
-        // SAFETY: `entry` is a reserved, writable SegmentHeader in ring
-        // memory, 8-byte aligned (ring records always are).
-        unsafe { self.write_header(entry.as_mut_ptr(), 0) };
-        entry.submit(flags);
-        emitted(0);
-    }
-
-    /// A record of payload capacity `P` (a power of two, at least
-    /// `self.captured`, which is at least 1): reserved in the ring, the
-    /// payload loaded into it, the header written, submitted.
-    #[inline(always)]
-    fn emit<const P: usize>(self) {
+    fn emit(self) {
+        let (size, mask) = class_of(self.captured);
         // Decided before the reservation: the waiting bytes are read
         // without the record's own (see `wakeup_flag`).
-        let flags = wakeup_flag(core::mem::size_of::<SizedRecord<P>>());
-        let Some(mut entry) = EVENTS.reserve::<SizedRecord<P>>(0) else {
+        let flags = wakeup_flag(size);
+        let Some(mut entry) = EVENTS.reserve_bytes(size as usize, 0) else {
             ring_full();
             return;
         };
-        // Verifier: the length must be provably in 1..=P, P being the
-        // destination's size; `captured` is in 1..=P here, which the mask
-        // keeps unchanged.
-        let n = ((self.captured - 1) & (P - 1)) + 1;
         let rec = entry.as_mut_ptr();
-        // SAFETY: `rec` points to a reserved, writable SizedRecord<P> in ring
-        // memory; `payload` is P bytes and n <= P. The skb pointer is the
-        // program's context. bpf_skb_load_bytes checks `payload_off + n`
-        // against the skb at run time and fails past its end.
-        let ret = unsafe {
-            bpf_skb_load_bytes(
-                self.skb.skb.skb as *const _,
-                self.payload_off,
-                core::ptr::addr_of_mut!((*rec).payload).cast(),
-                n as u32,
-            )
-        };
-        if ret != 0 {
-            // The reservation must be given back on every path (verifier);
-            // a discarded record is skipped by the reader.
-            entry.discard(0);
-            count(Counter::ReadErrors, 1);
-            return;
+        let mut n = 0;
+        if self.captured > 0 {
+            // Verifier: the length must be provably in 1..=P, P = mask + 1
+            // the class's payload capacity (a constant on this path);
+            // `captured` is in 1..=P here, which the mask keeps unchanged.
+            n = ((self.captured - 1) & mask) + 1;
+            // SAFETY: `rec` points to `size` = HEADER_LEN + P reserved,
+            // writable bytes of ring memory, and HEADER_LEN + n <= size.
+            // The skb pointer is the program's context. bpf_skb_load_bytes
+            // checks `payload_off + n` against the skb at run time and fails
+            // past its end.
+            let ret = unsafe {
+                bpf_skb_load_bytes(
+                    self.skb.skb.skb as *const _,
+                    self.payload_off,
+                    rec.add(core::mem::size_of::<SegmentHeader>()).cast(),
+                    n as u32,
+                )
+            };
+            if ret != 0 {
+                // The reservation must be given back on every path
+                // (verifier); a discarded record is skipped by the reader.
+                entry.discard(0);
+                count(Counter::ReadErrors, 1);
+                return;
+            }
         }
-        // SAFETY: as above; the header is the record's first field, so it
-        // is 8-byte aligned like the record.
-        unsafe { self.write_header(core::ptr::addr_of_mut!((*rec).header), n as u32) };
+        // SAFETY: the record starts with a SegmentHeader's worth of reserved
+        // bytes (size >= HEADER_LEN), 8-byte aligned (ring records are).
+        unsafe { self.write_header(rec.cast(), n as u32) };
         entry.submit(flags);
-        emitted(n as u64);
+        count(Counter::RecordsEmitted, 1);
+        count(Counter::BytesEmitted, n as u64);
     }
 
     /// Writes the header field by field straight into ring memory (no
@@ -439,21 +456,15 @@ impl Rec<'_> {
 /// threshold wakes it: one wakeup per batch, not one per record while the
 /// agent catches up.
 #[inline(always)]
-fn wakeup_flag(size: usize) -> u64 {
+fn wakeup_flag(size: u64) -> u64 {
     // SAFETY: as L2_LEN: a plain read of an initialised `u64` static.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    if waiting < threshold && waiting + size as u64 >= threshold {
+    if waiting < threshold && waiting + size >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
-}
-
-#[inline(always)]
-fn emitted(payload: u64) {
-    count(Counter::RecordsEmitted, 1);
-    count(Counter::BytesEmitted, payload);
 }
 
 /// The only failure of bpf_ringbuf_reserve is "no room": count it, the
