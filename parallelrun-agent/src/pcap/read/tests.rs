@@ -224,14 +224,21 @@ pub(super) const DATA: u8 = tcp_flags::ACK | tcp_flags::PSH;
 fn connection_sampling_keeps_whole_connections_by_hash() {
     let dir = TempDir::new().unwrap();
     let mut recs = Vec::new();
-    let clients: Vec<String> = (0..200).map(|i| format!("10.0.0.1:{}", 40000 + i)).collect();
+    let clients: Vec<String> = (0..200)
+        .map(|i| format!("10.0.0.1:{}", 40000 + i))
+        .collect();
     for c in &clients {
         for (src, dst, flags, payload) in [
             (c.as_str(), SERVICE4, tcp_flags::SYN, &b""[..]),
             (SERVICE4, c.as_str(), tcp_flags::SYN | tcp_flags::ACK, b""),
             (c.as_str(), SERVICE4, DATA, b"GET / HTTP/1.1\r\n\r\n"),
             (SERVICE4, c.as_str(), tcp_flags::ACK, b""),
-            (SERVICE4, c.as_str(), DATA, b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (
+                SERVICE4,
+                c.as_str(),
+                DATA,
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+            ),
             (c.as_str(), SERVICE4, tcp_flags::FIN | tcp_flags::ACK, b""),
         ] {
             recs.push(rec(frame(1, &ip_tcp(src, dst, 1, flags, payload))));
@@ -252,7 +259,11 @@ fn connection_sampling_keeps_whole_connections_by_hash() {
         assert_eq!(of.len(), 5, "{k:?}: every segment but the pure ACK");
         assert!(of.iter().any(|s| s.direction == Direction::Response));
     }
-    assert_eq!(segs.len(), 5 * expected.len(), "no segment of another connection");
+    assert_eq!(
+        segs.len(),
+        5 * expected.len(),
+        "no segment of another connection"
+    );
     let left_out = (clients.len() - expected.len()) as u64;
     assert_eq!(stats.sampled_out, 5 * left_out);
     assert_eq!(stats.pure_acks, clients.len() as u64);
