@@ -328,7 +328,7 @@ const _: () = assert!(MAX_PAYLOAD.is_power_of_two());
 const _: () = {
     let mut i = 0;
     while i < CLASSES.len() {
-        assert!(CLASSES[i].is_power_of_two() && CLASSES[i] % 8 == 0);
+        assert!(CLASSES[i].is_power_of_two() && CLASSES[i].is_multiple_of(8));
         assert!(i == 0 || CLASSES[i] == 2 * CLASSES[i - 1]);
         i += 1;
     }

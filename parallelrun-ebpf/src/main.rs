@@ -61,8 +61,8 @@ use aya_ebpf::{
 };
 use parallelrun_common::{
     CLASSES, COUNTER_COUNT, Counter, DEFAULT_RING_BYTES, Direction, MAX_PAYLOAD, MAX_SERVICES,
-    PORT_BITMAP_LEN, SAMPLE_ALL, SegmentHeader, ServiceKey, conn_hash_words, has_port,
-    sampled, tcp_flags,
+    PORT_BITMAP_LEN, SAMPLE_ALL, SegmentHeader, ServiceKey, conn_hash_words, has_port, sampled,
+    tcp_flags,
 };
 // The package's library is only the agent's build-dependency handle.
 use parallelrun_ebpf as _;
