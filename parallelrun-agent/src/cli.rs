@@ -99,6 +99,15 @@ pub struct ReplayArgs {
     pub duration: Option<Duration>,
 }
 
+/// What `--sample` chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SampleBy {
+    /// Whole connections, by a hash of the 4-tuple (in the kernel when live).
+    Connection,
+    /// Single requests, at random, after capture and parsing.
+    Request,
+}
+
 /// Default mismatch log, for `run`, `replay` and `tail`.
 pub const DEFAULT_LOG: &str = "parallelrun-mismatches.jsonl";
 
@@ -138,9 +147,17 @@ pub struct PipelineArgs {
     /// Never replay targets whose path starts with this. Repeat for several.
     #[arg(long, value_name = "PREFIX", value_parser = parse_path_prefix)]
     pub exclude_path_prefix: Vec<String>,
-    /// Fraction of requests to replay, in (0, 1].
+    /// Fraction to replay, in (0, 1]: of connections (the default: chosen
+    /// by a hash of the 4-tuple, filtered in the kernel live and before
+    /// reassembly offline, so a sampled connection is followed whole), or
+    /// of requests with --sample-by request.
     #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
     pub sample: f64,
+    /// What --sample chooses: whole connections (cost scales with the
+    /// fraction: the kernel copies only them) or single requests (every
+    /// connection is still captured and parsed; requests are drawn at random).
+    #[arg(long, value_name = "UNIT", default_value = "connection")]
+    pub sample_by: SampleBy,
     /// At most this many replays per second (skipped ones are counted).
     #[arg(long, value_name = "PER_SEC")]
     pub rate: Option<NonZeroU32>,
@@ -248,6 +265,11 @@ pub struct RecordArgs {
     /// the capture's own cost).
     #[arg(long, conflicts_with = "pcap")]
     pub discard: bool,
+    /// Record only this fraction of connections, in (0, 1]: those whose
+    /// 4-tuple hash falls under it (the kernel copies nothing of the others
+    /// and counts their segments as sampled_out).
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0, value_parser = parse_fraction)]
+    pub sample: f64,
     /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,

@@ -157,6 +157,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
             iface: iface.clone(),
             services: args.old.clone(),
             ring_bytes: args.ring_size,
+            sample_threshold: parallelrun_common::SAMPLE_ALL,
         })?;
         let mut h = Live {
             r,

@@ -13,7 +13,7 @@
 //! | `replay_errors_total` | counter | `target` (`new`, `secondary`), `kind` |
 //! | `log_errors_total` | counter | |
 //! | `ring_buffer_drops_total` | counter | |
-//! | `kernel_packets_seen_total`, `kernel_packets_matched_total`, `kernel_records_total`, `kernel_payload_bytes_total`, `kernel_truncated_total`, `kernel_read_errors_total`, `kernel_malformed_total` | counter | |
+//! | `kernel_packets_seen_total`, `kernel_packets_matched_total`, `kernel_records_total`, `kernel_payload_bytes_total`, `kernel_truncated_total`, `kernel_read_errors_total`, `kernel_malformed_total`, `kernel_sampled_out_total` | counter | |
 //! | `reassembly_connections`, `reassembly_buffered_bytes` | gauge | |
 //! | `old_latency_seconds`, `new_latency_seconds` | histogram | |
 //!
@@ -470,6 +470,11 @@ fn kernel_metric(c: KernelCounter) -> (&'static str, &'static str, Option<Unit>)
         KernelCounter::Malformed => (
             "kernel_malformed",
             "Packets passed unparsed: IPv4 header length or TCP data offset below 20 bytes",
+            None,
+        ),
+        KernelCounter::SampledOut => (
+            "kernel_sampled_out",
+            "Segments of connections left out by connection sampling (--sample), not copied",
             None,
         ),
     }

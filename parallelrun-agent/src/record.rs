@@ -10,7 +10,9 @@ use serde::Serialize;
 use tracing::{trace, warn};
 
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError},
+    capture::{
+        Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError, sample_threshold,
+    },
     pcap::{PcapError, PcapSink},
 };
 
@@ -97,6 +99,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         iface: args.capture.iface,
         services: args.capture.old,
         ring_bytes: args.capture.ring_size,
+        sample_threshold: sample_threshold(args.sample),
     };
     let mut capture = Capture::attach(&cfg)?;
     let mut rec = Recorder {

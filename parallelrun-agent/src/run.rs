@@ -11,7 +11,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError},
+    capture::{
+        Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError, sample_threshold,
+    },
     diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
     http::{HttpConfig, HttpLimits, track::HttpStats},
     metrics::{self, Metrics},
@@ -29,7 +31,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::{
-    cli::{PipelineArgs, ReplayArgs, RunArgs},
+    cli::{PipelineArgs, ReplayArgs, RunArgs, SampleBy},
     live, memory,
 };
 
@@ -152,7 +154,12 @@ impl Setup {
                 methods: args.methods.clone(),
                 path_prefixes: args.path_prefix.clone(),
                 exclude_prefixes: args.exclude_path_prefix.clone(),
-                sample: args.sample,
+                // Per request only when asked; by connection the kernel
+                // (live) or the pcap reader (offline) already chose.
+                sample: match args.sample_by {
+                    SampleBy::Request => args.sample,
+                    SampleBy::Connection => 1.0,
+                },
                 sample_seed: None,
                 rate: args.rate,
             },
@@ -266,6 +273,7 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
         iface: args.capture.iface.clone(),
         services: args.capture.old.clone(),
         ring_bytes: args.capture.ring_size,
+        sample_threshold: connection_threshold(&args.pipeline),
     })?;
     let started = Instant::now();
     let mut h = Live {
@@ -295,6 +303,7 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
 /// `parallelrun replay`: offline from a pcap file.
 pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
     let mut source = PcapSource::open(&args.pcap, &args.old)?;
+    source.sample_connections(connection_threshold(&args.pipeline));
     let mut setup = Setup::new(&args.pipeline, &args.old, true).await?;
     let pipeline = &mut setup.pipeline;
     let started = Instant::now();
@@ -336,6 +345,14 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
     )
 }
 
+/// The kernel's (or the pcap reader's) connection-sampling threshold.
+fn connection_threshold(args: &PipelineArgs) -> u64 {
+    match args.sample_by {
+        SampleBy::Connection => sample_threshold(args.sample),
+        SampleBy::Request => sample_threshold(1.0),
+    }
+}
+
 fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Result<()> {
     let o = &s.outcomes;
     eprintln!(
@@ -368,6 +385,14 @@ fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Res
             "  noise:   {} differences suppressed, {} secondary errors, \
              {} mismatches not checked for noise (noise_unchecked)",
             o.noise_differences, o.secondary_errors, o.noise_unchecked
+        );
+    }
+    let sampled_out = s.kernel.map_or(0, |k| k.get(Counter::SampledOut))
+        + s.pcap.as_ref().map_or(0, |p| p.sampled_out);
+    if sampled_out > 0 {
+        eprintln!(
+            "  sampled: {sampled_out} segments of connections outside --sample not captured \
+             (sampled_out)"
         );
     }
     if let Some(k) = &s.kernel {

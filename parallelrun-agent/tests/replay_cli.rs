@@ -478,15 +478,65 @@ fn ignore_header_and_ignore_pointer_remove_those_differences() {
 }
 
 #[test]
-fn sample_replays_about_that_fraction() {
+fn sample_by_request_replays_about_that_fraction() {
     let capture = items(400, 4, old_json(|k| serde_json::json!({"k": k})));
     let new = json_service(Duration::ZERO, |k| serde_json::json!({"k": k}));
-    let run = replay(&capture, &new, None, &["--sample", "0.25"]);
+    let run = replay(
+        &capture,
+        &new,
+        None,
+        &["--sample", "0.25", "--sample-by", "request"],
+    );
     let replayed = run.outcome("matched");
     // Binomial(400, 0.25): mean 100, sd 8.7; ±5 sd.
     assert!((56..=144).contains(&replayed), "{replayed} of 400 replayed");
     assert_eq!(run.skipped("sample") + replayed, 400);
     assert_eq!(new.seen.requests.load(SeqCst) as u64, replayed);
+}
+
+/// `--sample 0.25` (by connection, the default) replays exactly the
+/// requests of the connections whose 4-tuple hash is under a quarter of
+/// 2^32, every one of them: the connections a live capture with the same
+/// flag copies. The others never become requests; the pcap reader counts
+/// their segments as sampled_out.
+#[test]
+fn sample_replays_whole_connections_chosen_by_hash() {
+    use parallelrun_agent::{
+        capture::{conn_sampled, sample_threshold},
+        model::ConnKey,
+    };
+    let (n, conns) = (400u64, 80u64);
+    let capture = items(n, conns, old_json(|k| serde_json::json!({"k": k})));
+    let new = json_service(Duration::ZERO, |k| serde_json::json!({"k": k}));
+    let run = replay(&capture, &new, None, &["--sample", "0.25"]);
+    let threshold = sample_threshold(0.25);
+    let kept = (0..conns)
+        .filter(|c| {
+            let conn = ConnKey {
+                client: SocketAddr::from((CLIENT, 40000 + *c as u16)),
+                server: SocketAddr::from((OLD, OLD_PORT)),
+            };
+            conn_sampled(&conn, threshold)
+        })
+        .count() as u64;
+    // Fixed tuples: the count is deterministic, about a quarter of 80.
+    assert!(
+        (8..=32).contains(&kept),
+        "{kept} of {conns} connections kept"
+    );
+    let per_conn = n / conns;
+    assert_eq!(run.seen(), kept * per_conn, "{}", run.stats);
+    assert_eq!(run.outcome("matched"), kept * per_conn);
+    assert_eq!(run.skipped("sample"), 0);
+    assert_eq!(new.seen.requests.load(SeqCst) as u64, kept * per_conn);
+    // SYN, SYN-ACK, two FINs and one segment per request and per response.
+    let segments_per_conn = 4 + 2 * per_conn;
+    assert_eq!(
+        run.stats["pcap"]["sampled_out"].as_u64(),
+        Some((conns - kept) * segments_per_conn),
+        "{}",
+        run.stats
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 
 // Used by the demo binary only (cargo has no binary-only dependencies).
 use clap as _;
+// Used by the capture tests (conn_hash for the sampling checks).
+use parallelrun_common as _;
 use tempfile as _;
 // The test binaries' dev-dependency, which this library's test build sees.
 #[cfg(test)]

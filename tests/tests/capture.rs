@@ -536,3 +536,111 @@ mod raw {
         }
     }
 }
+
+/// The 16-byte address layout of the kernel's records (IPv4 first).
+fn addr16(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut a = [0; 16];
+            a[..4].copy_from_slice(&v4.octets());
+            a
+        }
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// `record --sample 0.5` over 40 keep-alive connections: the kernel copies
+/// exactly the connections whose conn_hash is under half of 2^32, each whole
+/// (every request and response byte, SYN to FIN, both directions), nothing of
+/// the others, and counts what it left out as sampled_out.
+fn sampling_by_connection(family: Family) {
+    use parallelrun_common::{SAMPLE_ALL, conn_hash, sampled};
+    require_root();
+    const CONNS: usize = 40;
+    let pair = Pair::new(family);
+    let server = Server::start(&pair.server, SocketAddr::new(pair.server_ip, 8080));
+    let dir = tempfile::tempdir().unwrap();
+    let pcap_path = dir.path().join("capture.pcap");
+    let stats_path = dir.path().join("stats.json");
+    let old = server.addr.to_string();
+    let mut agent = Agent::start(
+        &pair.server,
+        &[
+            "record",
+            "--iface",
+            &pair.server_if,
+            "--old",
+            &old,
+            "--sample",
+            "0.5",
+            "--pcap",
+            pcap_path.to_str().unwrap(),
+            "--stats-json",
+            stats_path.to_str().unwrap(),
+        ],
+    );
+    let addr = server.addr;
+    let convs: Vec<Conversation> = pair.client.run(move || {
+        (0..CONNS)
+            .map(|_| client::keep_alive(addr, &["/bytes/100", "/bytes/5000", "/bytes/70000"]))
+            .collect()
+    });
+    thread::sleep(Duration::from_millis(300));
+    agent.stop();
+
+    let packets = pcap::read(&pcap_path);
+    let threshold = SAMPLE_ALL / 2;
+    let mut kept = 0;
+    for c in &convs {
+        assert_eq!(c.body_lens, vec![100, 5000, 70000]);
+        // The client is the connection's local end, the server its peer.
+        let hash = conn_hash(
+            &addr16(c.local.ip()),
+            c.local.port(),
+            &addr16(c.peer.ip()),
+            c.peer.port(),
+        );
+        let of_conn = packets
+            .iter()
+            .filter(|p| {
+                (p.src == c.local && p.dst == c.peer) || (p.src == c.peer && p.dst == c.local)
+            })
+            .count();
+        if sampled(hash, threshold) {
+            kept += 1;
+            assert_captured_exactly(&packets, c);
+        } else {
+            assert_eq!(of_conn, 0, "connection {} was sampled out", c.local);
+        }
+    }
+    // 40 connections on random ephemeral ports: all on one side of the
+    // threshold has probability 2^-39.
+    assert!(0 < kept && kept < CONNS, "{kept} of {CONNS} kept");
+
+    let s = stats(&stats_path);
+    // Every connection left out had at least its two SYNs, a FIN each way,
+    // three requests and three responses (the 70 KB one in several
+    // segments): ten segments that are not pure ACKs.
+    let sampled_out = counter(&s, "kernel", "sampled_out");
+    assert!(
+        sampled_out >= 10 * (CONNS - kept) as u64,
+        "sampled_out {sampled_out} for {} connections left out",
+        CONNS - kept
+    );
+    assert_eq!(counter(&s, "kernel", "ringbuf_full_drops"), 0);
+    assert_eq!(counter(&s, "kernel", "read_errors"), 0);
+    assert_eq!(
+        counter(&s, "kernel", "records_emitted"),
+        counter(&s, "agent", "records")
+    );
+}
+
+#[test]
+fn ipv4_sampling_copies_exactly_the_connections_conn_hash_selects() {
+    sampling_by_connection(Family::V4);
+}
+
+#[test]
+fn ipv6_sampling_copies_exactly_the_connections_conn_hash_selects() {
+    sampling_by_connection(Family::V6);
+}

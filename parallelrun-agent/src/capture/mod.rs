@@ -4,6 +4,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod iface;
+mod sample;
 mod segment;
 #[cfg(test)]
 pub(crate) use segment::tests as segment_tests;
@@ -17,17 +18,20 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, SchedClassifier, TcAttachType, tc},
     util::KernelVersion,
 };
-use parallelrun_common::{COUNTER_COUNT, Counter, MAX_SERVICES, ServiceKey};
+use parallelrun_common::{
+    COUNTER_COUNT, Counter, MAX_SERVICES, PORT_BITMAP_LEN, ServiceKey, set_port,
+};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 pub use self::{
     iface::{Interface, InterfaceError},
+    sample::{conn_hash, conn_sampled, sample_threshold},
     segment::{Segment, SegmentError},
 };
 use crate::service::ServiceAddr;
@@ -39,6 +43,11 @@ pub struct CaptureConfig {
     pub services: Vec<ServiceAddr>,
     /// Ring buffer size in bytes: a power of two and a multiple of the page size.
     pub ring_bytes: u32,
+    /// Connection sampling in the kernel: only connections whose
+    /// [`parallelrun_common::conn_hash`] is below this are copied (see
+    /// [`sample_threshold`]); [`parallelrun_common::SAMPLE_ALL`] copies
+    /// every connection.
+    pub sample_threshold: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,8 +121,6 @@ impl Capture {
         }
         let iface = Interface::lookup(&cfg.iface)?;
         check_privileges()?;
-        let nr_cpus = aya::util::nr_cpus()
-            .map_err(|(what, e)| CaptureError::NoBpf(format!("{what}: {e}")))?;
 
         let object: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/parallelrun"));
         if object.is_empty() {
@@ -127,9 +134,9 @@ impl Capture {
         let wakeup_bytes = wakeup_threshold(cfg.ring_bytes);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
-            .map_max_entries("SCRATCH", nr_cpus as u32)
             .override_global("L2_LEN", &l2_len, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("SAMPLE_THRESHOLD", &cfg.sample_threshold, true)
             .load(object)
             .map_err(|e| classify_load_error(&e))?;
 
@@ -144,6 +151,19 @@ impl Capture {
                     .insert(s.key(), 1, 0)
                     .map_err(|e| CaptureError::Load(format!("configuring {s}: {e}")))?;
             }
+        }
+        {
+            // The ports' bitmap, the kernel's prefilter in front of SERVICES.
+            let mut bitmap = [0u8; PORT_BITMAP_LEN];
+            for s in &cfg.services {
+                set_port(&mut bitmap, s.key().port);
+            }
+            let mut ports: Array<_, [u8; PORT_BITMAP_LEN]> =
+                Array::try_from(ebpf.map_mut("PORTS").ok_or_else(|| missing("map PORTS"))?)
+                    .map_err(|e| CaptureError::Load(e.to_string()))?;
+            ports
+                .set(0, bitmap, 0)
+                .map_err(|e| CaptureError::Load(format!("configuring the port bitmap: {e}")))?;
         }
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -167,6 +187,7 @@ impl Capture {
                 xlated_insns = info.size_translated().map(|b| b / 8),
                 verified_insns = info.verified_instruction_count(),
                 wakeup_bytes,
+                sample_threshold = cfg.sample_threshold,
                 "TC program loaded"
             );
         }

@@ -1,5 +1,7 @@
 //! A ring-buffer record read in place: the fixed [`SegmentHeader`] and a
-//! borrowed payload slice. No allocation per record.
+//! borrowed payload slice. No allocation per record. Records may be longer
+//! than header + payload (size-class padding, up to about twice); only
+//! `captured_len` bytes after the header are payload.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -43,8 +45,11 @@ impl<'a> Segment<'a> {
         // SAFETY: `head` is HEADER_LEN bytes and SegmentHeader is repr(C)
         // plain old data; read_unaligned makes no alignment assumption.
         let header = unsafe { head.as_ptr().cast::<SegmentHeader>().read_unaligned() };
-        // The ring buffer pads records to 8 bytes; the header says how many
-        // of the trailing bytes are payload.
+        // Records are longer than header + payload: the kernel reserves one
+        // of a few size classes (payload capacity a power of two, see
+        // `parallelrun_common::SizedRecord`), and the ring pads to 8 bytes.
+        // The header says how many of the trailing bytes are payload; the
+        // rest is padding, ignored. A record shorter than that is refused.
         let captured = header.captured_len as usize;
         let Some(payload) = payload.get(..captured) else {
             return Err(SegmentError::Length {

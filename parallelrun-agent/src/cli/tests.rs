@@ -91,3 +91,63 @@ fn bad_service_address_is_a_usage_error() {
     .unwrap_err();
     assert!(err.to_string().contains("IP:PORT"), "{err}");
 }
+
+fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+    let mut argv = vec![
+        "parallelrun",
+        "run",
+        "--iface",
+        "lo",
+        "--old",
+        ":80",
+        "--new",
+        "127.0.0.1:81",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv)?.command {
+        Command::Run(args) => Ok(args),
+        other => panic!("not run: {other:?}"),
+    }
+}
+
+#[test]
+fn sample_is_by_connection_unless_asked() {
+    let args = run_args(&[]).unwrap();
+    assert_eq!(args.pipeline.sample, 1.0);
+    assert_eq!(args.pipeline.sample_by, SampleBy::Connection);
+    let args = run_args(&["--sample", "0.25"]).unwrap();
+    assert_eq!(args.pipeline.sample, 0.25);
+    assert_eq!(args.pipeline.sample_by, SampleBy::Connection);
+    let args = run_args(&["--sample", "0.25", "--sample-by", "request"]).unwrap();
+    assert_eq!(args.pipeline.sample_by, SampleBy::Request);
+}
+
+#[test]
+fn bad_sample_flags_are_usage_errors() {
+    for bad in ["0", "1.5", "-0.5", "nan", "half"] {
+        let flag = format!("--sample={bad}");
+        let err = run_args(&[&flag]).unwrap_err().to_string();
+        assert!(err.contains("--sample"), "{bad}: {err}");
+    }
+    let err = run_args(&["--sample-by", "packet"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("connection") && err.contains("request"),
+        "{err}"
+    );
+    let err = Cli::try_parse_from([
+        "parallelrun",
+        "record",
+        "--iface",
+        "lo",
+        "--old",
+        ":80",
+        "--discard",
+        "--sample",
+        "0",
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("above 0 and at most 1"), "{err}");
+}

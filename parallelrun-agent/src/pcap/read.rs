@@ -78,6 +78,8 @@ pub use decode::SUPPORTED_LINK_TYPES;
 use decode::{Services, decode};
 use file::{Input, Record};
 
+use parallelrun_common::SAMPLE_ALL;
+
 use crate::{model::TcpSegment, service::ServiceAddr};
 
 /// Counters of a [`PcapSource`]: what became of every packet read.
@@ -104,6 +106,10 @@ pub struct ReadStats {
     pub fragments: u64,
     /// TCP segments neither to nor from an old service.
     pub other_traffic: u64,
+    /// Old-service segments (not pure ACKs) of connections left out by
+    /// connection sampling ([`PcapSource::sample_connections`]), as the
+    /// kernel's `sampled_out` counts them live.
+    pub sampled_out: u64,
     /// Packets whose headers are invalid (bad IP version or header length,
     /// TCP data offset below 5, a link header shorter than its type needs
     /// although the packet was captured whole, a pcapng packet block naming
@@ -173,6 +179,8 @@ pub struct PcapSource {
     services: Services,
     input: Input,
     stats: ReadStats,
+    /// Connection sampling threshold (see [`PcapSource::sample_connections`]).
+    sample_threshold: u64,
     /// Set once the file ended or failed: later calls deliver nothing.
     done: bool,
 }
@@ -195,8 +203,19 @@ impl PcapSource {
             services: Services::new(services),
             input,
             stats: ReadStats::default(),
+            sample_threshold: SAMPLE_ALL,
             done: false,
         })
+    }
+
+    /// Delivers only the segments of connections whose
+    /// [`conn_hash`](crate::capture::conn_hash) is below `threshold`
+    /// ([`crate::capture::sample_threshold`] of `--sample`), the same test
+    /// the kernel applies live: a pcap and a live capture with the same
+    /// fraction keep the same connections. Applied before reassembly;
+    /// the others are counted in [`ReadStats::sampled_out`].
+    pub fn sample_connections(&mut self, threshold: u64) {
+        self.sample_threshold = threshold;
     }
 
     /// Calls `f` with each TCP segment of an old service's connection, in
@@ -263,6 +282,7 @@ impl PcapSource {
             services,
             input,
             stats,
+            sample_threshold,
             done,
         } = self;
         if *done {
@@ -286,7 +306,7 @@ impl PcapSource {
                         return ControlFlow::Continue(());
                     }
                 };
-                match decode(link, packet, services, stats) {
+                match decode(link, packet, services, *sample_threshold, stats) {
                     Some(seg) => f(&seg),
                     None => ControlFlow::Continue(()),
                 }

@@ -60,6 +60,62 @@ fn ignores_ring_buffer_padding() {
     assert_eq!(Segment::parse(&rec).unwrap().payload, b"hello");
 }
 
+/// A record padded to its size class, as the kernel reserves it: the class
+/// of the smallest power-of-two payload capacity (64 B .. 64 KiB) that
+/// holds the payload; the tail is whatever the ring held before.
+fn class_record(payload: &[u8]) -> Vec<u8> {
+    let class = parallelrun_common::CLASSES
+        .into_iter()
+        .find(|&c| c >= payload.len())
+        .unwrap();
+    let mut rec = record(header(payload.len() as u32), payload);
+    rec.resize(HEADER_LEN + class, 0xAA);
+    rec
+}
+
+#[test]
+fn ignores_size_class_padding() {
+    for len in [1, 63, 64, 65, 1000, 1024, 1025, 40_000, 65_535, 65_536] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let rec = class_record(&payload);
+        assert!(
+            rec.len() <= 2 * (HEADER_LEN + len),
+            "class of {len} over 2x"
+        );
+        let seg = Segment::parse(&rec).unwrap();
+        assert_eq!(seg.payload, &payload[..], "payload of {len}");
+        assert_eq!(seg.header.captured_len as usize, len);
+        assert!(!seg.truncated());
+    }
+    // A header-only record (SYN, FIN, RST) carries no payload.
+    let mut h = header(0);
+    h.flags = tcp_flags::SYN;
+    let rec = record(h, b"");
+    let seg = Segment::parse(&rec).unwrap();
+    assert!(seg.payload.is_empty());
+}
+
+/// Padding never makes up for missing payload: a record shorter than its
+/// header plus `captured_len` is rejected, whatever class it claims.
+#[test]
+fn rejects_records_shorter_than_their_payload() {
+    let payload = vec![7u8; 1000];
+    let mut rec = class_record(&payload);
+    rec.truncate(HEADER_LEN + 999);
+    assert_eq!(
+        Segment::parse(&rec).unwrap_err(),
+        SegmentError::Length {
+            claimed: 1000,
+            carried: 999
+        }
+    );
+    rec.truncate(HEADER_LEN - 1);
+    assert_eq!(
+        Segment::parse(&rec).unwrap_err(),
+        SegmentError::Short(HEADER_LEN - 1)
+    );
+}
+
 #[test]
 fn rejects_malformed_records() {
     assert_eq!(

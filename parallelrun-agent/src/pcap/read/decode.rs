@@ -30,6 +30,7 @@ use parallelrun_common::ServiceKey;
 
 use super::ReadStats;
 use crate::{
+    capture::conn_sampled,
     model::{ConnKey, Direction, TcpSegment, tcp_flags},
     service::{ServiceAddr, addr16},
 };
@@ -127,6 +128,7 @@ pub(super) fn decode<'a>(
     link: Link,
     packet: Packet<'a>,
     services: &Services,
+    sample_threshold: u64,
     stats: &mut ReadStats,
 ) -> Option<TcpSegment<'a>> {
     let tcp = match tcp_of(link, packet) {
@@ -171,6 +173,11 @@ pub(super) fn decode<'a>(
     };
     if seg.payload_len() == 0 && !seg.has(tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) {
         stats.pure_acks += 1;
+        return None;
+    }
+    // Connection sampling after the pure-ACK test, as in the kernel.
+    if !conn_sampled(&seg.conn, sample_threshold) {
+        stats.sampled_out += 1;
         return None;
     }
     stats.segments += 1;

@@ -167,7 +167,13 @@ pub(super) fn write_pcap(dir: &TempDir, linktype: u32, recs: &[Rec]) -> PathBuf 
 }
 
 pub(super) fn read_all(path: &Path, svc: &[&str]) -> (Vec<Seg>, ReadStats) {
+    read_sampled(path, svc, SAMPLE_ALL)
+}
+
+/// [`read_all`] with connection sampling at `threshold`.
+pub(super) fn read_sampled(path: &Path, svc: &[&str], threshold: u64) -> (Vec<Seg>, ReadStats) {
     let mut src = PcapSource::open(path, &services(svc)).unwrap();
+    src.sample_connections(threshold);
     let mut segs = Vec::new();
     src.for_each(|s| segs.push(owned(s))).unwrap();
     let stats = src.stats().clone();
@@ -179,6 +185,7 @@ pub(super) fn read_all(path: &Path, svc: &[&str]) -> (Vec<Seg>, ReadStats) {
             + stats.not_tcp
             + stats.fragments
             + stats.other_traffic
+            + stats.sampled_out
             + stats.malformed
             + stats.headers_cut
             + stats.unsupported_linktype,
@@ -208,6 +215,64 @@ pub(super) fn conn(client: &str, server: &str) -> ConnKey {
 }
 
 pub(super) const DATA: u8 = tcp_flags::ACK | tcp_flags::PSH;
+
+/// Offline connection sampling keeps exactly the connections the kernel
+/// would (the same conn_hash), each whole: both directions, SYN to FIN.
+/// Pure ACKs are skipped before sampling, as in the kernel, and every
+/// segment of a connection left out is counted as sampled_out.
+#[test]
+fn connection_sampling_keeps_whole_connections_by_hash() {
+    let dir = TempDir::new().unwrap();
+    let mut recs = Vec::new();
+    let clients: Vec<String> = (0..200)
+        .map(|i| format!("10.0.0.1:{}", 40000 + i))
+        .collect();
+    for c in &clients {
+        for (src, dst, flags, payload) in [
+            (c.as_str(), SERVICE4, tcp_flags::SYN, &b""[..]),
+            (SERVICE4, c.as_str(), tcp_flags::SYN | tcp_flags::ACK, b""),
+            (c.as_str(), SERVICE4, DATA, b"GET / HTTP/1.1\r\n\r\n"),
+            (SERVICE4, c.as_str(), tcp_flags::ACK, b""),
+            (
+                SERVICE4,
+                c.as_str(),
+                DATA,
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+            ),
+            (c.as_str(), SERVICE4, tcp_flags::FIN | tcp_flags::ACK, b""),
+        ] {
+            recs.push(rec(frame(1, &ip_tcp(src, dst, 1, flags, payload))));
+        }
+    }
+    let path = write_pcap(&dir, 1, &recs);
+    let threshold = crate::capture::sample_threshold(0.3);
+    let (segs, stats) = read_sampled(&path, &[SERVICE4], threshold);
+    let expected: Vec<ConnKey> = clients
+        .iter()
+        .map(|c| conn(c, SERVICE4))
+        .filter(|k| crate::capture::conn_sampled(k, threshold))
+        .collect();
+    // About 30 % of 200 (deterministic: fixed tuples).
+    assert!((40..=80).contains(&expected.len()), "{}", expected.len());
+    for k in &expected {
+        let of: Vec<&Seg> = segs.iter().filter(|s| s.conn == *k).collect();
+        assert_eq!(of.len(), 5, "{k:?}: every segment but the pure ACK");
+        assert!(of.iter().any(|s| s.direction == Direction::Response));
+    }
+    assert_eq!(
+        segs.len(),
+        5 * expected.len(),
+        "no segment of another connection"
+    );
+    let left_out = (clients.len() - expected.len()) as u64;
+    assert_eq!(stats.sampled_out, 5 * left_out);
+    assert_eq!(stats.pure_acks, clients.len() as u64);
+
+    // F = 1 keeps everything.
+    let (all, stats) = read_sampled(&path, &[SERVICE4], SAMPLE_ALL);
+    assert_eq!(all.len(), 5 * clients.len());
+    assert_eq!(stats.sampled_out, 0);
+}
 
 #[test]
 fn file_cut_mid_record_delivers_what_is_there() {
