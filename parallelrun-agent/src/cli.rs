@@ -176,6 +176,11 @@ pub struct PipelineArgs {
     /// Largest body kept whole; larger exchanges are counted as too large.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub max_body: u64,
+    /// Largest response body kept for a byte-by-byte (JSON, text) diff;
+    /// larger ones, and binary content types, are hashed as they arrive and
+    /// compared by length and digest.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_bytes)]
+    pub max_diff_body: u64,
     /// Bytes all connections together may hold in HTTP messages not yet
     /// paired; the connection that passes it loses its requests (too large).
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]

@@ -77,10 +77,13 @@ pub struct PipelineConfig {
     pub max_queue_bytes: usize,
 }
 
-/// Queue weight of an exchange: the KiB its request and old response hold
-/// (at least 1).
-fn queue_weight(ex: &Exchange) -> u32 {
-    let bytes = ex.request.raw.len() + ex.response.body.len();
+/// Queue weight of an exchange: the KiB its replay holds (at least 1): the
+/// captured request, the old response's body as kept (nothing of a
+/// digested one), and while it runs each target's response, expected to be
+/// kept like the old one (whole, or digested as it is read).
+fn queue_weight(ex: &Exchange, targets: usize) -> u32 {
+    let body = ex.response.body.len();
+    let bytes = ex.request.raw.len() + body * (1 + targets);
     u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
 }
 
@@ -285,7 +288,8 @@ impl Pipeline {
             // Queue slots bound the replays waiting or running, by count and
             // by the bytes they hold; live capture never waits for them (it
             // skips and counts overload), offline replay does.
-            let weight = queue_weight(&ex).min(self.queue_kib);
+            let targets = 1 + usize::from(self.shared.targets.secondary.is_some());
+            let weight = queue_weight(&ex, targets).min(self.queue_kib);
             let slot = if self.wait_for_capacity {
                 let bytes = Arc::clone(&self.queue_bytes)
                     .acquire_many_owned(weight)
@@ -482,6 +486,7 @@ impl Shared {
         ev.differences = m.listed;
         ev.omitted = m.omitted;
         ev.noise_unchecked = m.noise_unchecked.map(|kind| format!("secondary {kind}"));
+        ev.body_by_digest = m.body_by_digest;
         self.write(&ev);
     }
 
@@ -514,6 +519,7 @@ impl Shared {
             }),
             differences: Vec::new(),
             omitted: 0,
+            body_by_digest: false,
             noise_unchecked: None,
             error: None,
         }
