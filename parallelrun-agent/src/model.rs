@@ -122,13 +122,6 @@ pub struct Response {
     pub trailers: Vec<Header>,
 }
 
-impl Response {
-    /// Bytes of body this response holds in memory.
-    pub fn held_body_bytes(&self) -> usize {
-        self.body.len()
-    }
-}
-
 /// What is kept of a body that was hashed instead of kept: enough to
 /// compare it with another body, and to say what it was.
 #[derive(Clone, Debug, PartialEq, Eq)]

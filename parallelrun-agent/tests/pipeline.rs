@@ -1197,3 +1197,19 @@ async fn digested_bodies_do_not_fill_the_queue() {
     assert_eq!(skipped(&a, "overload"), 0, "{a:#?}");
     assert!(rig.events().is_empty());
 }
+
+/// Live, an exchange is replayed (or skipped) as soon as it is paired, not
+/// held with its body until the end of the capture batch.
+#[tokio::test]
+async fn live_exchanges_start_when_paired() {
+    let new = Service::start(Answers::default().with("/x", json!({"v": 1}))).await;
+    let mut rig = Rig::new(new.addr, None, live());
+    let mut wire = Wire::default();
+    repeat(&mut wire, 3, |_| "/x".into(), &json!({"v": 1}));
+    // Segments only: no dispatch yet.
+    wire.feed(&mut rig.pipeline);
+    let a = rig.pipeline.accounting();
+    assert_eq!((a.captured, a.replayed), (3, 3), "{a:#?}");
+    let a = rig.finish().await;
+    assert_eq!(a.matched, 3, "{a:#?}");
+}
