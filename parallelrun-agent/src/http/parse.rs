@@ -369,9 +369,16 @@ impl ResponseParser {
         self.upgrade.take()
     }
 
-    /// Appends the next bytes of the stream.
+    /// Appends the next bytes of the stream. The data of a body being
+    /// digested (or skipped over the limit) is hashed (or dropped) straight
+    /// from `bytes` when nothing is buffered before it, without a copy.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.core.push(bytes);
+        let core = &mut self.core;
+        let rest = match &mut core.phase {
+            Phase::Body(message) => message.body.absorb(bytes, &mut core.buf),
+            Phase::Head | Phase::Failed(_) => bytes,
+        };
+        core.push(rest);
     }
 
     /// The next complete response to a request with `method` (HEAD, and

@@ -321,6 +321,41 @@ impl Body {
         Ok(true)
     }
 
+    /// Takes the start of `bytes`, the next bytes of the stream, as body
+    /// data without buffering them, when the body is digested or discarded
+    /// and nothing is buffered before them: its data up to the framing's
+    /// next boundary (the rest of a `Content-Length` body or of a chunk's
+    /// data, or all of a close-delimited body). Returns the bytes not
+    /// taken, which the caller buffers as usual; [`decode`](Self::decode)
+    /// then goes on from where this left off.
+    pub(super) fn absorb<'b>(&mut self, bytes: &'b [u8], buf: &mut BytesMut) -> &'b [u8] {
+        if !buf.is_empty() || !(self.discarding || self.digest.is_some()) {
+            return bytes;
+        }
+        let left = match self.state {
+            State::Length(left) | State::Chunked(Chunk::Data(left)) => left,
+            State::UntilClose => u64::MAX,
+            State::Chunked(_) => return bytes,
+        };
+        let n = clamp(left, bytes.len());
+        let (data, rest) = bytes.split_at(n);
+        if !self.discarding
+            && let Some(d) = &mut self.digest
+        {
+            d.digester.update(data);
+        }
+        self.wire = self.wire.saturating_add(n as u64);
+        self.state = match self.state {
+            State::Length(left) => State::Length(left - n as u64),
+            State::Chunked(Chunk::Data(left)) => State::Chunked(Chunk::Data(left - n as u64)),
+            other => other,
+        };
+        if !self.discarding && self.wire > self.limits.max_body as u64 {
+            self.discard(buf);
+        }
+        rest
+    }
+
     /// Takes up to `left` of the `avail` unparsed bytes as part of the
     /// body; how many of `left` are still to come.
     fn consume_up_to(&mut self, buf: &mut BytesMut, left: u64, avail: usize) -> u64 {
@@ -351,11 +386,14 @@ impl Body {
         }
         if self.wire > self.limits.max_body as u64 {
             self.discard(buf);
-        } else if self
-            .plan
-            .as_ref()
-            .is_some_and(|p| self.wire > p.policy.max_whole as u64)
+        } else if self.state != State::Chunked(Chunk::Trailers)
+            && self
+                .plan
+                .as_ref()
+                .is_some_and(|p| self.wire > p.policy.max_whole as u64)
         {
+            // (The trailer section ends the body: a body whose trailers
+            // take it over the limit is complete, and kept.)
             self.start_digest(buf);
         }
     }
