@@ -151,8 +151,9 @@ pub struct PipelineArgs {
     /// skipped (counted as overload), so memory stays bounded.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(1024).expect("1024 > 0"))]
     pub max_queue: NonZeroUsize,
-    /// Bytes (captured requests and old responses) the queued and running
-    /// replays may hold; beyond it live requests are skipped (overload).
+    /// Bytes (captured requests, old responses kept whole, and the replayed
+    /// responses expected) the queued and running replays may hold; beyond
+    /// it live requests are skipped (overload).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_queue_bytes: u64,
     /// Timeout of one replayed exchange.
