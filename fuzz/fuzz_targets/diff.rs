@@ -121,6 +121,7 @@ fn response(inp: &mut Input<'_>) -> Response {
         reason: "X".to_owned(),
         headers,
         body: Bytes::from(body),
+        digest: None,
         trailers: Vec::new(),
     }
 }

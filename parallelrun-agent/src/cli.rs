@@ -168,8 +168,9 @@ pub struct PipelineArgs {
     /// skipped (counted as overload), so memory stays bounded.
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(1024).expect("1024 > 0"))]
     pub max_queue: NonZeroUsize,
-    /// Bytes (captured requests and old responses) the queued and running
-    /// replays may hold; beyond it live requests are skipped (overload).
+    /// Bytes (captured requests, old responses kept whole, and the replayed
+    /// responses expected) the queued and running replays may hold; beyond
+    /// it live requests are skipped (overload).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_queue_bytes: u64,
     /// Timeout of one replayed exchange.
@@ -193,6 +194,11 @@ pub struct PipelineArgs {
     /// Largest body kept whole; larger exchanges are counted as too large.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub max_body: u64,
+    /// Largest response body kept for a byte-by-byte (JSON, text) diff;
+    /// larger ones, and binary content types, are hashed as they arrive and
+    /// compared by length and digest.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_bytes)]
+    pub max_diff_body: u64,
     /// Bytes all connections together may hold in HTTP messages not yet
     /// paired; the connection that passes it loses its requests (too large).
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_bytes)]

@@ -14,7 +14,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_agent::{
     capture::{Capture, CaptureConfig, Clock, Segment, SegmentError},
     http::{HttpConfig, HttpLimits, HttpTracker},
-    model::{Exchange, Header, Outcome, wall_ns},
+    model::{Exchange, Header, Outcome, Response, wall_ns},
     pcap::read::PcapSource,
     reassembly::{Reassembler, ReassemblyConfig},
 };
@@ -34,9 +34,29 @@ fn headers(h: &[Header]) -> Value {
     )
 }
 
+/// A response body: `body_b64` when it was kept, else `body_digest`
+/// (`sent_bytes` as sent, `bytes` and `xxh3_128` of what is compared: the
+/// decoded body, or the bytes as sent when `undecodable` says why), never
+/// both: a digested body's bytes are gone.
+fn response_body(r: &Response) -> (&'static str, Value) {
+    match &r.digest {
+        None => ("body_b64", Value::String(STANDARD.encode(&r.body))),
+        Some(d) => (
+            "body_digest",
+            json!({
+                "sent_bytes": d.sent_len,
+                "bytes": d.len,
+                "xxh3_128": format!("{:032x}", d.xxh3),
+                "undecodable": d.undecodable,
+            }),
+        ),
+    }
+}
+
 /// One exchange as a JSON object; bytes in base64 so that any body survives.
 pub fn exchange_json(ex: &Exchange) -> Value {
-    json!({
+    let (body_key, body) = response_body(&ex.response);
+    let mut v = json!({
         "id": ex.id,
         "client": ex.conn.client.to_string(),
         "server": ex.conn.server.to_string(),
@@ -54,12 +74,13 @@ pub fn exchange_json(ex: &Exchange) -> Value {
             "status": ex.response.status,
             "reason": ex.response.reason,
             "headers": headers(&ex.response.headers),
-            "body_b64": STANDARD.encode(&ex.response.body),
         },
         "request_ts_ns": ex.request_ts_ns,
         "response_ts_ns": ex.response_ts_ns,
         "latency_ms": ex.old_latency_ns() as f64 / 1e6,
-    })
+    });
+    v["response"][body_key] = body;
+    v
 }
 
 struct Writer {
@@ -204,4 +225,75 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
 fn write_json(path: &Path, v: &Value) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(v)?)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use parallelrun_agent::model::{BodyDigest, ConnKey, Protocol, Request};
+
+    use super::*;
+
+    fn exchange(body: &[u8], digest: Option<Box<BodyDigest>>) -> Exchange {
+        let addr: SocketAddr = "10.0.0.1:1234".parse().unwrap();
+        Exchange {
+            id: 1,
+            conn: ConnKey {
+                client: addr,
+                server: "10.0.0.2:80".parse().unwrap(),
+            },
+            protocol: Protocol::Http1,
+            request: Request {
+                method: "GET".into(),
+                target: "/f".into(),
+                version: 1,
+                headers: Vec::new(),
+                body: Bytes::new(),
+                trailers: Vec::new(),
+                raw: Bytes::from_static(b"GET /f HTTP/1.1\r\n\r\n"),
+            },
+            response: Response {
+                version: 1,
+                status: 200,
+                reason: "OK".into(),
+                headers: vec![Header::new("Content-Type", "image/png")],
+                body: Bytes::copy_from_slice(body),
+                digest,
+                trailers: Vec::new(),
+            },
+            request_ts_ns: 0,
+            response_ts_ns: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn a_kept_body_is_in_base64() {
+        let v = exchange_json(&exchange(b"\x89PNG", None));
+        assert_eq!(v["response"]["body_b64"], "iVBORw==");
+        assert!(v["response"].get("body_digest").is_none());
+    }
+
+    #[test]
+    fn a_digested_body_shows_its_digest_and_no_bytes() {
+        let digest = BodyDigest {
+            sent_len: 40,
+            len: 100,
+            xxh3: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+            undecodable: None,
+        };
+        let v = exchange_json(&exchange(b"", Some(Box::new(digest))));
+        assert!(v["response"].get("body_b64").is_none(), "no bytes to show");
+        assert_eq!(
+            v["response"]["body_digest"],
+            json!({
+                "sent_bytes": 40,
+                "bytes": 100,
+                "xxh3_128": "0123456789abcdef0011223344556677",
+                "undecodable": null,
+            })
+        );
+        assert_eq!(v["response"]["status"], 200);
+    }
 }

@@ -111,10 +111,39 @@ pub struct Response {
     /// In wire order.
     pub headers: Vec<Header>,
     /// The body with transfer framing removed (de-chunked), not decoded
-    /// (Content-Encoding is the diff's business).
+    /// (Content-Encoding is the diff's business). Empty when the body was
+    /// not kept ([`digest`](Self::digest)).
     pub body: Bytes,
+    /// Set when the body was hashed while it arrived instead of kept (a
+    /// binary content type, or over the size kept whole): what the diff
+    /// compares it by. `body` is then empty.
+    pub digest: Option<Box<BodyDigest>>,
     /// Trailer fields of a chunked body, in wire order.
     pub trailers: Vec<Header>,
+}
+
+/// What is kept of a body that was hashed instead of kept: enough to
+/// compare it with another body, and to say what it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyDigest {
+    /// Length as sent: transfer framing removed, content coding not undone.
+    pub sent_len: u64,
+    /// Length of the bytes compared: decoded, or as sent when
+    /// [`undecodable`](Self::undecodable).
+    pub len: u64,
+    /// XXH3-128 of the bytes compared.
+    pub xxh3: u128,
+    /// Why the content coding could not be undone (`undecodable CODING:
+    /// ERROR`); `len` and `xxh3` are then of the bytes as sent.
+    pub undecodable: Option<String>,
+}
+
+impl BodyDigest {
+    /// Whether the two bodies compared equal (same bytes after decoding,
+    /// or as sent where undecodable).
+    pub fn same_content(&self, other: &BodyDigest) -> bool {
+        self.len == other.len && self.xxh3 == other.xxh3
+    }
 }
 
 /// The protocol an [`Exchange`] was captured in, which decides how its

@@ -15,7 +15,7 @@ use parallelrun_agent::{
         Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError, sample_threshold,
     },
     diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
-    http::{HttpConfig, HttpLimits, track::HttpStats},
+    http::{DigestPolicy, HttpConfig, HttpLimits, track::HttpStats},
     metrics::{self, Metrics},
     model::wall_ns,
     pcap::read::{PcapSource, ReadStats},
@@ -104,6 +104,11 @@ impl Setup {
             ..HttpLimits::default()
         };
         let mut diff = DiffConfig::default();
+        // Old, new and secondary responses alike.
+        let digest = Some(DigestPolicy {
+            max_whole: usize::try_from(args.max_diff_body).unwrap_or(usize::MAX),
+            max_decoded: diff.max_decoded_body,
+        });
         diff.ignore_headers
             .extend(args.ignore_header.iter().map(|h| h.to_ascii_lowercase()));
         for p in &args.ignore_pointer {
@@ -130,6 +135,7 @@ impl Setup {
                 request_timeout: args.timeout,
                 host_override: args.host.clone(),
                 limits,
+                digest,
                 ..ReplayConfig::new(target)
             })
         };
@@ -148,6 +154,7 @@ impl Setup {
             http: HttpConfig {
                 limits,
                 max_total_buffered: usize::try_from(args.max_http_buffer).unwrap_or(usize::MAX),
+                digest,
                 ..HttpConfig::default()
             },
             policy: Policy {

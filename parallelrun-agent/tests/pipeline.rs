@@ -29,7 +29,7 @@ use hyper::{Request, Response, body::Incoming, server::conn::http1, service::ser
 use hyper_util::rt::TokioIo;
 use parallelrun_agent::{
     diff::{DiffConfig, NoiseThresholds},
-    http::HttpConfig,
+    http::{DigestPolicy, HttpConfig},
     metrics::Metrics,
     model::{ConnKey, Direction, TcpSegment, tcp_flags},
     pipeline::{AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
@@ -47,7 +47,9 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 /// How a test service answers a path.
 #[derive(Clone, Debug)]
 struct Reply {
-    body: String,
+    body: Bytes,
+    /// Content-Type, then any other headers.
+    headers: Vec<(String, String)>,
     /// Answer only once [`Service::release`] was called.
     hold: bool,
 }
@@ -56,6 +58,8 @@ struct Reply {
 #[derive(Clone, Debug, Default)]
 struct Answers {
     bodies: HashMap<String, String>,
+    /// Non-JSON answers: headers (Content-Type first) and body.
+    raw: HashMap<String, (Vec<(String, String)>, Bytes)>,
     held: Vec<String>,
     /// Every path not listed holds.
     hold_all: bool,
@@ -67,18 +71,37 @@ impl Answers {
         self
     }
 
+    /// Answers `path` with `body` and `headers` (Content-Type included).
+    fn with_bytes(mut self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Self {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        self.raw
+            .insert(path.to_owned(), (headers, Bytes::from(body)));
+        self
+    }
+
     fn held(mut self, path: &str) -> Self {
         self.held.push(path.to_owned());
         self
     }
 
     fn reply(&self, path: &str) -> Reply {
-        Reply {
-            body: self
+        let (headers, body) = self.raw.get(path).cloned().unwrap_or_else(|| {
+            let json = self
                 .bodies
                 .get(path)
                 .cloned()
-                .unwrap_or_else(|| "{}".into()),
+                .unwrap_or_else(|| "{}".into());
+            (
+                vec![("Content-Type".to_owned(), "application/json".to_owned())],
+                Bytes::from(json),
+            )
+        });
+        Reply {
+            body,
+            headers,
             hold: self.hold_all || self.held.iter().any(|h| h == path),
         }
     }
@@ -114,10 +137,11 @@ impl Service {
                             if reply.hold {
                                 let _ = released.wait_for(|r| *r).await;
                             }
-                            let res = Response::builder()
-                                .header("Content-Type", "application/json")
-                                .body(Full::new(Bytes::from(reply.body)))
-                                .expect("a valid response");
+                            let mut res = Response::builder();
+                            for (name, value) in &reply.headers {
+                                res = res.header(name, value);
+                            }
+                            let res = res.body(Full::new(reply.body)).expect("a valid response");
                             Ok::<_, Infallible>(res)
                         }
                     });
@@ -325,6 +349,17 @@ fn ok(body: &Value) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The old service's 200 with `body` of `content_type`.
+fn ok_bytes(content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 /// `n` exchanges `GET {path}` answered `{body}` on one connection.
 fn repeat(wire: &mut Wire, n: usize, path: impl Fn(usize) -> String, body: &Value) {
     let mut c = wire.open();
@@ -386,6 +421,7 @@ impl Rig {
                 max_in_flight: o.max_in_flight,
                 max_idle: o.max_in_flight,
                 request_timeout: timeout,
+                digest: Some(DigestPolicy::default()),
                 ..ReplayConfig::new(target)
             })
         };
@@ -395,7 +431,11 @@ impl Rig {
         };
         let cfg = PipelineConfig {
             reassembly: ReassemblyConfig::default(),
-            http: HttpConfig::default(),
+            // Old, new and secondary responses digested as in a real run.
+            http: HttpConfig {
+                digest: Some(DigestPolicy::default()),
+                ..HttpConfig::default()
+            },
             policy: o.policy,
             diff: DiffConfig::default(),
             noise: NoiseThresholds::default(),
@@ -767,13 +807,15 @@ async fn queue_bytes_are_overload_live() {
         new.addr,
         None,
         Options {
-            max_queue_bytes: 8 * 1024,
+            max_queue_bytes: 16 * 1024,
             ..live()
         },
     );
     let mut wire = Wire::default();
     let mut c = wire.open();
-    // 7 KiB of the 8 queued, then 4 KiB: over; then 1 KiB: fits.
+    // A replay weighs its request, the old body and the new response,
+    // expected as large: 13 KiB of the 16 queued, then 7 KiB: over; then
+    // 1 KiB: fits.
     wire.exchange(&mut c, &get("/big"), &ok(&big));
     wire.exchange(&mut c, &get("/medium"), &ok(&medium));
     wire.exchange(&mut c, &get("/small"), &ok(&json!({})));
@@ -1041,4 +1083,133 @@ async fn replays_in_flight_at_the_end_are_cancelled_and_counted() {
         rig.metric("parallelrun_replay_errors_total{target=\"new\",kind=\"timeout\"}"),
         4
     );
+}
+
+/// Deterministic bytes that are not text.
+fn binary(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn shown(body: &[u8]) -> String {
+    format!(
+        "<{} bytes, xxh3 {:016x}>",
+        body.len(),
+        xxhash_rust::xxh3::xxh3_128(body) >> 64
+    )
+}
+
+/// Binary bodies (digested on the wire and from the new service): equal
+/// ones match, gzip of the same bytes differs only in the header, and one
+/// flipped byte is a `body` difference showing both lengths and digests.
+#[tokio::test]
+async fn binary_bodies_compare_by_digest() {
+    let octets = "application/octet-stream";
+    let body = binary(300 * 1024, 7);
+    let mut flipped = body.clone();
+    flipped[123_456] ^= 0x80;
+    let new = Service::start(
+        Answers::default()
+            .with_bytes("/same", &[("Content-Type", octets)], body.clone())
+            .with_bytes(
+                "/gzip",
+                &[("Content-Type", octets), ("Content-Encoding", "gzip")],
+                gzip(&body),
+            )
+            .with_bytes("/flip", &[("Content-Type", octets)], flipped.clone()),
+    )
+    .await;
+    let mut rig = Rig::new(new.addr, None, Options::default());
+    let mut wire = Wire::default();
+    let mut c = wire.open();
+    for path in ["/same", "/gzip", "/flip"] {
+        wire.exchange(&mut c, &get(path), &ok_bytes(octets, &body));
+    }
+    wire.close(&c);
+    rig.feed(&mut wire).await;
+    let a = rig.finish().await;
+    assert_eq!((a.matched, a.mismatched), (1, 2), "{a:#?}");
+    let events = rig.events();
+    let by_target = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["target"] == t)
+            .unwrap_or_else(|| panic!("no event for {t}: {events:#?}"))
+    };
+    let gz = by_target("/gzip");
+    assert_eq!(gz["differences"].as_array().unwrap().len(), 1, "{gz:#}");
+    assert_eq!(gz["differences"][0]["where"], "header:content-encoding");
+    let flip = by_target("/flip");
+    assert_eq!(flip["body_by_digest"], true, "{flip:#}");
+    assert_eq!(
+        flip["differences"],
+        json!([{"where": "body", "old": shown(&body), "new": shown(&flipped)}])
+    );
+}
+
+/// A digested old response weighs next to nothing in the replay queue:
+/// live, with 16 KiB of queue and the new service holding its answers,
+/// three 300 KiB binary exchanges all fit, where a single kept JSON body of
+/// 13 KiB takes most of it (`queue_bytes_are_overload_live`).
+#[tokio::test]
+async fn digested_bodies_do_not_fill_the_queue() {
+    let octets = "image/png";
+    let body = binary(300 * 1024, 3);
+    let mut answers = Answers::default();
+    for path in ["/a", "/b", "/c"] {
+        answers = answers
+            .with_bytes(path, &[("Content-Type", octets)], body.clone())
+            .held(path);
+    }
+    let new = Service::start(answers).await;
+    let mut rig = Rig::new(
+        new.addr,
+        None,
+        Options {
+            max_queue_bytes: 16 * 1024,
+            ..live()
+        },
+    );
+    let mut wire = Wire::default();
+    let mut c = wire.open();
+    for path in ["/a", "/b", "/c"] {
+        wire.exchange(&mut c, &get(path), &ok_bytes(octets, &body));
+    }
+    wire.close(&c);
+    rig.feed(&mut wire).await;
+    new.release();
+    let a = rig.finish().await;
+    assert_eq!(a.matched, 3, "{a:#?}");
+    assert_eq!(skipped(&a, "overload"), 0, "{a:#?}");
+    assert!(rig.events().is_empty());
+}
+
+/// Live, an exchange is replayed (or skipped) as soon as it is paired, not
+/// held with its body until the end of the capture batch.
+#[tokio::test]
+async fn live_exchanges_start_when_paired() {
+    let new = Service::start(Answers::default().with("/x", json!({"v": 1}))).await;
+    let mut rig = Rig::new(new.addr, None, live());
+    let mut wire = Wire::default();
+    repeat(&mut wire, 3, |_| "/x".into(), &json!({"v": 1}));
+    // Segments only: no dispatch yet.
+    wire.feed(&mut rig.pipeline);
+    let a = rig.pipeline.accounting();
+    assert_eq!((a.captured, a.replayed), (3, 3), "{a:#?}");
+    let a = rig.finish().await;
+    assert_eq!(a.matched, 3, "{a:#?}");
 }

@@ -1,21 +1,72 @@
 //! Body comparison: Content-Encoding decoding, then JSON, text or binary
-//! comparison (see the [module docs](super#bodies)).
+//! comparison (see the [module docs](super#bodies)); bodies that one side
+//! digested while they arrived are compared by digest
+//! ([`super::digest`]).
 
 use std::{
     borrow::Cow,
     collections::HashMap,
-    fmt::Write as _,
     io::{self, Read},
 };
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::{DiffConfig, Sink, json};
-use crate::model::{Difference, Header, Response, header};
+use super::{DiffConfig, Sink, digest, json};
+use crate::model::{BodyDigest, Difference, Header, Response, header};
 
-/// Reports the difference(s) between the two responses' bodies.
-pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &mut Sink) {
+/// Content types whose bodies are compared by length and hash only: never
+/// JSON or text, whatever their bytes look like.
+const BINARY_TYPES: &[&str] = &[
+    "application/octet-stream",
+    "application/pdf",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/x-bzip2",
+    "application/x-xz",
+    "application/x-7z-compressed",
+    "application/vnd.rar",
+    "application/x-rar-compressed",
+    "application/zstd",
+    "application/wasm",
+    "application/protobuf",
+    "application/x-protobuf",
+    "application/x-google-protobuf",
+    "application/grpc",
+    "application/msgpack",
+    "application/x-msgpack",
+    "application/cbor",
+    "application/java-archive",
+    "application/vnd.android.package-archive",
+    "application/vnd.ms-fontobject",
+];
+
+/// Whether a `Content-Type` value names a binary type: `image/*` (but SVG),
+/// `audio/*`, `video/*`, `font/*`, or an archive, document or serialisation
+/// format of [`BINARY_TYPES`]. Parameters and case are ignored.
+pub fn binary_content_type(value: &[u8]) -> bool {
+    let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+    let essence = String::from_utf8_lossy(essence.trim_ascii()).to_ascii_lowercase();
+    is_binary_essence(&essence)
+}
+
+fn is_binary_essence(ct: &str) -> bool {
+    let (kind, sub) = ct.split_once('/').unwrap_or((ct, ""));
+    match kind {
+        "image" => !sub.ends_with("+xml"),
+        "audio" | "video" | "font" => true,
+        _ => BINARY_TYPES.contains(&ct),
+    }
+}
+
+/// Reports the difference(s) between the two responses' bodies; true when
+/// they were compared by digest.
+pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &mut Sink) -> bool {
+    if old.digest.is_some() || new.digest.is_some() {
+        compare_digests(cfg, old, new, sink);
+        return true;
+    }
     let a = decode(&old.headers, &old.body, cfg.max_decoded_body);
     let b = decode(&new.headers, &new.body, cfg.max_decoded_body);
     let (a_bytes, b_bytes) = (
@@ -23,7 +74,7 @@ pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &m
         b.as_deref().unwrap_or(&new.body[..]),
     );
     if a_bytes == b_bytes {
-        return;
+        return false;
     }
     let (a, b) = match (a, b) {
         (Ok(a), Ok(b)) => (a, b),
@@ -33,7 +84,7 @@ pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &m
                 Err(e) => cfg.bounded_str(&e.to_string()),
             };
             sink.report(|| body_difference(side(a, &old.headers), side(b, &new.headers)));
-            return;
+            return false;
         }
     };
     match (
@@ -48,6 +99,41 @@ pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &m
             });
         }
         (x, y) => sink.report(|| body_difference(summary(cfg, &x), summary(cfg, &y))),
+    }
+    false
+}
+
+/// Compares bodies of which one at least was digested: the other is
+/// digested the same way now, so that identity and an encoded form of the
+/// same bytes still compare equal.
+fn compare_digests(cfg: &DiffConfig, old: &Response, new: &Response, sink: &mut Sink) {
+    let (a, b) = (digest_of(cfg, old), digest_of(cfg, new));
+    if a.same_content(&b) {
+        return;
+    }
+    sink.report(|| body_difference(digest_value(cfg, &a), digest_value(cfg, &b)));
+}
+
+/// The response's digest: as made while it arrived, or of its whole body.
+fn digest_of<'r>(cfg: &DiffConfig, r: &'r Response) -> Cow<'r, BodyDigest> {
+    match &r.digest {
+        Some(d) => Cow::Borrowed(d),
+        None => Cow::Owned(digest::digest_whole(
+            &r.headers,
+            &r.body,
+            cfg.max_decoded_body,
+        )),
+    }
+}
+
+/// One side of a `body` difference compared by digest:
+/// `<N bytes, xxh3 PREFIX>`, or why it could not be decoded and the digest
+/// of its bytes as sent.
+fn digest_value(cfg: &DiffConfig, d: &BodyDigest) -> Value {
+    let summary = digest::summary(d.len, d.xxh3);
+    match &d.undecodable {
+        None => Value::String(summary),
+        Some(why) => cfg.bounded_str(&format!("{why}; as sent {summary}")),
     }
 }
 
@@ -85,13 +171,7 @@ fn decode<'b>(
     if body.is_empty() {
         return Ok(data);
     }
-    let codings: Vec<String> = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-encoding"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(|c| String::from_utf8_lossy(c.trim_ascii()).to_ascii_lowercase())
-        .filter(|c| !c.is_empty() && c != "identity")
-        .collect();
+    let codings = digest::content_codings(headers);
     for coding in codings.iter().rev() {
         let decoded = match coding.as_str() {
             "gzip" | "x-gzip" => read_bounded(flate2::read::MultiGzDecoder::new(&data[..]), limit),
@@ -147,6 +227,9 @@ fn content_type(headers: &[Header]) -> Option<String> {
 
 fn classify<'b>(content_type: Option<&str>, bytes: &'b [u8]) -> Kind<'b> {
     let ct = content_type.unwrap_or_default();
+    if is_binary_essence(ct) {
+        return Kind::Binary(bytes);
+    }
     let json_type = ct.ends_with("/json") || ct.ends_with("+json");
     let looks_json = matches!(bytes.trim_ascii_start().first(), Some(b'{' | b'['));
     if (json_type || looks_json)
@@ -170,14 +253,9 @@ fn summary(cfg: &DiffConfig, kind: &Kind<'_>) -> Value {
     }
 }
 
-/// `<N bytes, sha256 PREFIX>`, PREFIX the first 16 hex digits.
+/// `<N bytes, xxh3 PREFIX>`, as [`digest::summary`] shows a digested body.
 fn binary_summary(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(16);
-    for b in &digest[..8] {
-        let _ = write!(hex, "{b:02x}");
-    }
-    format!("<{} bytes, sha256 {hex}>", bytes.len())
+    digest::summary(bytes.len() as u64, xxhash_rust::xxh3::xxh3_128(bytes))
 }
 
 /// The old and new values of a text body difference (see the

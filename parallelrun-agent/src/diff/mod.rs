@@ -40,9 +40,23 @@
 //! - **text** on both sides (`text/*`, decoded lossily, or any valid UTF-8):
 //!   one `body` difference naming the first differing line, see
 //!   [`text`](self#text).
-//! - anything else (**binary**, or the two sides of different kinds): one
-//!   `body` difference whose values summarise each side: the JSON value, the
-//!   text itself, or `<N bytes, sha256 PREFIX>` for binary.
+//! - anything else (**binary**: a binary content type as
+//!   [`binary_content_type`] names them, or bytes that are not text; or the
+//!   two sides of different kinds): one `body` difference whose values
+//!   summarise each side: the JSON value, the text itself, or
+//!   `<N bytes, xxh3 PREFIX>` for binary.
+//!
+//! # Digests
+//!
+//! A response body that was hashed while it arrived instead of kept
+//! ([`Response::digest`], see [`digest`]: binary content types, and bodies
+//! over the size kept whole) has no bytes to diff. When either side has a
+//! digest, the other side's whole body is digested the same way (its
+//! Content-Encoding undone first), and the two compare by decoded length and
+//! hash: equal bodies, whatever their coding, are no difference; else one
+//! `body` difference shows `<N bytes, xxh3 PREFIX>` per side (for a side
+//! whose coding could not be undone: why, and the digest of its bytes as
+//! sent). [`Comparison::body_by_digest`] says that this happened.
 //!
 //! # JSON
 //!
@@ -84,6 +98,7 @@
 //! [`noise`].
 
 mod body;
+pub mod digest;
 mod headers;
 mod json;
 pub mod noise;
@@ -93,6 +108,8 @@ use std::io::Write;
 use serde_json::Value;
 
 pub use self::{
+    body::binary_content_type,
+    digest::{BodyDigester, content_codings, digest_whole},
     json::{PointerPattern, PointerPatternError},
     noise::{EndpointNoise, NoiseThresholds, cancel, endpoint_key},
 };
@@ -236,6 +253,9 @@ pub struct Comparison {
     pub differences: Vec<Difference>,
     /// Differences found beyond [`DiffConfig::max_differences`].
     pub omitted: usize,
+    /// The bodies were compared by digest (one side at least was digested
+    /// while it arrived: see [`digest`]), not byte by byte.
+    pub body_by_digest: bool,
 }
 
 impl Comparison {
@@ -257,8 +277,11 @@ pub fn compare(cfg: &DiffConfig, old: &Response, new: &Response) -> Comparison {
         });
     }
     headers::compare(cfg, &old.headers, &new.headers, &mut sink);
-    body::compare(cfg, old, new, &mut sink);
-    sink.finish()
+    let body_by_digest = body::compare(cfg, old, new, &mut sink);
+    Comparison {
+        body_by_digest,
+        ..sink.finish()
+    }
 }
 
 /// Collects differences up to a cap, counting the rest.
@@ -291,6 +314,7 @@ impl Sink {
         Comparison {
             differences: self.out,
             omitted: self.omitted,
+            body_by_digest: false,
         }
     }
 }

@@ -14,6 +14,7 @@ pub(super) fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Re
             .map(|(n, v)| Header::new(*n, v.to_string()))
             .collect(),
         body: Bytes::copy_from_slice(body),
+        digest: None,
         trailers: Vec::new(),
     }
 }

@@ -5,5 +5,8 @@
 pub mod parse;
 pub mod track;
 
-pub use parse::{HttpError, HttpLimits, RequestEvent, RequestParser, ResponseParser};
+pub use parse::{
+    DEFAULT_MAX_WHOLE_BODY, DigestPolicy, HttpError, HttpLimits, RequestEvent, RequestParser,
+    ResponseParser,
+};
 pub use track::{HttpConfig, HttpConn, HttpStats, HttpTracker};

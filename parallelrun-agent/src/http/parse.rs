@@ -56,7 +56,9 @@
 //! Memory held between calls is bounded: after `next` returned `Ok(None)` a
 //! parser holds at most the head of the current message (`max_head`), its
 //! body as transferred so far (`max_body`), and one incomplete chunk-size
-//! line or trailer section (`max_head`).
+//! line or trailer section (`max_head`). A response parser with a
+//! [`DigestPolicy`] holds a digested body's hash state instead of its
+//! bytes, and a kept one up to [`DigestPolicy::max_whole`].
 //!
 //! # Layout
 //!
@@ -72,8 +74,8 @@ use std::mem;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::model::{Header, LossCause, Request, Response};
-use body::Body;
+use crate::model::{BodyDigest, Header, LossCause, Request, Response};
+use body::{Body, DigestPlan};
 use head::{
     Field, Framing, HeadScan, ParsedResponse, RequestHead, ResponseHead, check_request_line,
     check_status_line, headers, parse_request_head, parse_response_head,
@@ -102,6 +104,38 @@ impl Default for HttpLimits {
             max_head: 64 * 1024,
             max_headers: 128,
             max_body: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Response bodies larger than this are digested by default
+/// ([`DigestPolicy::max_whole`]).
+pub const DEFAULT_MAX_WHOLE_BODY: usize = 256 * 1024;
+
+/// Which response bodies a [`ResponseParser`] hashes while they arrive
+/// instead of keeping them ([`Response::digest`]): those of a binary content
+/// type ([`crate::diff::binary_content_type`]), and those whose size as
+/// sent passes `max_whole` (known from `Content-Length` at the head, else
+/// noticed while the body arrives: what was buffered is hashed then). The
+/// framing is followed exactly as for a kept body; only what is stored
+/// changes. Requests are always kept whole (they are replayed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigestPolicy {
+    /// Largest body (as sent, chunk framing included) kept whole.
+    pub max_whole: usize,
+    /// Bound on a digested body's decoded size (beyond it the body is
+    /// undecodable and compared as sent), like
+    /// [`DiffConfig::max_decoded_body`](crate::diff::DiffConfig::max_decoded_body)
+    /// for a whole one.
+    pub max_decoded: usize,
+}
+
+impl Default for DigestPolicy {
+    /// [`DEFAULT_MAX_WHOLE_BODY`], and the diff's default decoding bound.
+    fn default() -> Self {
+        Self {
+            max_whole: DEFAULT_MAX_WHOLE_BODY,
+            max_decoded: crate::diff::DiffConfig::default().max_decoded_body,
         }
     }
 }
@@ -296,7 +330,7 @@ impl RequestParser {
             method: head.method.clone(),
             target: head.target.clone(),
         };
-        core.start_body(head, head_len, framing, fields);
+        core.start_body(head, head_len, framing, fields, None);
         Ok(Some(event))
     }
 }
@@ -307,14 +341,23 @@ pub struct ResponseParser {
     core: Core<ResponseHead>,
     /// The response that ended HTTP/1.x, until taken.
     upgrade: Option<Response>,
+    /// Which bodies are digested instead of kept (none without).
+    digest: Option<DigestPolicy>,
 }
 
 impl ResponseParser {
-    /// A parser enforcing `limits`.
+    /// A parser enforcing `limits` that keeps every body whole.
     pub fn new(limits: HttpLimits) -> Self {
+        Self::with_digest(limits, None)
+    }
+
+    /// A parser enforcing `limits` that digests the bodies `digest` says
+    /// (see [`DigestPolicy`]), or keeps every body whole with `None`.
+    pub fn with_digest(limits: HttpLimits, digest: Option<DigestPolicy>) -> Self {
         Self {
             core: Core::new(limits),
             upgrade: None,
+            digest,
         }
     }
 
@@ -326,9 +369,16 @@ impl ResponseParser {
         self.upgrade.take()
     }
 
-    /// Appends the next bytes of the stream.
+    /// Appends the next bytes of the stream. The data of a body being
+    /// digested (or skipped over the limit) is hashed (or dropped) straight
+    /// from `bytes` when nothing is buffered before it, without a copy.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.core.push(bytes);
+        let core = &mut self.core;
+        let rest = match &mut core.phase {
+            Phase::Body(message) => message.body.absorb(bytes, &mut core.buf),
+            Phase::Head | Phase::Failed(_) => bytes,
+        };
+        core.push(rest);
     }
 
     /// The next complete response to a request with `method` (HEAD, and
@@ -403,7 +453,11 @@ impl ResponseParser {
                     match parse_response_head(bytes, method, &core.limits) {
                         Ok(ParsedResponse::Interim) => core.skip_head(head_len),
                         Ok(ParsedResponse::Final(head, framing, fields)) => {
-                            core.start_body(head, head_len, framing, fields);
+                            let plan = self.digest.map(|policy| {
+                                let bytes = core.buf.get(..head_len).unwrap_or_default();
+                                DigestPlan::new(policy, &fields, bytes)
+                            });
+                            core.start_body(head, head_len, framing, fields, plan);
                         }
                         Ok(ParsedResponse::Upgrade(head, fields)) => {
                             // What follows the head is the new protocol.
@@ -460,6 +514,7 @@ impl<H> Message<H> {
 struct Parts {
     headers: Vec<Header>,
     body: Bytes,
+    digest: Option<Box<BodyDigest>>,
     trailers: Vec<Header>,
     raw: Bytes,
 }
@@ -484,6 +539,7 @@ impl Parts {
             reason: head.reason,
             headers: self.headers,
             body: self.body,
+            digest: self.digest,
             trailers: self.trailers,
         }
     }
@@ -564,9 +620,16 @@ impl<H> Core<H> {
 
     /// The head (`..head_len`) was parsed: the body framed by `framing`
     /// follows.
-    fn start_body(&mut self, head: H, head_len: usize, framing: Framing, fields: Vec<Field>) {
+    fn start_body(
+        &mut self,
+        head: H,
+        head_len: usize,
+        framing: Framing,
+        fields: Vec<Field>,
+        plan: Option<DigestPlan>,
+    ) {
         self.head.reset();
-        let body = Body::new(framing, head_len, &mut self.buf, self.limits);
+        let body = Body::new(framing, head_len, &mut self.buf, self.limits, plan);
         let mut message = Message {
             head,
             head_len,
@@ -610,17 +673,26 @@ impl<H> Core<H> {
                 limit: self.limits.max_body,
             });
         }
-        let total = body.end().min(self.buf.len());
-        let head_len = head_len.min(total);
-        let raw = self.buf.split_to(total).freeze();
-        // A chunked response's wire bytes are not returned: copy out what
-        // is kept so that they are freed.
-        let copy_out = body.is_chunked() && !keep_raw;
+        let (raw, head_len, copy_out) = match body.digested_head() {
+            // A digested body's bytes are gone; its head was copied out.
+            Some(head) => {
+                let len = head.len();
+                (head, len, false)
+            }
+            None => {
+                let total = body.end().min(self.buf.len());
+                let raw = self.buf.split_to(total).freeze();
+                // A chunked response's wire bytes are not returned: copy out
+                // what is kept so that they are freed.
+                (raw, head_len.min(total), body.is_chunked() && !keep_raw)
+            }
+        };
         let headers = headers(fields, &raw, 0..head_len, copy_out);
-        let (body, trailers) = body.finish(&raw, head_len, copy_out)?;
+        let (body, digest, trailers) = body.finish(&raw, head_len, copy_out)?;
         let parts = Parts {
             headers,
             body,
+            digest,
             trailers,
             raw: if keep_raw { raw } else { Bytes::new() },
         };
@@ -637,6 +709,7 @@ impl Core<ResponseHead> {
         Parts {
             headers: headers(fields, &raw, 0..raw.len(), false),
             body: Bytes::new(),
+            digest: None,
             trailers: Vec::new(),
             raw: Bytes::new(),
         }

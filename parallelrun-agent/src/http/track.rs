@@ -120,7 +120,7 @@ use serde::Serialize;
 use tracing::debug;
 
 use super::parse::{
-    HttpError, HttpLimits, RequestEvent, RequestLine, RequestParser, ResponseParser,
+    DigestPolicy, HttpError, HttpLimits, RequestEvent, RequestLine, RequestParser, ResponseParser,
     skipped_request_line, starts_with_request_line,
 };
 use crate::{
@@ -142,6 +142,9 @@ pub struct HttpConfig {
     /// pushes the total over it falls out of step: its waiting requests are
     /// lost (`TooLarge`) and its buffers dropped. Default 256 MiB.
     pub max_total_buffered: usize,
+    /// Which response bodies are hashed while they arrive instead of kept
+    /// ([`DigestPolicy`]); `None` (the default) keeps every body whole.
+    pub digest: Option<DigestPolicy>,
 }
 
 impl Default for HttpConfig {
@@ -150,6 +153,7 @@ impl Default for HttpConfig {
             limits: HttpLimits::default(),
             max_pipeline: 64,
             max_total_buffered: 256 << 20,
+            digest: None,
         }
     }
 }
@@ -278,7 +282,7 @@ impl HttpConn {
         (self.requests.buffered() + self.responses.buffered() + waiting) as u64
     }
 
-    fn new(limits: HttpLimits, midstream: bool) -> Self {
+    fn new(limits: HttpLimits, digest: Option<DigestPolicy>, midstream: bool) -> Self {
         let (request_sync, response_sync) = if midstream {
             (RequestSync::Resync, ResponseSync::Resync { after_ns: None })
         } else {
@@ -286,7 +290,7 @@ impl HttpConn {
         };
         Self {
             requests: RequestParser::new(limits),
-            responses: ResponseParser::new(limits),
+            responses: ResponseParser::with_digest(limits, digest),
             waiting: VecDeque::new(),
             current: None,
             request_start_ns: 0,
@@ -771,7 +775,7 @@ impl StreamHandler for HttpTracker {
 
     fn open(&mut self, _key: &ConnKey, _ts_ns: u64, midstream: bool) -> HttpConn {
         self.stats.connections += 1;
-        HttpConn::new(self.cfg.limits, midstream)
+        HttpConn::new(self.cfg.limits, self.cfg.digest, midstream)
     }
 
     fn data(

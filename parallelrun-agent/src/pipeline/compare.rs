@@ -71,6 +71,9 @@ pub(super) struct Mismatch {
     ///
     /// [`ReplayError::kind`]: crate::replay::ReplayError::kind
     pub noise_unchecked: Option<&'static str>,
+    /// The bodies were compared by digest
+    /// ([`Comparison::body_by_digest`](crate::diff::Comparison::body_by_digest)).
+    pub body_by_digest: bool,
 }
 
 /// Compares `new` (and the `secondary`'s answer) with `ex`'s old response
@@ -123,6 +126,7 @@ pub(super) fn judge(
         omitted,
         suppressed,
         noise_unchecked,
+        body_by_digest: raw.body_by_digest,
     })
 }
 

@@ -19,7 +19,12 @@
 //! capacity is one slot of the queue (`max_queue` replays and
 //! `max_queue_bytes` bytes waiting or running, for the new service and the
 //! secondary together: they replay the same exchange) and an in-flight
-//! permit on each target (`Targets::acquire`). Live capture never waits
+//! permit on each target (`Targets::acquire`). A replay's bytes are its
+//! captured request, the old response's body as kept, and one more such
+//! body per target for the response it reads (see [`queue_weight`]); a
+//! digested body ([`crate::http::DigestPolicy`]) weighs nothing, which is
+//! why the agent's memory does not grow with body size × queue depth for
+//! binary and large bodies. Live capture never waits
 //! for a queue slot: without one the request is skipped as `overload`.
 //! Offline replay waits. A replay in the queue waits for its permits.
 
@@ -77,10 +82,13 @@ pub struct PipelineConfig {
     pub max_queue_bytes: usize,
 }
 
-/// Queue weight of an exchange: the KiB its request and old response hold
-/// (at least 1).
-fn queue_weight(ex: &Exchange) -> u32 {
-    let bytes = ex.request.raw.len() + ex.response.body.len();
+/// Queue weight of an exchange: the KiB its replay holds (at least 1): the
+/// captured request, the old response's body as kept (nothing of a
+/// digested one), and while it runs each target's response, expected to be
+/// kept like the old one (whole, or digested as it is read).
+fn queue_weight(ex: &Exchange, targets: usize) -> u32 {
+    let body = ex.response.body.len();
+    let bytes = ex.request.raw.len() + body * (1 + targets);
     u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX)
 }
 
@@ -242,6 +250,18 @@ impl Pipeline {
                 }
             }
         }
+        // Live capture never waits for capacity, so an exchange is started
+        // or skipped as soon as it is paired: held until the end of the
+        // batch instead, a ring buffer's worth of exchanges (a batch is up
+        // to 4096 records of up to 64 KiB) would sit here with their bodies,
+        // beside any queue bound.
+        if !self.wait_for_capacity && !self.ready.is_empty() {
+            let mut ready = std::mem::take(&mut self.ready);
+            for ex in ready.drain(..) {
+                self.start_now(ex);
+            }
+            self.ready = ready;
+        }
     }
 
     fn skip(&self, reason: SkipReason) {
@@ -250,71 +270,123 @@ impl Pipeline {
     }
 
     /// Starts a replay for each completed exchange, or counts why not.
+    /// Offline this waits for the rate limit and for queue capacity; live
+    /// (which never waits) every exchange was started when it was paired.
     pub async fn dispatch(&mut self) {
         // Taken out (keeping its allocation for the next batch) so that
         // `self` stays usable across the awaits below.
         let mut ready = std::mem::take(&mut self.ready);
         for ex in ready.drain(..) {
-            self.shared.acc.captured.fetch_add(1, Relaxed);
-            self.shared.metrics.captured();
-            self.shared.metrics.observe_old(ex.old_latency_ns());
-            if let Some(reason) = self.policy.filter(&ex.request.method, &ex.request.target) {
-                self.skip(reason);
+            if !self.wait_for_capacity {
+                self.start_now(ex);
                 continue;
             }
-            if !self.sampler.sampled() {
-                self.skip(SkipReason::Sample);
+            if !self.screen(&ex) {
                 continue;
             }
             if let Some(l) = &self.limiter {
-                if self.wait_for_capacity {
-                    l.until_ready().await;
-                } else if l.check().is_err() {
-                    self.skip(SkipReason::RateLimit);
-                    continue;
-                }
+                l.until_ready().await;
             }
-            if self.shedding {
-                self.skip(SkipReason::Overload);
+            if !self.screen_capacity() {
                 continue;
             }
-            if !self.shared.breaker.allow(wall_ns()) {
-                self.skip(SkipReason::NewDown);
-                continue;
+            let weight = self.weight(&ex);
+            let bytes = Arc::clone(&self.queue_bytes)
+                .acquire_many_owned(weight)
+                .await
+                .ok();
+            let count = Arc::clone(&self.queue).acquire_owned().await.ok();
+            match bytes.zip(count) {
+                Some(slot) => self.spawn_replay(ex, slot),
+                None => self.skip(SkipReason::Overload),
             }
-            // Queue slots bound the replays waiting or running, by count and
-            // by the bytes they hold; live capture never waits for them (it
-            // skips and counts overload), offline replay does.
-            let weight = queue_weight(&ex).min(self.queue_kib);
-            let slot = if self.wait_for_capacity {
-                let bytes = Arc::clone(&self.queue_bytes)
-                    .acquire_many_owned(weight)
-                    .await
-                    .ok();
-                let count = Arc::clone(&self.queue).acquire_owned().await.ok();
-                bytes.zip(count)
-            } else {
-                Arc::clone(&self.queue_bytes)
-                    .try_acquire_many_owned(weight)
-                    .ok()
-                    .zip(Arc::clone(&self.queue).try_acquire_owned().ok())
-            };
-            let Some(slot) = slot else {
-                self.skip(SkipReason::Overload);
-                continue;
-            };
-            self.shared.acc.replayed.fetch_add(1, Relaxed);
-            self.shared.metrics.replayed();
-            let shared = Arc::clone(&self.shared);
-            self.tasks.spawn(async move {
-                let _slot = slot;
-                let permits = shared.targets.acquire().await;
-                let (new, secondary) = shared.targets.send(permits, &ex).await;
-                shared.complete(ex, new, secondary);
-            });
-            self.reap_finished();
         }
         self.ready = ready;
+    }
+
+    /// Starts a replay of `ex` or counts why not, without waiting (live).
+    fn start_now(&mut self, ex: Exchange) {
+        if !self.screen(&ex) {
+            return;
+        }
+        if let Some(l) = &self.limiter
+            && l.check().is_err()
+        {
+            self.skip(SkipReason::RateLimit);
+            return;
+        }
+        if !self.screen_capacity() {
+            return;
+        }
+        // Queue slots bound the replays waiting or running, by count and by
+        // the bytes they hold; live capture never waits for them: it skips
+        // and counts overload.
+        let weight = self.weight(&ex);
+        let slot = Arc::clone(&self.queue_bytes)
+            .try_acquire_many_owned(weight)
+            .ok()
+            .zip(Arc::clone(&self.queue).try_acquire_owned().ok());
+        match slot {
+            Some(slot) => self.spawn_replay(ex, slot),
+            None => self.skip(SkipReason::Overload),
+        }
+    }
+
+    /// Counts `ex` as captured; false (and counted) when the policy or the
+    /// sampler skips it.
+    fn screen(&mut self, ex: &Exchange) -> bool {
+        self.shared.acc.captured.fetch_add(1, Relaxed);
+        self.shared.metrics.captured();
+        self.shared.metrics.observe_old(ex.old_latency_ns());
+        if let Some(reason) = self.policy.filter(&ex.request.method, &ex.request.target) {
+            self.skip(reason);
+            return false;
+        }
+        if !self.sampler.sampled() {
+            self.skip(SkipReason::Sample);
+            return false;
+        }
+        true
+    }
+
+    /// False (and counted) while load is shed or the new service is down.
+    fn screen_capacity(&self) -> bool {
+        if self.shedding {
+            self.skip(SkipReason::Overload);
+            return false;
+        }
+        if !self.shared.breaker.allow(wall_ns()) {
+            self.skip(SkipReason::NewDown);
+            return false;
+        }
+        true
+    }
+
+    /// `ex`'s [`queue_weight`] in permits of `queue_bytes`.
+    fn weight(&self, ex: &Exchange) -> u32 {
+        let targets = 1 + usize::from(self.shared.targets.secondary.is_some());
+        queue_weight(ex, targets).min(self.queue_kib)
+    }
+
+    /// Replays `ex` in a task holding its queue `slot`.
+    fn spawn_replay(
+        &mut self,
+        ex: Exchange,
+        slot: (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::OwnedSemaphorePermit,
+        ),
+    ) {
+        self.shared.acc.replayed.fetch_add(1, Relaxed);
+        self.shared.metrics.replayed();
+        let shared = Arc::clone(&self.shared);
+        self.tasks.spawn(async move {
+            let _slot = slot;
+            let permits = shared.targets.acquire().await;
+            let (new, secondary) = shared.targets.send(permits, &ex).await;
+            shared.complete(ex, new, secondary);
+        });
+        self.reap_finished();
     }
 
     /// The input ended: close every connection, replay what completed and
@@ -482,6 +554,7 @@ impl Shared {
         ev.differences = m.listed;
         ev.omitted = m.omitted;
         ev.noise_unchecked = m.noise_unchecked.map(|kind| format!("secondary {kind}"));
+        ev.body_by_digest = m.body_by_digest;
         self.write(&ev);
     }
 
@@ -514,6 +587,7 @@ impl Shared {
             }),
             differences: Vec::new(),
             omitted: 0,
+            body_by_digest: false,
             noise_unchecked: None,
             error: None,
         }

@@ -45,7 +45,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use self::pool::Http1Pool;
 pub use self::wire::serialize_request;
 use crate::{
-    http::{HttpError, HttpLimits},
+    http::{DigestPolicy, HttpError, HttpLimits},
     model::{Protocol, Request, Response},
 };
 
@@ -69,6 +69,10 @@ pub struct ReplayConfig {
     pub host_override: Option<String>,
     /// Limits on the responses read.
     pub limits: HttpLimits,
+    /// Which response bodies are hashed while they are read instead of
+    /// kept ([`DigestPolicy`], as for the captured responses); `None` keeps
+    /// every body whole.
+    pub digest: Option<DigestPolicy>,
 }
 
 impl ReplayConfig {
@@ -92,6 +96,7 @@ impl ReplayConfig {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             host_override: None,
             limits: HttpLimits::default(),
+            digest: None,
         }
     }
 }

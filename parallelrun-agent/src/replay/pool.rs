@@ -166,7 +166,7 @@ impl Http1Pool {
         stream.set_nodelay(true).map_err(ReplayError::Io)?;
         Ok(Conn {
             stream,
-            reader: ResponseReader::new(self.cfg.limits),
+            reader: ResponseReader::new(self.cfg.limits, self.cfg.digest),
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
             out: Vec::new(),
         })

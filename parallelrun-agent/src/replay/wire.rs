@@ -29,7 +29,7 @@ use std::io::Write as _;
 
 use super::ReplayError;
 use crate::{
-    http::{HttpError, HttpLimits, ResponseParser},
+    http::{DigestPolicy, HttpError, HttpLimits, ResponseParser},
     model::{Header, Request, Response},
 };
 
@@ -39,9 +39,9 @@ pub(super) struct ResponseReader {
 }
 
 impl ResponseReader {
-    pub(super) fn new(limits: HttpLimits) -> Self {
+    pub(super) fn new(limits: HttpLimits, digest: Option<DigestPolicy>) -> Self {
         Self {
-            parser: ResponseParser::new(limits),
+            parser: ResponseParser::with_digest(limits, digest),
         }
     }
 

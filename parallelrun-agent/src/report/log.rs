@@ -109,6 +109,11 @@ pub struct LogEvent {
     /// How many more differences were found than `differences` lists.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub omitted: usize,
+    /// The bodies were compared by length and digest, not byte by byte
+    /// (binary, or over `--max-diff-body`): a `body` difference then shows
+    /// `<N bytes, xxh3 PREFIX>` for each side, never body bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_by_digest: bool,
     /// Set on a mismatch whose differences were not checked for noise: a
     /// secondary is configured but gave no response (`secondary timeout`,
     /// `secondary connect`, …).

@@ -307,23 +307,18 @@ fn binary_bodies_are_summarised_by_size_and_hash() {
         (&[("Content-Type", "image/png")], b"\x89PNG\xff\x00"),
         (&[("Content-Type", "image/png")], b"\x89PNG\xfe"),
     );
-    let hash = |b: &[u8]| {
-        let d = Sha256::digest(b);
-        d[..8]
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<String>()
-    };
+    let hash = |b: &[u8]| format!("{:016x}", xxhash_rust::xxh3::xxh3_128(b) >> 64);
     assert_eq!(
         got,
         vec![d(
             "body",
-            json!(format!("<6 bytes, sha256 {}>", hash(b"\x89PNG\xff\x00"))),
-            json!(format!("<5 bytes, sha256 {}>", hash(b"\x89PNG\xfe"))),
+            json!(format!("<6 bytes, xxh3 {}>", hash(b"\x89PNG\xff\x00"))),
+            json!(format!("<5 bytes, xxh3 {}>", hash(b"\x89PNG\xfe"))),
         )]
     );
-    // The known digest of the empty string, as a fixed point.
-    assert_eq!(binary_summary(b""), "<0 bytes, sha256 e3b0c44298fc1c14>");
+    // The XXH3-128 of the empty string (99aa06d3014798d8 6001c324468d497f),
+    // as a fixed point.
+    assert_eq!(binary_summary(b""), "<0 bytes, xxh3 99aa06d3014798d8>");
 }
 
 #[test]
@@ -331,4 +326,172 @@ fn zlib_header_detection() {
     assert!(is_zlib(&zlib(b"x")));
     assert!(!is_zlib(&raw_deflate(b"x")));
     assert!(!is_zlib(b"x"));
+}
+
+mod by_digest {
+    //! Bodies of which one side at least was digested while it arrived.
+
+    use super::*;
+    use crate::diff::{Comparison, digest_whole};
+
+    /// A response whose body was digested as the parser digests it.
+    fn digested(headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut r = response(200, headers, b"");
+        r.digest = Some(Box::new(digest_whole(&r.headers, body, 1 << 20)));
+        r
+    }
+
+    fn body_only(c: &Comparison) -> Vec<Difference> {
+        c.differences
+            .iter()
+            .filter(|d| d.location.starts_with("body"))
+            .cloned()
+            .collect()
+    }
+
+    fn shown(body: &[u8]) -> Value {
+        json!(format!(
+            "<{} bytes, xxh3 {:016x}>",
+            body.len(),
+            xxhash_rust::xxh3::xxh3_128(body) >> 64
+        ))
+    }
+
+    #[test]
+    fn every_coding_against_identity_compares_equal() {
+        let plain: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let png = [("Content-Type", "image/png")];
+        for (coding, sent) in [
+            ("gzip", gzip(&plain)),
+            ("deflate", zlib(&plain)),
+            ("deflate", raw_deflate(&plain)),
+            ("br", brotli(&plain)),
+        ] {
+            let encoded = [("Content-Type", "image/png"), ("Content-Encoding", coding)];
+            // Digested on both sides, and digested against whole, both ways.
+            let pairs = [
+                (digested(&encoded, &sent), digested(&png, &plain)),
+                (digested(&encoded, &sent), response(200, &png, &plain)),
+                (response(200, &encoded, &sent), digested(&png, &plain)),
+            ];
+            for (old, new) in pairs {
+                let c = compare_responses(&DiffConfig::default(), &old, &new);
+                assert_eq!(body_only(&c), [], "{coding}");
+                assert!(c.body_by_digest, "{coding}");
+                assert_eq!(
+                    locations(&c),
+                    ["header:content-encoding"],
+                    "{coding}: only the encoding differs"
+                );
+            }
+        }
+    }
+
+    fn locations(c: &Comparison) -> Vec<&str> {
+        c.differences.iter().map(|d| d.location.as_str()).collect()
+    }
+
+    #[test]
+    fn binary_body_differing_in_one_byte_shows_both_lengths_and_digests() {
+        let old: Vec<u8> = (0..65_536u32).map(|i| (i * 31) as u8).collect();
+        let mut new = old.clone();
+        new[40_000] ^= 1;
+        let h = [("Content-Type", "application/octet-stream")];
+        let c = compare_responses(
+            &DiffConfig::default(),
+            &digested(&h, &old),
+            &digested(&h, &new),
+        );
+        assert!(c.body_by_digest);
+        assert_eq!(c.differences, [d("body", shown(&old), shown(&new))]);
+        assert_ne!(shown(&old), shown(&new));
+    }
+
+    #[test]
+    fn big_text_body_is_compared_by_digest_not_by_line() {
+        let old = b"a line of text\n".repeat(20_000);
+        let mut new = old.clone();
+        new.extend_from_slice(b"one more line\n");
+        let h = [("Content-Type", "text/plain")];
+        let c = compare_responses(
+            &DiffConfig::default(),
+            &digested(&h, &old),
+            &response(200, &h, &new),
+        );
+        assert!(c.body_by_digest);
+        assert_eq!(c.differences, [d("body", shown(&old), shown(&new))]);
+    }
+
+    #[test]
+    fn mixed_sides_of_equal_bodies_match() {
+        let body = br#"{"big": "json that went over the limit on one side only"}"#;
+        let h = [("Content-Type", "application/json")];
+        let c = compare_responses(
+            &DiffConfig::default(),
+            &response(200, &h, body),
+            &digested(&h, body),
+        );
+        assert!(c.is_match(), "{c:?}");
+        assert!(c.body_by_digest);
+    }
+
+    #[test]
+    fn undecodable_digested_side_says_why_and_shows_the_bytes_as_sent() {
+        let h = [("Content-Type", "image/png"), ("Content-Encoding", "gzip")];
+        let plain = [("Content-Type", "image/png")];
+        let c = compare_responses(
+            &DiffConfig::default(),
+            &digested(&h, b"garbage"),
+            &digested(&plain, b"x"),
+        );
+        let got = body_only(&c);
+        assert_eq!(got.len(), 1);
+        let old = got[0].old.as_str().unwrap();
+        assert!(old.starts_with("undecodable gzip: "), "{old}");
+        assert!(
+            old.ends_with(&format!(
+                "; as sent {}",
+                shown(b"garbage").as_str().unwrap()
+            )),
+            "{old}"
+        );
+        assert_eq!(got[0].new, shown(b"x"));
+    }
+
+    #[test]
+    fn whole_bodies_are_not_compared_by_digest() {
+        let c = compare_responses(
+            &DiffConfig::default(),
+            &response(200, &[], b"a\n"),
+            &response(200, &[], b"b\n"),
+        );
+        assert!(!c.body_by_digest);
+    }
+
+    #[test]
+    fn binary_content_types() {
+        for t in [
+            "image/png",
+            "IMAGE/JPEG; q=1",
+            "video/mp4",
+            "audio/ogg",
+            "font/woff2",
+            "application/octet-stream",
+            "application/pdf",
+            "application/x-protobuf",
+        ] {
+            assert!(binary_content_type(t.as_bytes()), "{t}");
+        }
+        for t in [
+            "image/svg+xml",
+            "text/html; charset=utf-8",
+            "application/json",
+            "application/problem+json",
+            "application/xml",
+            "application/javascript",
+            "",
+        ] {
+            assert!(!binary_content_type(t.as_bytes()), "{t}");
+        }
+    }
 }

@@ -433,6 +433,19 @@ pub(super) fn fields_of(
         .collect()
 }
 
+/// The values of the fields named `name` (ASCII case-insensitive) among
+/// `fields`, out of `head`, the bytes they were parsed from.
+pub(super) fn field_values<'a>(
+    fields: &'a [Field],
+    head: &'a [u8],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> {
+    fields
+        .iter()
+        .filter(move |f| f.name.eq_ignore_ascii_case(name))
+        .map(|f| head.get(f.value.clone()).unwrap_or_default())
+}
+
 /// `fields`, which lie in `section` of the message `raw`, as headers whose
 /// values are slices of `raw`; with `copy_out`, of a copy of `section`
 /// instead, so that `raw` can be freed.

@@ -16,6 +16,7 @@ fn response(body: &Value) -> Response {
         reason: "OK".into(),
         headers: vec![Header::new("Content-Type", "application/json")],
         body: Bytes::from(body.to_string()),
+        digest: None,
         trailers: Vec::new(),
     }
 }

@@ -133,6 +133,7 @@ fn keep_alive_follows_version_and_connection() {
             })
             .unwrap_or_default(),
         body: Bytes::new(),
+        digest: None,
         trailers: Vec::new(),
     };
     assert!(keeps_alive(&resp(1, None)));

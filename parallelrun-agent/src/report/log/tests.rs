@@ -23,6 +23,7 @@ pub(crate) fn event(id: u64) -> LogEvent {
             new: json!(500),
         }],
         omitted: 0,
+        body_by_digest: false,
         noise_unchecked: None,
         error: None,
     }
@@ -88,6 +89,35 @@ fn one_line_per_event_parsed_back_equal() {
     assert_eq!(second["kind"], "replay_error");
     assert_eq!(second["omitted"], 7);
     assert_eq!(second["new"], json!({"status": null, "latency_ms": null}));
+}
+
+#[test]
+fn a_body_compared_by_digest_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = MismatchLog::open(config(dir.path())).unwrap();
+    let mut ev = event(4);
+    ev.body_by_digest = true;
+    ev.differences = vec![Difference {
+        location: "body".into(),
+        old: json!("<65536 bytes, xxh3 0123456789abcdef>"),
+        new: json!("<65536 bytes, xxh3 fedcba9876543210>"),
+    }];
+    log.write(&event(3)).unwrap();
+    log.write(&ev).unwrap();
+    let text = fs::read_to_string(log.path()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines[0].get("body_by_digest").is_none(), "absent when not");
+    assert_eq!(lines[1]["body_by_digest"], true);
+    assert_eq!(
+        lines[1]["differences"][0],
+        json!({"where": "body", "old": "<65536 bytes, xxh3 0123456789abcdef>",
+               "new": "<65536 bytes, xxh3 fedcba9876543210>"})
+    );
+    let back: LogEvent = serde_json::from_value(lines[1].clone()).unwrap();
+    assert_eq!(back, ev);
 }
 
 #[test]
