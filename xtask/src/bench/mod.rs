@@ -42,7 +42,7 @@ use crate::util;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// A ~2 minute smoke run: 1 KiB bodies only, 4 s per measurement.
+    /// A ~3 minute smoke run: 1 KiB bodies only, 4 s per measurement.
     #[arg(long)]
     pub quick: bool,
     /// Only the offline pipeline bench (one core, from a pcap; no root).
@@ -177,7 +177,7 @@ fn live(args: &BenchArgs) -> Result<()> {
         "bench: live, {} runs ({}); conditions: {}",
         plan.total_runs(),
         if args.quick {
-            "quick: about 2 minutes"
+            "quick: about 3 minutes"
         } else {
             "about 15 minutes"
         },

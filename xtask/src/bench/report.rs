@@ -928,7 +928,11 @@ pub fn build(meta: Value, runs: &[Run], floors: &[KernelFloor]) -> Report {
     }
     let met = tg.iter().filter(|t| t.met == Some(true)).count();
     let open = tg.iter().filter(|t| t.met == Some(false)).count();
-    let _ = writeln!(md, "\n{met} met, {open} open.");
+    let unmeasured = tg.iter().filter(|t| t.met.is_none()).count();
+    let _ = writeln!(
+        md,
+        "\n{met} met, {open} open, {unmeasured} not measured in this run."
+    );
     let foreign: f64 = runs.iter().map(|r| r.foreign_cpu_s).sum();
     let secs: f64 = runs.iter().map(|r| r.load.seconds).sum();
     if secs > 0.0 {
