@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 
 use parallelrun_agent::service::ServiceAddr;
 
+use crate::priority::Priority;
+
 #[derive(Debug, Parser)]
 #[command(name = "parallelrun", version, about, long_about = None)]
 pub struct Cli {
@@ -66,6 +68,8 @@ pub struct ExchangesArgs {
     /// Also write the final counters as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,8 @@ pub struct RunArgs {
     /// skipped (counted as overload) until usage falls 10 % below it.
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub max_memory: Option<u64>,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
 }
 
 #[derive(Debug, Args)]
@@ -282,9 +288,38 @@ pub struct RecordArgs {
     /// Also write the final counters as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
+}
+
+/// CPU priority of a live command: `run`, `record`, `exchanges --iface`.
+#[derive(Debug, Args)]
+pub struct PriorityArgs {
+    /// CPU priority of every agent thread (live capture). `idle`
+    /// (SCHED_IDLE): the agent runs only on CPU time the services on this
+    /// host leave over, so it never delays production; when production
+    /// needs every core the agent falls behind and sheds, counted as
+    /// ring-buffer drops and overload skips. `normal`: the scheduling the
+    /// agent was started with (usually SCHED_OTHER, an equal of the
+    /// service). Opt out only where completeness matters more than
+    /// production latency, or on a host with CPU to spare (e.g. the agent
+    /// alone on a host-side veth).
+    #[arg(long, value_name = "PRIORITY", value_enum, default_value_t = Priority::Idle)]
+    pub priority: Priority,
 }
 
 impl Cli {
+    /// The CPU priority the command asks for; None for offline commands
+    /// (they run as started).
+    pub fn priority(&self) -> Option<Priority> {
+        match &self.command {
+            Command::Run(a) => Some(a.priority.priority),
+            Command::Record(a) => Some(a.priority.priority),
+            Command::Exchanges(a) if a.iface.is_some() => Some(a.priority.priority),
+            Command::Exchanges(_) | Command::Replay(_) | Command::Tail(_) => None,
+        }
+    }
+
     pub fn log_level(&self) -> &'static str {
         match self.verbose {
             0 => "info",

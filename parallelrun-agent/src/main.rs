@@ -10,6 +10,7 @@ mod cli;
 mod exchanges;
 mod live;
 mod memory;
+mod priority;
 mod record;
 mod run;
 mod tail;
@@ -27,6 +28,14 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before the runtime: its threads inherit the policy of this one.
+    let priority = cli.priority();
+    if let Some(p) = priority
+        && let Err(e) = priority::apply(p)
+    {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -38,6 +47,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(p) = priority {
+        priority::check_threads(p);
+    }
     let done = runtime.block_on(async move {
         match cli.command {
             Command::Record(args) => record::run(args).await,

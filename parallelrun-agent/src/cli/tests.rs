@@ -151,3 +151,50 @@ fn bad_sample_flags_are_usage_errors() {
     .to_string();
     assert!(err.contains("above 0 and at most 1"), "{err}");
 }
+
+#[test]
+fn live_commands_default_to_idle_priority_and_offline_ones_run_as_started() {
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("parallelrun").chain(args.iter().copied()))
+            .unwrap()
+            .priority()
+    };
+    let live = ["--iface", "lo", "--old", ":80"];
+    let run = [&live[..], &["--new", "127.0.0.1:81"]].concat();
+    assert_eq!(parse(&[&["run"], &run[..]].concat()), Some(Priority::Idle));
+    assert_eq!(
+        parse(&[&["record", "--discard"], &live[..]].concat()),
+        Some(Priority::Idle)
+    );
+    assert_eq!(
+        parse(&[&["exchanges", "--out", "x"], &live[..]].concat()),
+        Some(Priority::Idle)
+    );
+    assert_eq!(
+        parse(&[&["run", "--priority", "normal"], &run[..]].concat()),
+        Some(Priority::Normal)
+    );
+    assert_eq!(
+        parse(&["exchanges", "--pcap", "p", "--old", ":80", "--out", "x"]),
+        None
+    );
+    assert_eq!(
+        parse(&[
+            "replay",
+            "--pcap",
+            "p",
+            "--old",
+            ":80",
+            "--new",
+            "127.0.0.1:81"
+        ]),
+        None
+    );
+    let err = Cli::try_parse_from(
+        ["parallelrun", "record", "--discard", "--priority", "high"]
+            .into_iter()
+            .chain(live),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("idle"), "{err}");
+}

@@ -12,7 +12,7 @@
 //!
 //! One test binary, a module per area (signals, restart, a failing new
 //! service, an unwritable log, a vanishing interface, floods, hostile input,
-//! security, soak), on the fixture of [`fixture`].
+//! security, CPU priority, soak), on the fixture of [`fixture`].
 //!
 //! Run as root (they attach eBPF programs and create namespaces):
 //!
@@ -48,6 +48,7 @@ mod hostile;
 mod interface;
 mod log_full;
 mod new_service;
+mod priority;
 mod restart;
 mod security;
 mod signals;

@@ -274,3 +274,43 @@ impl EmptyProg {
             .context("no run statistics in the empty program's fdinfo")
     }
 }
+
+/// What the kernel's per-record cost is read against, for one body size:
+/// the empty program's floor (from the same run's tcpdump phase) plus a
+/// copy of the mean payload the program captured, timed here in user space
+/// (the TC program's unavoidable work is dispatch and one copy of the
+/// payload into the ring).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelFloor {
+    pub size: &'static str,
+    /// `bytes_emitted / records_emitted` over the size's B runs at a fixed
+    /// rate.
+    pub mean_payload_bytes: f64,
+    /// Median over [`MEMCPY_REPS`] repetitions of one copy of that many
+    /// bytes.
+    pub memcpy_ns: f64,
+}
+
+/// Repetitions of the memcpy timing; the median is kept.
+pub const MEMCPY_REPS: usize = 31;
+
+/// Median time of one copy of `len` bytes between two buffers (each
+/// repetition times enough copies to last about a millisecond).
+pub fn memcpy_ns(len: usize) -> f64 {
+    let len = len.max(1);
+    let src: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; len];
+    let copies = ((8usize << 20) / len).clamp(16, 100_000);
+    let mut per_copy: Vec<f64> = (0..MEMCPY_REPS)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..copies {
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&mut dst);
+            }
+            t.elapsed().as_nanos() as f64 / copies as f64
+        })
+        .collect();
+    per_copy.sort_by(f64::total_cmp);
+    per_copy[per_copy.len() / 2]
+}

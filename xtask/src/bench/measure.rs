@@ -24,6 +24,9 @@ use super::{
 /// memory target can add it).
 pub const RING_BYTES: u64 = 32 << 20;
 
+/// Fraction of connections the sampled conditions capture (`--sample`).
+pub const SAMPLE: f64 = 0.1;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Cond {
     /// No agent.
@@ -34,10 +37,15 @@ pub enum Cond {
     C,
     /// nginx reverse proxy in the path with `mirror` to the new service.
     D,
+    /// B with `--sample 0.1`: the kernel captures a tenth of the connections.
+    Bs,
+    /// C with `--sample 0.1`.
+    Cs,
 }
 
 impl Cond {
-    pub const ALL: [Cond; 4] = [Cond::A, Cond::B, Cond::C, Cond::D];
+    /// Every condition, in the order a round alternates them.
+    pub const ALL: [Cond; 6] = [Cond::A, Cond::B, Cond::C, Cond::D, Cond::Bs, Cond::Cs];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -45,7 +53,18 @@ impl Cond {
             Cond::B => "B capture only",
             Cond::C => "C full pipeline",
             Cond::D => "D nginx mirror",
+            Cond::Bs => "B' capture only, --sample 0.1",
+            Cond::Cs => "C' full pipeline, --sample 0.1",
         }
+    }
+
+    /// Whether the agent runs (and which command: `record` or `run`).
+    pub fn has_agent(self) -> bool {
+        !matches!(self, Cond::A | Cond::D)
+    }
+
+    pub fn sampled(self) -> bool {
+        matches!(self, Cond::Bs | Cond::Cs)
     }
 }
 
@@ -65,6 +84,17 @@ pub struct AgentRun {
     pub cpu_s: f64,
     /// CPU seconds per 1000 requests sent = cores per 1000 requests/s.
     pub cpu_per_1k: Option<f64>,
+    /// `run` only: CPU seconds per 1000 requests compared = cores per 1000
+    /// compared requests/s (what a comparison costs, whatever was shed).
+    pub cpu_per_1k_compared: Option<f64>,
+    /// `run` only: compared / sent.
+    pub compared_fraction: Option<f64>,
+    /// Connections the kernel left out by sampling (`sampled_out`; None
+    /// when the agent has no such counter).
+    pub sampled_out: Option<u64>,
+    /// Scheduling policy of each agent thread, read while it ran
+    /// (`/proc/PID/task/*/stat` field 41; 5 = SCHED_IDLE).
+    pub thread_policies: Vec<u64>,
     /// VmHWM at the end of the run (startup included).
     pub peak_rss_bytes: u64,
     /// Of the resident set at the end: the BPF map mappings (the ring
@@ -164,17 +194,21 @@ impl Agent {
         let _ = fs::remove_file(&stats_path);
         let old = format!("{OLD_IP}:{SERVICE_PORT}");
         let mut cmd = ctx.topo.old.command(ctx.agent_bin);
+        // The agent runs with its default CPU priority (idle).
         match cond {
-            Cond::B => {
+            Cond::B | Cond::Bs => {
                 cmd.args(["record", "--discard"]);
             }
-            Cond::C => {
+            Cond::C | Cond::Cs => {
                 cmd.args(["run", "--no-metrics", "--new"])
                     .arg(ctx.topo.new_addr().to_string())
                     .arg("--log")
                     .arg(dir.join("mismatches.jsonl"));
             }
             _ => bail!("no agent in condition {cond:?}"),
+        }
+        if cond.sampled() {
+            cmd.args(["--sample", &SAMPLE.to_string()]);
         }
         cmd.args(["--iface", &ctx.topo.old_if, "--old", &old])
             .args(["--ring-size", &format!("{}MiB", RING_BYTES >> 20)])
@@ -246,7 +280,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
     ctx.quiet_budget = ctx
         .quiet_budget
         .saturating_sub(Duration::from_secs_f64(quiet_wait_s));
-    let has_agent = matches!(spec.cond, Cond::B | Cond::C);
+    let has_agent = spec.cond.has_agent();
     // Statistics are on only while an agent runs (B and C).
     let stats_on = has_agent.then(bpf::enable_stats).transpose()?;
     let agent = if has_agent {
@@ -275,6 +309,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
     sys::sleep(Duration::from_millis(300))?;
 
     let pid = agent.as_ref().map(|a| a.proc.pid());
+    let policies = pid.map(sys::thread_policies).unwrap_or_default();
     let mut old = Served::new(ctx.topo.old_requests()?);
     let mut new = Served::new(ctx.topo.new_requests()?);
     let cpu0 = pid.map(sys::cpu_seconds).transpose()?;
@@ -351,6 +386,16 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
             let stats = agent.stop()?;
             let mut a = agent_run(stats, cpu_s, peak_rss_bytes, prog, sent);
             a.ring_map_rss_bytes = ring_map_rss_bytes;
+            a.thread_policies = policies.into_iter().map(|(_, p)| p).collect();
+            if spec.cond.sampled() && a.sampled_out.is_none() {
+                bail!(
+                    "the agent took --sample {SAMPLE} but reports no kernel `sampled_out` \
+                     counter: it samples requests after capture, not connections in the kernel, \
+                     so condition {} would not measure kernel sampling. Build an agent with \
+                     kernel connection sampling, or pass --without-sampling",
+                    spec.cond.label()
+                );
+            }
             Some(a)
         }
         _ => None,
@@ -393,6 +438,14 @@ fn agent_run(stats: Value, cpu_s: f64, peak: u64, prog: RunStats, sent: u64) -> 
     AgentRun {
         cpu_s,
         cpu_per_1k: (sent > 0).then(|| cpu_s / (sent as f64 / 1000.0)),
+        cpu_per_1k_compared: compared
+            .filter(|&c| c > 0)
+            .map(|c| cpu_s / (c as f64 / 1000.0)),
+        compared_fraction: compared
+            .filter(|_| sent > 0)
+            .map(|c| c as f64 / sent as f64),
+        sampled_out: stats["kernel"]["sampled_out"].as_u64(),
+        thread_policies: Vec::new(),
         peak_rss_bytes: peak,
         ring_map_rss_bytes: 0,
         prog_run_time_ns: prog.run_time_ns,

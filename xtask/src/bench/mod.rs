@@ -4,11 +4,19 @@
 //!
 //! Two parts:
 //! - **live** (root): namespaces, an old and a new nginx, wrk/oha load, and
-//!   four conditions alternated in one run — A no agent, B `record
+//!   six conditions alternated in one run — A no agent, B `record
 //!   --discard` (capture only), C `run` (full pipeline), D nginx `mirror` in
-//!   the path — reported as ratios to A, with completeness (sent / captured /
-//!   compared, drops), agent CPU and memory, kernel ns per packet, and a
-//!   tcpdump cross-check. Markdown on stdout, JSON under `target/bench/`.
+//!   the path, B' and C' (B and C with `--sample 0.1`, kernel connection
+//!   sampling) — reported as ratios to A, with completeness (sent /
+//!   captured / compared, drops), agent CPU per compared request and
+//!   memory, kernel ns per record against dispatch + memcpy measured in the
+//!   same run, and a tcpdump cross-check. Markdown on stdout, JSON under
+//!   `target/bench/`.
+//!
+//! The agent runs at its default CPU priority (idle); the new service
+//! stands in for another machine and runs under SCHED_IDLE, so that on the
+//! shared cores C measures what the agent costs production and nothing
+//! else.
 //! - **offline**: the capture-side pipeline's throughput on one core from a
 //!   pcap (`cargo bench -p parallelrun-agent --bench pipeline`).
 
@@ -34,7 +42,7 @@ use crate::util;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// A ~2 minute smoke run: 1 KiB bodies only, 4 s per measurement.
+    /// A ~3 minute smoke run: 1 KiB bodies only, 4 s per measurement.
     #[arg(long)]
     pub quick: bool,
     /// Only the offline pipeline bench (one core, from a pcap; no root).
@@ -43,10 +51,15 @@ pub struct BenchArgs {
     /// Only the live bench.
     #[arg(long)]
     pub live_only: bool,
-    /// Times each condition is measured (interleaved A B C D A B C D ...);
+    /// Times each condition is measured (interleaved A B C D B' C' A B ...);
     /// tables show the median. Default 2.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub rounds: Option<u32>,
+    /// Leave out the `--sample 0.1` conditions (B', C'), for an agent
+    /// without kernel connection sampling; their targets read "not
+    /// measured". Without this flag such an agent makes the bench fail.
+    #[arg(long)]
+    pub without_sampling: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -75,6 +88,9 @@ fn offline() -> Result<()> {
 #[derive(Debug, serde::Serialize)]
 struct Plan {
     sizes: Vec<&'static str>,
+    /// Conditions alternated in each round of the saturation and latency
+    /// phases.
+    conds: Vec<Cond>,
     rounds: u32,
     saturation_secs: u64,
     latency_secs: u64,
@@ -88,9 +104,14 @@ struct Plan {
 
 impl Plan {
     fn new(args: &BenchArgs) -> Self {
+        let conds = Cond::ALL
+            .into_iter()
+            .filter(|c| !(args.without_sampling && c.sampled()))
+            .collect();
         if args.quick {
             Self {
                 sizes: vec!["1k"],
+                conds,
                 rounds: args.rounds.unwrap_or(2),
                 saturation_secs: 4,
                 latency_secs: 4,
@@ -104,6 +125,7 @@ impl Plan {
             let rounds = args.rounds.unwrap_or(2);
             Self {
                 sizes: topo::SIZES.iter().map(|(n, _)| *n).collect(),
+                conds,
                 rounds,
                 saturation_secs: 8,
                 latency_secs: 8,
@@ -117,7 +139,7 @@ impl Plan {
     }
 
     fn total_runs(&self) -> usize {
-        let per_size = 2 * 4 * self.rounds as usize + 1;
+        let per_size = 2 * self.conds.len() * self.rounds as usize + 1;
         let completeness = if self.sizes.contains(&"1k") {
             2 * self.completeness_rates.len() * self.completeness_rounds as usize
         } else {
@@ -134,6 +156,9 @@ fn live(args: &BenchArgs) -> Result<()> {
     crate::setup::run()?;
     let oha = crate::setup::bench_tools()?;
     let agent = crate::build(true)?;
+    if !args.without_sampling {
+        check_sampling(&agent)?;
+    }
     parallelrun_sandbox::signal::install_stop_handlers()?;
     sys::remove_stale_namespaces(topo::NS_PREFIX);
     sys::remove_stale_dirs(topo::TMP_PREFIX);
@@ -147,17 +172,20 @@ fn live(args: &BenchArgs) -> Result<()> {
         "tools": tool_versions(&oha),
         "agent": agent.display().to_string(),
     });
+    let labels: Vec<&str> = plan.conds.iter().map(|c| c.label()).collect();
     eprintln!(
-        "bench: live, {} runs ({}); conditions: A no agent, B capture only, C full pipeline, D nginx mirror",
+        "bench: live, {} runs ({}); conditions: {}",
         plan.total_runs(),
         if args.quick {
-            "quick: about 2 minutes"
+            "quick: about 3 minutes"
         } else {
-            "about 10 minutes"
-        }
+            "about 15 minutes"
+        },
+        labels.join(", ")
     );
     let mut runs = Vec::new();
-    let result = measure_all(&plan, &agent, &oha, &mut runs);
+    let mut floors = Vec::new();
+    let result = measure_all(&plan, &agent, &oha, &mut runs, &mut floors);
     let finished = now_utc();
     let meta = {
         let mut m = meta;
@@ -168,7 +196,7 @@ fn live(args: &BenchArgs) -> Result<()> {
         }
         m
     };
-    let rep = report::build(meta, &runs);
+    let rep = report::build(meta, &runs, &floors);
     let dir = util::target_dir()?.join("bench");
     std::fs::create_dir_all(&dir)?;
     let text = serde_json::to_string_pretty(&rep.json)?;
@@ -194,7 +222,37 @@ fn live(args: &BenchArgs) -> Result<()> {
     result
 }
 
-fn measure_all(plan: &Plan, agent: &Path, oha: &Path, runs: &mut Vec<Run>) -> Result<()> {
+/// Fails unless the agent has kernel connection sampling (`record
+/// --sample`, `run --sample-by`): the `--sample 0.1` conditions need it,
+/// and `run --sample` alone would be the per-request sampler, which still
+/// captures everything.
+fn check_sampling(agent: &Path) -> Result<()> {
+    let help =
+        |cmd: &str| util::output(Command::new(agent).args([cmd, "--help"])).unwrap_or_default();
+    let missing: Vec<String> = [("record", "--sample"), ("run", "--sample-by")]
+        .into_iter()
+        .filter(|(cmd, flag)| !help(cmd).contains(flag))
+        .map(|(cmd, flag)| format!("{cmd} {flag}"))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{} has no kernel connection sampling (missing: {}): the `--sample 0.1` conditions \
+             (B', C') cannot run. Build an agent that has it, or pass --without-sampling to \
+             leave them out (their targets then read \"not measured\")",
+            agent.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn measure_all(
+    plan: &Plan,
+    agent: &Path,
+    oha: &Path,
+    runs: &mut Vec<Run>,
+    floors: &mut Vec<bpf::KernelFloor>,
+) -> Result<()> {
     let mut topo = topo::Topology::create()?;
     let mut ctx = Ctx {
         topo: &mut topo,
@@ -228,7 +286,7 @@ fn measure_all(plan: &Plan, agent: &Path, oha: &Path, runs: &mut Vec<Run>) -> Re
             },
         )?;
         for round in 1..=plan.rounds {
-            for cond in Cond::ALL {
+            for &cond in &plan.conds {
                 let spec = Spec {
                     size,
                     phase: "saturation",
@@ -243,7 +301,7 @@ fn measure_all(plan: &Plan, agent: &Path, oha: &Path, runs: &mut Vec<Run>) -> Re
         }
         let rate = latency_rate(runs, size);
         for round in 1..=plan.rounds {
-            for cond in Cond::ALL {
+            for &cond in &plan.conds {
                 let spec = Spec {
                     size,
                     phase: "latency",
@@ -256,6 +314,7 @@ fn measure_all(plan: &Plan, agent: &Path, oha: &Path, runs: &mut Vec<Run>) -> Re
                 one(&mut ctx, spec, runs)?;
             }
         }
+        floors.push(kernel_floor(runs, size));
         // The agent's records against tcpdump's packets, at saturation.
         let spec = Spec {
             size,
@@ -289,6 +348,29 @@ fn measure_all(plan: &Plan, agent: &Path, oha: &Path, runs: &mut Vec<Run>) -> Re
         }
     }
     Ok(())
+}
+
+/// The memcpy half of the kernel cost's reference for `size`: the mean
+/// payload the TC program captured in this run's B runs at a fixed rate,
+/// copied here in user space.
+fn kernel_floor(runs: &[Run], size: &'static str) -> bpf::KernelFloor {
+    let (bytes, records) = runs
+        .iter()
+        .filter(|r| r.size == size && r.phase == "latency" && r.cond == Cond::B)
+        .filter_map(|r| r.agent.as_ref())
+        .fold((0u64, 0u64), |(b, n), a| {
+            (b + a.payload_bytes, n + a.records)
+        });
+    let mean = if records > 0 {
+        bytes as f64 / records as f64
+    } else {
+        0.0
+    };
+    bpf::KernelFloor {
+        size,
+        mean_payload_bytes: mean,
+        memcpy_ns: bpf::memcpy_ns(mean.round() as usize),
+    }
 }
 
 /// Half of A's median saturation throughput, rounded to two significant

@@ -318,3 +318,74 @@ pub fn wait_for_text(proc: &mut Proc, file: &Path, needle: &str, limit: Duration
         thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// `SCHED_IDLE` in `/proc/*/stat`'s `policy` field.
+pub const SCHED_IDLE: u64 = 5;
+
+/// Starts `cmd` under SCHED_IDLE (inherited by everything it forks): for
+/// the processes that stand in for other machines (the new service), so
+/// that on the bench's shared cores they take no CPU time production wants
+/// and condition C measures what the agent costs production, nothing else.
+pub fn sched_idle(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes one async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Scheduling policy (field 41) of every thread of process `pid`, by tid.
+pub fn thread_policies(pid: i32) -> Vec<(i32, u64)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            let rest = stat.get(stat.rfind(')')? + 1..)?;
+            // `rest` starts with field 3 (state).
+            let policy = rest.split_whitespace().nth(41 - 3)?.parse().ok()?;
+            Some((tid, policy))
+        })
+        .collect()
+}
+
+/// Pids of the processes whose network namespace has inode `ns`.
+pub fn pids_in_netns(ns: u64) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+            (link.to_string_lossy() == format!("net:[{ns}]")).then_some(pid)
+        })
+        .collect()
+}
+
+/// Fails unless every thread of process `pid` is SCHED_IDLE.
+pub fn check_idle(name: &str, pid: i32) -> Result<()> {
+    let threads = thread_policies(pid);
+    let other: Vec<String> = threads
+        .iter()
+        .filter(|(_, p)| *p != SCHED_IDLE)
+        .map(|(tid, p)| format!("{tid}: policy {p}"))
+        .collect();
+    if threads.is_empty() || !other.is_empty() {
+        bail!(
+            "{name} (pid {pid}) should run under SCHED_IDLE on every thread; not so: {other:?} of {} threads",
+            threads.len()
+        );
+    }
+    Ok(())
+}

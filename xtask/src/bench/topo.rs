@@ -15,6 +15,10 @@
 //! The proxy sits in front of the old service on the same host (a local
 //! nginx fronting the app), reaches it over loopback and mirrors to the new
 //! service. Everything is removed on drop.
+//!
+//! The new service stands in for another machine: it runs under SCHED_IDLE
+//! so that on the bench's shared cores it takes only CPU time production
+//! leaves over, and condition C measures what the agent costs production.
 
 use std::{
     collections::HashSet,
@@ -121,6 +125,7 @@ impl Topology {
             ("new nginx", &new_ns, new_cfg, Some(&t.new)),
             ("proxy nginx", &old_ns, proxy_cfg, None),
         ] {
+            let stands_in_for_another_machine = name == "new nginx";
             let prefix = cfg.parent().unwrap_or(Path::new("/"));
             let out = fs::File::create(prefix.join("stderr.log"))?;
             let mut cmd = std::process::Command::new("ip");
@@ -131,6 +136,9 @@ impl Topology {
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
+            if stands_in_for_another_machine {
+                sys::sched_idle(&mut cmd);
+            }
             let mut proc = sys::spawn(name, &mut cmd)?;
             if let Some(ns) = status {
                 wait_ready(&mut proc, ns, prefix)?;
@@ -156,6 +164,16 @@ impl Topology {
             if let Some(st) = s.exited() {
                 bail!("{} exited: {st}", s.name);
             }
+        }
+        // The new service's master and workers (all that runs in its
+        // namespace) must have inherited SCHED_IDLE.
+        let new_ino = t.new.inode()?;
+        let new_pids = sys::pids_in_netns(new_ino);
+        if new_pids.is_empty() {
+            bail!("no process runs in the new service's namespace");
+        }
+        for pid in new_pids {
+            sys::check_idle("the new nginx", pid)?;
         }
         Ok(topo)
     }
