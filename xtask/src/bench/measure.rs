@@ -16,6 +16,7 @@ use super::{
     bpf::{self, EmptyProg, RunStats},
     load::{self, LoadResult},
     pcap::{PcapCounts, Tcpdump},
+    profile::{self, Profile},
     sys::{self, ForeignCpu, Proc},
     topo::{OLD_IP, SERVICE_PORT, Topology},
 };
@@ -160,6 +161,8 @@ pub struct Run {
     /// IRQ work interrupts on the machine during the run (ring-buffer
     /// wakeups from the TC program raise them).
     pub irq_work_interrupts: u64,
+    /// What perf saw during the load, when the spec asked for it.
+    pub profile: Option<Profile>,
 }
 
 pub struct Ctx<'a> {
@@ -178,6 +181,8 @@ pub struct Spec {
     pub load: Load,
     pub seconds: u64,
     pub with_tcpdump: bool,
+    /// Sample every CPU with perf while the load runs (see `profile`).
+    pub profile: bool,
 }
 
 struct Agent {
@@ -323,6 +328,24 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
     } else {
         ctx.topo.old_addr()
     };
+    let recording = if spec.profile {
+        let label: String = format!("{}-{}", spec.size, spec.cond.label())
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let namespaces = [
+            (ctx.topo.old.inode()?, "old service (its namespace)"),
+            (ctx.topo.new.inode()?, "new service (its namespace)"),
+            (ctx.topo.client.inode()?, "load generator (its namespace)"),
+        ];
+        let parties = profile::parties(&namespaces, pid);
+        Some((
+            profile::Recording::start(&ctx.topo.dir.path, &label)?,
+            parties,
+        ))
+    } else {
+        None
+    };
     let load = match spec.load {
         Load::Saturation => load::wrk(
             &ctx.topo.client,
@@ -340,6 +363,11 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
             r,
             spec.seconds,
         )?,
+    };
+
+    let profile = match recording {
+        Some((rec, parties)) => Some(rec.finish(&parties, pid, load.responses)?),
+        None => None,
     };
 
     // Until the agent and the new service are idle again: replays finish,
@@ -420,6 +448,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
         quiet_wait_s,
         quiet,
         irq_work_interrupts,
+        profile,
     })
 }
 

@@ -24,6 +24,7 @@ mod bpf;
 mod load;
 mod measure;
 mod pcap;
+mod profile;
 mod report;
 mod sys;
 mod topo;
@@ -60,6 +61,12 @@ pub struct BenchArgs {
     /// measured". Without this flag such an agent makes the bench fail.
     #[arg(long)]
     pub without_sampling: bool,
+    /// After the measurements, profile B and C (and B' unless
+    /// --without-sampling) at each body size's fixed rate with `perf
+    /// record -a -g`: who used the CPU, what the TC program spends its time
+    /// on, the agent's busiest functions. About 1 minute more per size.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -71,6 +78,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Seconds of fixed-rate load each profiled run samples.
+const PROFILE_SECS: u64 = 10;
 
 /// `cargo bench -p parallelrun-agent --bench pipeline` (prints its table).
 fn offline() -> Result<()> {
@@ -185,7 +195,16 @@ fn live(args: &BenchArgs) -> Result<()> {
     );
     let mut runs = Vec::new();
     let mut floors = Vec::new();
-    let result = measure_all(&plan, &agent, &oha, &mut runs, &mut floors);
+    let mut profiles = Vec::new();
+    let result = measure_all(
+        &plan,
+        &agent,
+        &oha,
+        args.profile,
+        &mut runs,
+        &mut floors,
+        &mut profiles,
+    );
     let finished = now_utc();
     let meta = {
         let mut m = meta;
@@ -196,7 +215,21 @@ fn live(args: &BenchArgs) -> Result<()> {
         }
         m
     };
-    let rep = report::build(meta, &runs, &floors);
+    let mut rep = report::build(meta, &runs, &floors);
+    if !profiles.is_empty() {
+        rep.markdown.push_str(
+            "\n#### Where the time goes (perf, all CPUs, during the fixed-rate load)\n\n",
+        );
+        for (title, p) in &profiles {
+            rep.markdown.push_str(&p.markdown(title));
+        }
+        rep.json["profiles"] = json!(
+            profiles
+                .iter()
+                .map(|(t, p)| json!({ "run": t, "profile": p }))
+                .collect::<Vec<_>>()
+        );
+    }
     let dir = util::target_dir()?.join("bench");
     std::fs::create_dir_all(&dir)?;
     let text = serde_json::to_string_pretty(&rep.json)?;
@@ -250,8 +283,10 @@ fn measure_all(
     plan: &Plan,
     agent: &Path,
     oha: &Path,
+    with_profiles: bool,
     runs: &mut Vec<Run>,
     floors: &mut Vec<bpf::KernelFloor>,
+    profiles: &mut Vec<(String, profile::Profile)>,
 ) -> Result<()> {
     let mut topo = topo::Topology::create()?;
     let mut ctx = Ctx {
@@ -283,6 +318,7 @@ fn measure_all(
                 load: Load::Saturation,
                 seconds: plan.warmup_secs,
                 with_tcpdump: false,
+                profile: false,
             },
         )?;
         for round in 1..=plan.rounds {
@@ -295,6 +331,7 @@ fn measure_all(
                     load: Load::Saturation,
                     seconds: plan.saturation_secs,
                     with_tcpdump: false,
+                    profile: false,
                 };
                 one(&mut ctx, spec, runs)?;
             }
@@ -310,11 +347,32 @@ fn measure_all(
                     load: Load::Rate(rate),
                     seconds: plan.latency_secs,
                     with_tcpdump: false,
+                    profile: false,
                 };
                 one(&mut ctx, spec, runs)?;
             }
         }
         floors.push(kernel_floor(runs, size));
+        if with_profiles {
+            let conds = [Cond::B, Cond::C, Cond::Bs];
+            for cond in conds.into_iter().filter(|c| plan.conds.contains(c)) {
+                let spec = Spec {
+                    size,
+                    phase: "profile",
+                    round: 1,
+                    cond,
+                    load: Load::Rate(rate),
+                    seconds: PROFILE_SECS,
+                    with_tcpdump: false,
+                    profile: true,
+                };
+                let r = measure::run(&mut ctx, &spec)?;
+                eprintln!("bench: [profile] {}", report::one_line(&r));
+                if let Some(p) = r.profile {
+                    profiles.push((format!("{size}, {} at {rate} req/s", cond.label()), p));
+                }
+            }
+        }
         // The agent's records against tcpdump's packets, at saturation.
         let spec = Spec {
             size,
@@ -324,6 +382,7 @@ fn measure_all(
             load: Load::Saturation,
             seconds: plan.tcpdump_secs,
             with_tcpdump: true,
+            profile: false,
         };
         one(&mut ctx, spec, runs)?;
     }
@@ -341,6 +400,7 @@ fn measure_all(
                         load: Load::Rate(rate),
                         seconds: plan.completeness_secs,
                         with_tcpdump: false,
+                        profile: false,
                     };
                     one(&mut ctx, spec, runs)?;
                 }

@@ -26,6 +26,7 @@ fn run(size: &'static str, cond: Cond, sent: u64, agent: Option<AgentRun>) -> Ru
         quiet_wait_s: 0.0,
         quiet: true,
         irq_work_interrupts: 0,
+        profile: None,
     }
 }
 
