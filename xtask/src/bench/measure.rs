@@ -333,16 +333,17 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let namespaces = [
+        let namespaces = vec![
             (ctx.topo.old.inode()?, "old service (its namespace)"),
             (ctx.topo.new.inode()?, "new service (its namespace)"),
             (ctx.topo.client.inode()?, "load generator (its namespace)"),
         ];
-        let parties = profile::parties(&namespaces, pid);
-        Some((
-            profile::Recording::start(&ctx.topo.dir.path, &label)?,
-            parties,
-        ))
+        Some(profile::Recording::start(
+            &ctx.topo.dir.path,
+            &label,
+            namespaces,
+            pid,
+        )?)
     } else {
         None
     };
@@ -366,7 +367,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
     };
 
     let profile = match recording {
-        Some((rec, parties)) => Some(rec.finish(&parties, pid, load.responses)?),
+        Some(rec) => Some(rec.finish(pid, load.responses)?),
         None => None,
     };
 

@@ -42,10 +42,29 @@ pub struct Recording {
     perf: Proc,
     data: PathBuf,
     jit_kallsyms: Option<String>,
+    /// Who is who, read once before the load and once while it runs (the
+    /// load generator starts after `start`).
+    parties: HashMap<i32, &'static str>,
+    later: Option<std::thread::JoinHandle<HashMap<i32, &'static str>>>,
 }
 
+/// How long into the load the second look at the processes is taken.
+const SECOND_LOOK: Duration = Duration::from_secs(2);
+
 impl Recording {
-    pub fn start(dir: &Path, label: &str) -> Result<Self> {
+    /// Starts perf. `namespaces` name the processes in each namespace (by
+    /// inode); `agent_pid` is the agent's, if one runs.
+    pub fn start(
+        dir: &Path,
+        label: &str,
+        namespaces: Vec<(u64, &'static str)>,
+        agent_pid: Option<i32>,
+    ) -> Result<Self> {
+        let parties_now = parties(&namespaces, agent_pid);
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(SECOND_LOOK);
+            parties(&namespaces, agent_pid)
+        });
         let jit_kallsyms = set_sysctl("/proc/sys/net/core/bpf_jit_kallsyms", "1")?;
         let data = dir.join(format!("perf-{label}.data"));
         let mut cmd = Command::new("perf");
@@ -62,19 +81,22 @@ impl Recording {
             perf,
             data,
             jit_kallsyms,
+            parties: parties_now,
+            later: Some(later),
         })
     }
 
-    /// Stops perf and summarises what it saw. `parties` names processes
-    /// (pid → who); `agent_pid` is the agent's, if one ran; `requests` are
-    /// the requests sent during the recording, for the per-request figures.
-    pub fn finish(
-        mut self,
-        parties: &HashMap<i32, &'static str>,
-        agent_pid: Option<i32>,
-        requests: u64,
-    ) -> Result<Profile> {
+    /// Stops perf and summarises what it saw. `agent_pid` is the agent's,
+    /// if one ran; `requests` are the requests sent during the recording,
+    /// for the per-request figures.
+    pub fn finish(mut self, agent_pid: Option<i32>, requests: u64) -> Result<Profile> {
         let st = self.perf.stop(libc::SIGINT, Duration::from_secs(60))?;
+        let mut parties = std::mem::take(&mut self.parties);
+        if let Some(later) = self.later.take() {
+            parties.extend(later.join().unwrap_or_default());
+        }
+        // The idle task (pid 0, "swapper") is every CPU's idle time.
+        parties.insert(0, "idle (no task ran)");
         if let Some(old) = self.jit_kallsyms.take() {
             let _ = fs::write("/proc/sys/net/core/bpf_jit_kallsyms", old);
         }
@@ -100,7 +122,7 @@ impl Recording {
                 .and_then(|p| p.trim().parse::<i32>().ok());
             let party = pid
                 .and_then(|p| parties.get(&p).copied())
-                .unwrap_or("other (kernel threads, idle work, the rest of the machine)");
+                .unwrap_or("other (kernel threads, the rest of the machine)");
             *who.entry(party).or_default() += share;
         }
         let mut parties_rows: Vec<Share> = who
@@ -333,7 +355,7 @@ fn set_sysctl(path: &str, value: &str) -> Result<Option<String>> {
 
 /// Every process on the machine whose network namespace is one of
 /// `namespaces` (inode → who), plus `agent_pid`: pid → who.
-pub fn parties(
+fn parties(
     namespaces: &[(u64, &'static str)],
     agent_pid: Option<i32>,
 ) -> HashMap<i32, &'static str> {
