@@ -27,7 +27,7 @@ use std::{
 
 pub use crate::{
     netns::{Netns, enter, unique},
-    process::{Proc, is_gone, status_kib},
+    process::{Proc, is_gone, net_namespace, pids, status_kib},
 };
 
 /// What went wrong, said the way the operator needs it.

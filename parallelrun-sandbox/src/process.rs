@@ -157,6 +157,30 @@ pub fn is_gone(pid: i32) -> bool {
     })
 }
 
+/// Every process running now (the numeric entries of `/proc`); empty when
+/// `/proc` cannot be read. A process may be gone by the time it is looked at.
+pub fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc").map_or_else(
+        |_| Vec::new(),
+        |dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        },
+    )
+}
+
+/// The inode of process `pid`'s network namespace (`/proc/PID/ns/net`,
+/// `net:[INODE]`), or `None` when the process is gone.
+pub fn net_namespace(pid: i32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    link.to_str()?
+        .strip_prefix("net:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in KiB.
 pub fn status_kib(pid: i32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");

@@ -40,6 +40,37 @@ enum Side {
     Host,
 }
 
+/// `parallelrun record` on `iface` in `ns`, writing a pcap and its final
+/// counters into a temporary directory; `args` go after `record`.
+struct Recording {
+    agent: Agent,
+    pcap: std::path::PathBuf,
+    stats: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Recording {
+    fn start(ns: &Netns, iface: &str, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("capture.pcap");
+        let stats = dir.path().join("stats.json");
+        let mut argv = vec!["record", "--iface", iface];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&[
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--stats-json",
+            stats.to_str().unwrap(),
+        ]);
+        Self {
+            agent: Agent::start(ns, &argv),
+            pcap,
+            stats,
+            _dir: dir,
+        }
+    }
+}
+
 /// Both directions of `conv`, rebuilt from the capture, equal what the client
 /// sent and received; the connection's SYNs and FINs were captured.
 fn assert_captured_exactly(packets: &[pcap::Packet], conv: &Conversation) -> usize {
@@ -66,28 +97,17 @@ fn capture_on_veth(family: Family, side: Side) {
     require_root();
     let pair = Pair::new(family);
     let server = Server::start(&pair.server, SocketAddr::new(pair.server_ip, 8080));
-    let dir = tempfile::tempdir().unwrap();
-    let pcap_path = dir.path().join("capture.pcap");
-    let stats_path = dir.path().join("stats.json");
     let (ns, iface) = match side {
         Side::Service => (&pair.server, &pair.server_if),
         Side::Host => (&pair.client, &pair.client_if),
     };
     let old = server.addr.to_string();
-    let mut agent = Agent::start(
-        ns,
-        &[
-            "record",
-            "--iface",
-            iface,
-            "--old",
-            &old,
-            "--pcap",
-            pcap_path.to_str().unwrap(),
-            "--stats-json",
-            stats_path.to_str().unwrap(),
-        ],
-    );
+    let Recording {
+        mut agent,
+        pcap: pcap_path,
+        stats: stats_path,
+        _dir,
+    } = Recording::start(ns, iface, &["--old", &old]);
 
     let addr = server.addr;
     let convs: Vec<Conversation> = pair.client.run(move || {
@@ -238,25 +258,16 @@ fn ring_buffer_overrun_is_counted_and_production_is_untouched() {
     require_root();
     let pair = Pair::new(Family::V4);
     let server = Server::start(&pair.server, SocketAddr::new(pair.server_ip, 8080));
-    let dir = tempfile::tempdir().unwrap();
-    let pcap_path = dir.path().join("small.pcap");
-    let stats_path = dir.path().join("stats.json");
     let old = server.addr.to_string();
-    let mut agent = Agent::start(
+    let Recording {
+        mut agent,
+        pcap: pcap_path,
+        stats: stats_path,
+        _dir,
+    } = Recording::start(
         &pair.server,
-        &[
-            "record",
-            "--iface",
-            &pair.server_if,
-            "--old",
-            &old,
-            "--ring-size",
-            "16KiB",
-            "--pcap",
-            pcap_path.to_str().unwrap(),
-            "--stats-json",
-            stats_path.to_str().unwrap(),
-        ],
+        &pair.server_if,
+        &["--old", &old, "--ring-size", "16KiB"],
     );
     let addr = server.addr;
     let convs = pair.client.run(move || {
@@ -327,24 +338,15 @@ fn missing_interface_is_a_clear_error() {
 fn malformed_headers_pass_are_counted_and_never_recorded() {
     require_root();
     let pair = Pair::new(Family::V4);
-    let dir = tempfile::tempdir().unwrap();
-    let pcap_path = dir.path().join("malformed.pcap");
-    let stats_path = dir.path().join("stats.json");
-    let mut agent = Agent::start(
+    let Recording {
+        mut agent,
+        pcap: pcap_path,
+        stats: stats_path,
+        _dir,
+    } = Recording::start(
         &pair.server,
-        &[
-            "record",
-            "--iface",
-            &pair.server_if,
-            "--old",
-            "10.77.0.1:8080",
-            "--old",
-            "10.77.0.1:1",
-            "--pcap",
-            pcap_path.to_str().unwrap(),
-            "--stats-json",
-            stats_path.to_str().unwrap(),
-        ],
+        &pair.server_if,
+        &["--old", "10.77.0.1:8080", "--old", "10.77.0.1:1"],
     );
 
     let server_mac = raw::mac(&pair.server, &pair.server_if);
@@ -559,25 +561,16 @@ fn sampling_by_connection(family: Family) {
     const CONNS: usize = 40;
     let pair = Pair::new(family);
     let server = Server::start(&pair.server, SocketAddr::new(pair.server_ip, 8080));
-    let dir = tempfile::tempdir().unwrap();
-    let pcap_path = dir.path().join("capture.pcap");
-    let stats_path = dir.path().join("stats.json");
     let old = server.addr.to_string();
-    let mut agent = Agent::start(
+    let Recording {
+        mut agent,
+        pcap: pcap_path,
+        stats: stats_path,
+        _dir,
+    } = Recording::start(
         &pair.server,
-        &[
-            "record",
-            "--iface",
-            &pair.server_if,
-            "--old",
-            &old,
-            "--sample",
-            "0.5",
-            "--pcap",
-            pcap_path.to_str().unwrap(),
-            "--stats-json",
-            stats_path.to_str().unwrap(),
-        ],
+        &pair.server_if,
+        &["--old", &old, "--sample", "0.5"],
     );
     let addr = server.addr;
     let convs: Vec<Conversation> = pair.client.run(move || {

@@ -1,6 +1,6 @@
 use std::{os::unix::process::ExitStatusExt as _, process::Command, time::Duration};
 
-use super::{Proc, is_gone, status_kib};
+use super::{Proc, is_gone, net_namespace, pids, status_kib};
 
 #[test]
 fn stop_sends_the_signal_and_reaps() {
@@ -49,4 +49,14 @@ fn status_fields() {
     assert!(status_kib(me, "VmRSS").unwrap() > 0);
     let e = status_kib(me, "NoSuchField").unwrap_err();
     assert!(e.to_string().contains("no NoSuchField in /proc/"), "{e}");
+}
+
+#[test]
+fn lists_processes_and_reads_their_network_namespace() {
+    let me = std::process::id() as i32;
+    assert!(pids().contains(&me));
+    let mine = net_namespace(me).expect("this process has a network namespace");
+    let link = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(link.to_str().unwrap(), format!("net:[{mine}]"));
+    assert_eq!(net_namespace(i32::MAX), None);
 }

@@ -360,47 +360,26 @@ fn parties(
     agent_pid: Option<i32>,
 ) -> HashMap<i32, &'static str> {
     let mut out = HashMap::new();
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // Threads are sampled under their own tid: name every task.
-        let tasks: Vec<i32> = fs::read_dir(entry.path().join("task"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|t| t.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+    for pid in parallelrun_sandbox::pids() {
         let party = if Some(pid) == agent_pid {
             Some("agent")
         } else {
-            fs::read_link(entry.path().join("ns/net"))
-                .ok()
-                .and_then(|l| namespace_inode(&l.to_string_lossy()))
+            parallelrun_sandbox::net_namespace(pid)
                 .and_then(|ino| namespaces.iter().find(|(i, _)| *i == ino))
                 .map(|(_, who)| *who)
         };
-        if let Some(who) = party {
-            out.insert(pid, who);
-            for t in tasks {
-                out.insert(t, who);
+        let Some(who) = party else { continue };
+        out.insert(pid, who);
+        // Threads are sampled under their own tid: name every task.
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse().ok()) {
+                    out.insert(tid, who);
+                }
             }
         }
     }
     out
-}
-
-/// `net:[4026532000]` → 4026532000.
-fn namespace_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
 #[cfg(test)]
@@ -415,12 +394,6 @@ mod tests {
         assert!((rows[0].0 - 4.23).abs() < 1e-9);
         assert_eq!(rows[0].1[0].trim(), "8001:nginx");
         assert_eq!(rows[1].1.len(), 2);
-    }
-
-    #[test]
-    fn reads_namespace_inodes() {
-        assert_eq!(namespace_inode("net:[4026532000]"), Some(4026532000));
-        assert_eq!(namespace_inode("mnt:[1]"), None);
     }
 
     #[test]

@@ -230,25 +230,13 @@ impl ForeignCpu {
         let me = std::process::id() as i32;
         let tck = clock_ticks_per_sec();
         let mut out = HashMap::new();
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return out;
-        };
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
+        for pid in parallelrun_sandbox::pids() {
             if pid == me {
                 continue;
             }
-            let Ok(link) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            let Some(ino) = parallelrun_sandbox::net_namespace(pid) else {
                 continue;
             };
-            let ino = link
-                .to_string_lossy()
-                .trim_start_matches("net:[")
-                .trim_end_matches(']')
-                .parse::<u64>()
-                .unwrap_or(0);
             if self.ours.contains(&ino) {
                 continue;
             }
@@ -361,15 +349,9 @@ pub fn thread_policies(pid: i32) -> Vec<(i32, u64)> {
 
 /// Pids of the processes whose network namespace has inode `ns`.
 pub fn pids_in_netns(ns: u64) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
-            (link.to_string_lossy() == format!("net:[{ns}]")).then_some(pid)
-        })
+    parallelrun_sandbox::pids()
+        .into_iter()
+        .filter(|&pid| parallelrun_sandbox::net_namespace(pid) == Some(ns))
         .collect()
 }
 

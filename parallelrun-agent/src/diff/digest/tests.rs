@@ -2,39 +2,11 @@
 //! every content coding gives the digest of the decoded bytes, and what
 //! cannot be decoded is digested as sent.
 
-use std::io::Write as _;
-
 use proptest::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::*;
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn raw_deflate(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn brotli(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    {
-        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-        w.write_all(data).unwrap();
-    }
-    out
-}
+use crate::diff::tests::{brotli, gzip, raw_deflate, zlib};
 
 fn codings(list: &[&str]) -> Vec<String> {
     list.iter().map(|c| (*c).to_owned()).collect()
