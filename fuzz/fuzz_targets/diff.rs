@@ -212,6 +212,7 @@ fuzz_target!(|data: &[u8]| {
         secondary: None,
         differences: reported,
         omitted: raw.omitted,
+        body_by_digest: raw.body_by_digest,
         noise_unchecked: None,
         error: None,
     };
