@@ -51,20 +51,7 @@ fn methods_fractions_and_prefixes() {
 
 #[test]
 fn run_defaults_replay_only_safe_methods() {
-    let cli = Cli::try_parse_from([
-        "parallelrun",
-        "run",
-        "--iface",
-        "lo",
-        "--old",
-        ":80",
-        "--new",
-        "127.0.0.1:81",
-    ])
-    .unwrap();
-    let Command::Run(args) = cli.command else {
-        panic!("not run")
-    };
+    let args = run_args(&[]).unwrap();
     assert_eq!(args.pipeline.methods, ["GET", "HEAD", "OPTIONS"]);
     assert_eq!(args.pipeline.metrics.to_string(), "127.0.0.1:9464");
 }
