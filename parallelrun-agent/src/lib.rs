@@ -15,6 +15,7 @@ use tracing_subscriber as _;
 
 pub mod capture;
 pub mod diff;
+pub mod endpoint;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -26,3 +27,4 @@ pub mod report;
 pub mod service;
 pub mod shutdown;
 pub mod stream;
+pub mod summary;
