@@ -9,7 +9,6 @@
 // dependencies); named here so that `unused_crate_dependencies` still checks
 // every other one.
 use anyhow as _;
-use base64 as _;
 use clap as _;
 use tracing_subscriber as _;
 

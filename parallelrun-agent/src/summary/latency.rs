@@ -1,53 +1,91 @@
 //! A latency distribution: an HdrHistogram of microseconds (1 µs to 1 h,
-//! 3 significant digits), mergeable by addition, carried in JSON as its
-//! V2-deflate serialisation in base64 beside a few readable figures.
+//! 3 significant digits), mergeable by addition, carried in JSON as its V2
+//! deflate serialisation in base64 beside a few readable figures.
+//!
+//! HdrHistogram rather than fixed buckets: quantiles stay within 0.1 % at
+//! any latency, two histograms add into exactly the one that would have
+//! recorded both sets of values (what merging agents' summaries needs), and
+//! its serialisation is a format other tools read.
 
-use serde::{Deserialize, Serialize};
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use hdrhistogram::{
+    Histogram,
+    serialization::{Deserializer, Serializer as _, V2DeflateSerializer},
+};
+use serde::{Deserialize, Serialize, de::Error as _, ser::Error as _};
+
+/// Lowest and highest latency recorded, in µs; values outside are clamped.
+const LOWEST_US: u64 = 1;
+const HIGHEST_US: u64 = 3_600_000_000;
+const SIGFIG: u8 = 3;
 
 /// A latency histogram. In JSON: `{"count", "p50_ms", "p99_ms", "max_ms",
 /// "hdr"}`; on read only `hdr` is decoded, `count` is checked against it and
 /// the figures are recomputed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Latency {
-    // TODO(helper): hdrhistogram::Histogram<u64>
+    hist: Histogram<u64>,
+}
+
+fn empty() -> Histogram<u64> {
+    // The bounds are constants that HdrHistogram accepts (low ≥ 1,
+    // high ≥ 2 × low, sigfig ≤ 5): creation cannot fail.
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG)
+        .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
 }
 
 impl Latency {
     pub fn new() -> Self {
-        todo!()
+        Self { hist: empty() }
     }
 
-    /// Records one latency (clamped to the histogram's range).
+    /// Records one latency (clamped to 1 µs ..= 1 h).
     pub fn record_ns(&mut self, ns: u64) {
-        let _ = ns;
-        todo!()
+        self.hist
+            .saturating_record((ns / 1000).clamp(LOWEST_US, HIGHEST_US));
     }
 
     pub fn count(&self) -> u64 {
-        todo!()
+        self.hist.len()
     }
 
     /// The value at quantile `q` (0..=1) in milliseconds; `None` when empty.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let _ = q;
-        todo!()
+        (self.count() > 0).then(|| self.hist.value_at_quantile(q) as f64 / 1000.0)
     }
 
-    /// Values ≤ `le_seconds` (for Prometheus buckets).
+    /// The largest value in milliseconds; `None` when empty.
+    pub fn max_ms(&self) -> Option<f64> {
+        (self.count() > 0).then(|| self.hist.max() as f64 / 1000.0)
+    }
+
+    /// Values ≤ `le_seconds` (for Prometheus buckets; at the histogram's
+    /// resolution).
     pub fn count_le(&self, le_seconds: f64) -> u64 {
-        let _ = le_seconds;
-        todo!()
+        let us = (le_seconds * 1e6).clamp(0.0, HIGHEST_US as f64) as u64;
+        if us < LOWEST_US {
+            return 0;
+        }
+        self.hist.count_between(0, us)
     }
 
-    /// Sum of recorded values in seconds (approximate: bucket midpoints).
+    /// Sum of the recorded values in seconds (from the histogram's mean, so
+    /// at its resolution).
     pub fn sum_seconds(&self) -> f64 {
-        todo!()
+        self.hist.mean() * self.count() as f64 / 1e6
     }
 
-    /// Adds `other`'s values.
+    /// Adds `other`'s values: the result is the histogram that would have
+    /// recorded both.
     pub fn add(&mut self, other: &Latency) {
-        let _ = other;
-        todo!()
+        // Same bounds on both sides (every `Latency` is made by `empty` or
+        // re-recorded into it on read), so addition cannot overflow the range.
+        if self.hist.add(&other.hist).is_err() {
+            for v in other.hist.iter_recorded() {
+                self.hist
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
     }
 }
 
@@ -57,20 +95,119 @@ impl Default for Latency {
     }
 }
 
-impl PartialEq for Latency {
-    fn eq(&self, _other: &Self) -> bool {
-        todo!()
-    }
+/// The JSON form.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    count: u64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    max_ms: Option<f64>,
+    /// V2 deflate serialisation, base64.
+    hdr: String,
 }
 
 impl Serialize for Latency {
-    fn serialize<S: serde::Serializer>(&self, _s: S) -> Result<S::Ok, S::Error> {
-        todo!()
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&self.hist, &mut bytes)
+            .map_err(|e| S::Error::custom(format!("cannot encode a latency histogram: {e:?}")))?;
+        Wire {
+            count: self.count(),
+            p50_ms: self.quantile_ms(0.5),
+            p99_ms: self.quantile_ms(0.99),
+            max_ms: self.max_ms(),
+            hdr: BASE64.encode(bytes),
+        }
+        .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Latency {
-    fn deserialize<D: serde::Deserializer<'de>>(_d: D) -> Result<Self, D::Error> {
-        todo!()
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        let bytes = BASE64
+            .decode(wire.hdr.as_bytes())
+            .map_err(|e| D::Error::custom(format!("latency histogram is not base64: {e}")))?;
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| D::Error::custom(format!("latency histogram is corrupt: {e:?}")))?;
+        // Re-recorded into this build's bounds, whatever the writer's were.
+        let mut hist = empty();
+        for v in decoded.iter_recorded() {
+            hist.saturating_record_n(
+                v.value_iterated_to().clamp(LOWEST_US, HIGHEST_US),
+                v.count_at_value(),
+            );
+        }
+        if hist.len() != wire.count {
+            return Err(D::Error::custom(format!(
+                "latency histogram holds {} values but says count {}",
+                hist.len(),
+                wire.count
+            )));
+        }
+        Ok(Self { hist })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_within_the_resolution() {
+        let mut l = Latency::new();
+        for ms in 1..=100 {
+            l.record_ns(ms * 1_000_000);
+        }
+        assert_eq!(l.count(), 100);
+        let p50 = l.quantile_ms(0.5).unwrap();
+        let p99 = l.quantile_ms(0.99).unwrap();
+        assert!((p50 - 50.0).abs() < 0.1, "{p50}");
+        assert!((p99 - 99.0).abs() < 0.1, "{p99}");
+        assert_eq!(l.count_le(0.010), 10);
+        assert!((l.sum_seconds() - 5.05).abs() < 0.01);
+        assert_eq!(Latency::new().quantile_ms(0.5), None);
+    }
+
+    #[test]
+    fn adding_equals_recording_both() {
+        let (mut a, mut b, mut both) = (Latency::new(), Latency::new(), Latency::new());
+        for i in 0..1000u64 {
+            let ns = i * 7919 % 50_000_000;
+            if i % 3 == 0 { &mut a } else { &mut b }.record_ns(ns);
+            both.record_ns(ns);
+        }
+        a.add(&b);
+        assert_eq!(a, both);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_every_value() {
+        let mut l = Latency::new();
+        for ns in [500, 1_000, 250_000, 3_000_000_000, u64::MAX] {
+            l.record_ns(ns);
+        }
+        let json = serde_json::to_string(&l).unwrap();
+        let back: Latency = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn corrupt_or_inconsistent_histograms_are_refused() {
+        let mut l = Latency::new();
+        l.record_ns(1_000_000);
+        let mut v = serde_json::to_value(&l).unwrap();
+        v["count"] = 2.into();
+        let e = serde_json::from_value::<Latency>(v.clone()).unwrap_err();
+        assert!(e.to_string().contains("holds 1 values"), "{e}");
+        v["hdr"] = "bm90IGEgaGlzdG9ncmFt".into();
+        let e = serde_json::from_value::<Latency>(v.clone()).unwrap_err();
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        v["hdr"] = "!!".into();
+        let e = serde_json::from_value::<Latency>(v).unwrap_err();
+        assert!(e.to_string().contains("base64"), "{e}");
     }
 }
