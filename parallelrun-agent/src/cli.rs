@@ -11,7 +11,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 
-use parallelrun_agent::service::ServiceAddr;
+use parallelrun_agent::{endpoint::Pattern, service::ServiceAddr};
 
 use crate::priority::Priority;
 
@@ -39,6 +39,108 @@ pub enum Command {
     /// Write the old service's HTTP exchanges (live or from a pcap) as JSON
     /// Lines, without replaying anything.
     Exchanges(ExchangesArgs),
+    /// Per-endpoint results of one or more summaries (`run`/`replay
+    /// --summary`), merged: a table ranked by impact, or --html / --json.
+    Report(ReportArgs),
+    /// Is the new version ready to take over? Judges one or more summaries
+    /// (merged). Exit 0: ready; 1: not ready (which endpoints, which rule);
+    /// 2: not enough data; 3: the summaries or flags cannot be used.
+    Verdict(VerdictCmdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Summary files (several agents or runs are merged).
+    #[arg(value_name = "SUMMARY", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write one self-contained HTML page (charts, top differing
+    /// fields, copy-as-curl) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Print the merged summary as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Colour: auto (on a terminal), always or never.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VerdictCmdArgs {
+    /// Summary files (several agents or runs are merged).
+    #[arg(value_name = "SUMMARY", required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub rules: VerdictArgs,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The rules of a cutover verdict: `verdict`, and `run`/`replay
+/// --until-verdict`.
+#[derive(Debug, Args)]
+pub struct VerdictArgs {
+    /// Highest mismatched / compared allowed on any endpoint in scope.
+    #[arg(long, value_name = "RATE", default_value_t = 0.01, value_parser = parse_rate)]
+    pub max_mismatch_rate: f64,
+    /// Highest new / secondary latency allowed at p50 and p99 on any
+    /// endpoint in scope (needs --secondary). Not judged when absent.
+    #[arg(long, value_name = "X", value_parser = parse_ratio)]
+    pub max_latency_ratio: Option<f64>,
+    /// Compared requests every endpoint in scope needs to be judged.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub min_compared: u64,
+    /// Endpoints judged, as --endpoint patterns (e.g. 'GET /users/{id}').
+    /// Repeat for several. Default: every endpoint with a compared request.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_endpoint)]
+    pub endpoint_scope: Vec<Pattern>,
+}
+
+/// Per-endpoint results: shared by `run` and `replay`.
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    /// Write per-endpoint results to this JSON file, rewritten atomically
+    /// every --summary-every and at exit; read it with `parallelrun report`
+    /// and `parallelrun verdict`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// How often the summary file is rewritten.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub summary_every: Duration,
+    /// Endpoint template, e.g. 'GET /users/{id}' or '/static/{path*}'
+    /// (any method); first match wins, before inference. Repeat for several.
+    #[arg(long = "endpoint", value_name = "PATTERN", value_parser = parse_endpoint)]
+    pub endpoints: Vec<Pattern>,
+    /// Endpoints kept apart at most; requests of further ones are counted
+    /// under `other`. Also bounds the `endpoint` label of the metrics.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_endpoints: u32,
+    /// Distinct values a path segment takes (under the same prefix) before
+    /// it is learned to be a parameter ({param}).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub learn_after: u32,
+    /// Difference locations kept per endpoint; further ones are counted
+    /// together.
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_locations: u32,
+    /// Latency regression: an endpoint whose new latency is above this many
+    /// times the secondary's, at p50 or p99 ...
+    #[arg(long, value_name = "X", default_value_t = 1.2, value_parser = parse_ratio)]
+    pub regression_ratio: f64,
+    /// ... and at least this many milliseconds above it ...
+    #[arg(long, value_name = "MS", default_value_t = 1.0, value_parser = parse_ms)]
+    pub regression_min_delta: f64,
+    /// ... with at least this many values on both sides.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub regression_min_samples: u64,
+    /// Stop as soon as the verdict (see `parallelrun verdict`) is decided,
+    /// ready or not ready, and exit with its code (0 or 1); at the end of
+    /// the input or --duration without one, exit 2.
+    #[arg(long)]
+    pub until_verdict: bool,
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +333,8 @@ pub struct PipelineArgs {
     /// Also write the final counters as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub results: ResultsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -316,7 +420,11 @@ impl Cli {
             Command::Run(a) => Some(a.priority.priority),
             Command::Record(a) => Some(a.priority.priority),
             Command::Exchanges(a) if a.iface.is_some() => Some(a.priority.priority),
-            Command::Exchanges(_) | Command::Replay(_) | Command::Tail(_) => None,
+            Command::Exchanges(_)
+            | Command::Replay(_)
+            | Command::Tail(_)
+            | Command::Report(_)
+            | Command::Verdict(_) => None,
         }
     }
 
@@ -399,6 +507,46 @@ pub fn parse_fraction(s: &str) -> Result<f64, String> {
         return Err(format!("'{s}': give a fraction above 0 and at most 1"));
     }
     Ok(v)
+}
+
+/// Parses a rate in [0, 1].
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number: give a rate such as 0.01"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("'{s}': give a rate from 0 to 1 (0.01 is 1 %)"));
+    }
+    Ok(v)
+}
+
+/// Parses a ratio of at least 1 (new / secondary).
+pub fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number: give a ratio such as 1.2"))?;
+    if !(v.is_finite() && v >= 1.0) {
+        return Err(format!(
+            "'{s}': give a ratio of at least 1 (1.2 is 20 % slower)"
+        ));
+    }
+    Ok(v)
+}
+
+/// Parses a non-negative number of milliseconds.
+pub fn parse_ms(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of milliseconds"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("'{s}': give milliseconds, 0 or more"));
+    }
+    Ok(v)
+}
+
+/// Parses an endpoint pattern (`GET /users/{id}`).
+pub fn parse_endpoint(s: &str) -> Result<Pattern, String> {
+    Pattern::parse(s).map_err(|e| e.to_string())
 }
 
 /// Parses a positive number of seconds (fractions allowed).

@@ -12,7 +12,9 @@ mod live;
 mod memory;
 mod priority;
 mod record;
+mod results;
 mod run;
+mod summaries;
 mod tail;
 
 use clap::Parser;
@@ -20,7 +22,33 @@ use cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `verdict`'s exit codes 1 and 2 are decisions: its usage errors
+            // exit 3, like its other errors.
+            let verdict = std::env::args().nth(1).as_deref() == Some("verdict");
+            if verdict && e.use_stderr() {
+                let _ = e.print();
+                return std::process::ExitCode::from(summaries::VERDICT_ERROR);
+            }
+            e.exit()
+        }
+    };
+    // Offline commands that print results need no runtime.
+    match cli.command {
+        Command::Verdict(args) => return summaries::verdict(args),
+        Command::Report(args) => {
+            return match summaries::report(args) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cli.log_level())),
@@ -51,16 +79,18 @@ fn main() -> std::process::ExitCode {
         priority::check_threads(p);
     }
     let done = runtime.block_on(async move {
+        let ok = |()| std::process::ExitCode::SUCCESS;
         match cli.command {
-            Command::Record(args) => record::run(args).await,
+            Command::Record(args) => record::run(args).await.map(ok),
             Command::Run(args) => run::live(args).await,
             Command::Replay(args) => run::offline(args).await,
-            Command::Tail(args) => tail::run(args).await,
-            Command::Exchanges(args) => exchanges::run(args).await,
+            Command::Tail(args) => tail::run(args).await.map(ok),
+            Command::Exchanges(args) => exchanges::run(args).await.map(ok),
+            Command::Report(_) | Command::Verdict(_) => Ok(std::process::ExitCode::SUCCESS),
         }
     });
     match done {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

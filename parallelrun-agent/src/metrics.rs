@@ -17,6 +17,9 @@
 //! | `reassembly_connections`, `reassembly_buffered_bytes` | gauge | |
 //! | `old_latency_seconds`, `new_latency_seconds` | histogram | |
 //!
+//! and, when the run keeps per-endpoint results, the series of
+//! [`endpoints`](mod@endpoints) (`endpoint_requests_total` and others).
+//!
 //! Label values come from fixed sets (enums and `&'static str`), so the
 //! number of series is bounded.
 
@@ -53,7 +56,9 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{capture::KernelCounters, model::LossCause};
+use crate::{capture::KernelCounters, model::LossCause, summary::Results};
+
+mod endpoints;
 
 /// Upper bounds of the latency histograms, in seconds: 0.5 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 15] = [
@@ -197,6 +202,11 @@ impl Metrics {
     /// All metrics registered, at zero; every `reason` and `cause` label
     /// value is present from the start.
     pub fn new() -> Arc<Self> {
+        Self::with_endpoints(None)
+    }
+
+    /// As [`Metrics::new`], with the per-endpoint series of `results` too.
+    pub fn with_endpoints(results: Option<Arc<Mutex<Results>>>) -> Arc<Self> {
         let mut registry = Registry::with_prefix("parallelrun");
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
@@ -302,6 +312,9 @@ impl Metrics {
             new_latency.clone(),
         );
 
+        if let Some(results) = results {
+            registry.register_collector(Box::new(endpoints::EndpointCollector { results }));
+        }
         Arc::new(Self {
             registry,
             captured,

@@ -5,6 +5,7 @@ use std::{
     fs,
     net::SocketAddr,
     path::Path,
+    process::ExitCode,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,6 +26,7 @@ use parallelrun_agent::{
     report::log::{LogConfig, MismatchLog},
     service::ServiceAddr,
     shutdown::Shutdown,
+    summary::{Results, verdict::Decision},
 };
 use parallelrun_common::Counter;
 use serde::Serialize;
@@ -32,7 +34,7 @@ use tracing::{info, warn};
 
 use crate::{
     cli::{PipelineArgs, ReplayArgs, RunArgs, SampleBy},
-    live, memory,
+    live, memory, results, summaries,
 };
 
 /// Packets read from a pcap per slice.
@@ -42,7 +44,7 @@ const PROGRESS_EVERY: u32 = 5;
 
 /// Final counters of a run: printed, and written by `--stats-json`.
 #[derive(Serialize)]
-struct Summary<'a> {
+struct Stats<'a> {
     seconds: f64,
     requests_seen: u64,
     unaccounted: i128,
@@ -56,7 +58,7 @@ struct Summary<'a> {
     malformed_records: u64,
 }
 
-impl<'a> Summary<'a> {
+impl<'a> Stats<'a> {
     /// The pipeline's counters; the caller adds what its source knows.
     fn new(p: &'a Pipeline, started: Instant) -> Self {
         Self {
@@ -78,10 +80,18 @@ struct Setup {
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
     log_path: std::path::PathBuf,
+    /// Per-endpoint results, when kept.
+    results: Option<results::Output>,
 }
 
 impl Setup {
-    async fn new(args: &PipelineArgs, old: &[ServiceAddr], offline: bool) -> anyhow::Result<Self> {
+    /// `input` names what the run reads (`iface:eth0`, `pcap:FILE`).
+    async fn new(
+        args: &PipelineArgs,
+        old: &[ServiceAddr],
+        offline: bool,
+        input: String,
+    ) -> anyhow::Result<Self> {
         let mut targets = vec![("--new", args.new)];
         if let Some(s) = args.secondary {
             targets.push(("--secondary", s));
@@ -126,6 +136,19 @@ impl Setup {
         log_cfg
             .redact_headers
             .extend(args.redact_header.iter().map(|h| h.to_ascii_lowercase()));
+        let output = results::Output::new(
+            &args.results,
+            !args.no_metrics,
+            Results::new(
+                results::rules(&args.results),
+                results::source(
+                    input,
+                    args.new.to_string(),
+                    args.secondary.map(|s| s.to_string()),
+                ),
+                log_cfg.redact_headers.clone(),
+            ),
+        );
         let log = MismatchLog::open(log_cfg)?;
         let replayer = |target: SocketAddr| {
             Replayer::new(ReplayConfig {
@@ -180,8 +203,10 @@ impl Setup {
             drain_timeout: args.timeout + Duration::from_secs(1),
             max_queue: args.max_queue.get(),
             max_queue_bytes: usize::try_from(args.max_queue_bytes).unwrap_or(usize::MAX),
+            endpoints: results::endpoints(&args.results),
+            results: output.as_ref().map(results::Output::results),
         };
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_endpoints(output.as_ref().map(results::Output::results));
         if !args.no_metrics {
             // Served until the process exits.
             let bound = metrics::serve(args.metrics, Arc::clone(&metrics), std::future::pending())
@@ -205,6 +230,7 @@ impl Setup {
             pipeline: Pipeline::new(cfg, targets, log, Arc::clone(&metrics)),
             metrics,
             log_path: args.log.clone(),
+            results: output,
         })
     }
 }
@@ -230,6 +256,9 @@ fn progress(p: &Pipeline, started: Instant) {
 /// Live from the ring buffer into the pipeline.
 struct Live<'a> {
     pipeline: &'a mut Pipeline,
+    results: Option<&'a mut results::Output>,
+    /// The verdict `--until-verdict` stops on, once decided.
+    decided: Option<Decision>,
     metrics: &'a Metrics,
     clock: Clock,
     started: Instant,
@@ -266,16 +295,24 @@ impl live::Handler for Live<'_> {
         }
         pipeline.tick(wall_ns());
         pipeline.dispatch().await;
+        if let Some(out) = self.results.as_deref_mut() {
+            self.decided = self.decided.or(out.tick());
+        }
         self.ticks += 1;
         if self.ticks.is_multiple_of(PROGRESS_EVERY) {
             progress(pipeline, self.started);
         }
     }
+
+    fn stop(&self) -> Option<&'static str> {
+        self.decided.map(|_| "verdict decided")
+    }
 }
 
 /// `parallelrun run`: live from the ring buffer.
-pub async fn live(args: RunArgs) -> anyhow::Result<()> {
-    let mut setup = Setup::new(&args.pipeline, &args.capture.old, false).await?;
+pub async fn live(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let input = format!("iface:{}", args.capture.iface);
+    let mut setup = Setup::new(&args.pipeline, &args.capture.old, false, input).await?;
     let mut capture = Capture::attach(&CaptureConfig {
         iface: args.capture.iface.clone(),
         services: args.capture.old.clone(),
@@ -285,6 +322,8 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut h = Live {
         pipeline: &mut setup.pipeline,
+        results: setup.results.as_mut(),
+        decided: None,
         metrics: &setup.metrics,
         clock: capture.clock(),
         started,
@@ -296,22 +335,25 @@ pub async fn live(args: RunArgs) -> anyhow::Result<()> {
     let malformed = h.malformed;
     let pipeline = &mut setup.pipeline;
     pipeline.finish().await;
-    let mut summary = Summary::new(pipeline, started);
-    summary.kernel = Some(capture.kernel_counters());
-    summary.malformed_records = malformed;
-    finish(
-        &summary,
+    let mut stats = Stats::new(pipeline, started);
+    stats.kernel = Some(capture.kernel_counters());
+    stats.malformed_records = malformed;
+    let code = finish(
+        &stats,
+        setup.results.as_mut(),
         &setup.log_path,
         args.pipeline.stats_json.as_deref(),
     )?;
-    stopped.into_result(&args.capture.iface)
+    stopped.into_result(&args.capture.iface)?;
+    Ok(code)
 }
 
 /// `parallelrun replay`: offline from a pcap file.
-pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
+pub async fn offline(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut source = PcapSource::open(&args.pcap, &args.old)?;
     source.sample_connections(connection_threshold(&args.pipeline));
-    let mut setup = Setup::new(&args.pipeline, &args.old, true).await?;
+    let input = format!("pcap:{}", args.pcap.display());
+    let mut setup = Setup::new(&args.pipeline, &args.old, true, input).await?;
     let pipeline = &mut setup.pipeline;
     let started = Instant::now();
     let mut shutdown = Shutdown::new(args.duration)?;
@@ -330,6 +372,11 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
             reason = shutdown.wait() => { stopped = Some(reason); }
         }
         pipeline.tick(last_ts);
+        if let Some(out) = setup.results.as_mut()
+            && out.tick().is_some()
+        {
+            stopped = Some("verdict decided");
+        }
         if last_progress.elapsed() >= Duration::from_secs(PROGRESS_EVERY.into()) {
             progress(pipeline, started);
             last_progress = Instant::now();
@@ -342,14 +389,17 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<()> {
         info!(reason, "stopping before the end of the file");
     }
     pipeline.finish().await;
-    let mut summary = Summary::new(pipeline, started);
-    summary.pcap = Some(source.stats().clone());
+    let mut stats = Stats::new(pipeline, started);
+    stats.pcap = Some(source.stats().clone());
     source.warn_if_nothing_found();
-    finish(
-        &summary,
+    let code = finish(
+        &stats,
+        setup.results.as_mut(),
         &setup.log_path,
         args.pipeline.stats_json.as_deref(),
-    )
+    );
+    drop(stats);
+    code
 }
 
 /// The kernel's (or the pcap reader's) connection-sampling threshold.
@@ -360,7 +410,14 @@ fn connection_threshold(args: &PipelineArgs) -> u64 {
     }
 }
 
-fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Result<()> {
+/// Prints the final counters, writes `--stats-json` and the final summary;
+/// the exit code is the verdict's with `--until-verdict`.
+fn finish(
+    s: &Stats<'_>,
+    results: Option<&mut results::Output>,
+    log: &Path,
+    stats_json: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let o = &s.outcomes;
     eprintln!(
         "parallelrun: {} requests seen in {:.1}s: {} matched, {} mismatched, {} noise, \
@@ -428,5 +485,9 @@ fn finish(s: &Summary<'_>, log: &Path, stats_json: Option<&Path>) -> anyhow::Res
         fs::write(path, serde_json::to_vec_pretty(s)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    let decision = match results {
+        Some(out) => out.finish()?,
+        None => None,
+    };
+    Ok(decision.map_or(ExitCode::SUCCESS, |d| ExitCode::from(summaries::code(d))))
 }

@@ -76,19 +76,23 @@ pub(super) struct Mismatch {
     pub body_by_digest: bool,
 }
 
-/// Compares `new` (and the `secondary`'s answer) with `ex`'s old response
-/// (see the [module docs](self) for the rules).
+/// Compares `new` (and the `secondary`'s answer) with `ex`'s old response,
+/// `endpoint` being its [`crate::endpoint`] (see the [module docs](self) for
+/// the rules). Also returns every old ↔ new difference found, noise or not
+/// (for the per-endpoint results).
 pub(super) fn judge(
     cfg: &DiffConfig,
     endpoints: &Mutex<EndpointNoise>,
+    endpoint: &str,
     ex: &Exchange,
     new: &Response,
     secondary: Secondary<'_>,
-) -> Verdict {
+) -> (Verdict, Vec<Difference>) {
     let raw = diff::compare(cfg, &ex.response, new);
     if raw.is_match() {
-        return Verdict::Matched;
+        return (Verdict::Matched, Vec::new());
     }
+    let all = raw.differences.clone();
     let (noise_diffs, noise_unchecked) = match secondary {
         Secondary::None => (Vec::new(), None),
         Secondary::Answered(s) => (diff::compare(cfg, &ex.response, s).differences, None),
@@ -97,18 +101,16 @@ pub(super) fn judge(
     // Without a secondary there are no statistics to learn or consult.
     let endpoint = match secondary {
         Secondary::None => None,
-        Secondary::Answered(_) | Secondary::Failed(_) => {
-            Some(noise::endpoint_key(&ex.request.method, &ex.request.target))
-        }
+        Secondary::Answered(_) | Secondary::Failed(_) => Some(endpoint),
     };
-    if let (Secondary::Answered(_), Some(endpoint)) = (secondary, &endpoint)
+    if let (Secondary::Answered(_), Some(endpoint)) = (secondary, endpoint)
         && let Ok(mut stats) = endpoints.lock()
     {
         stats.observe(endpoint, &raw.differences, &noise_diffs);
     }
     let (mut reported, suppressed) = noise::cancel(raw.differences, &noise_diffs);
     let mut suppressed = suppressed.len();
-    if let Some(endpoint) = &endpoint
+    if let Some(endpoint) = endpoint
         && !reported.is_empty()
         && let Ok(stats) = endpoints.lock()
     {
@@ -117,17 +119,18 @@ pub(super) fn judge(
         suppressed += before - reported.len();
     }
     if reported.is_empty() && raw.omitted == 0 {
-        return Verdict::Noise { suppressed };
+        return (Verdict::Noise { suppressed }, all);
     }
     let omitted = reported.len().saturating_sub(MAX_LISTED) + raw.omitted;
     reported.truncate(MAX_LISTED);
-    Verdict::Mismatched(Mismatch {
+    let m = Mismatch {
         listed: reported,
         omitted,
         suppressed,
         noise_unchecked,
         body_by_digest: raw.body_by_digest,
-    })
+    };
+    (Verdict::Mismatched(m), all)
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //!
 //! Accounting: every request whose head was parsed ends in exactly one of
 //! matched, mismatched, noise, skipped (by reason), lost (by cause) or
-//! replay error. [`Pipeline::unaccounted`] checks it.
+//! replay error. [`Pipeline::unaccounted`] checks it. With per-endpoint
+//! [`Results`] kept, each outcome is also recorded under the request's
+//! endpoint ([`crate::endpoint`]), the one its noise statistics use too.
 //!
 //! Each stage has its module: which requests are replayed ([`Policy`],
 //! [`Breaker`]), how an answer is judged (`compare`), the counters
@@ -53,12 +55,17 @@ use self::{
 };
 use crate::{
     diff::{DiffConfig, EndpointNoise, NoiseThresholds},
+    endpoint::Endpoints,
     http::{HttpConfig, HttpTracker, track::HttpStats},
     metrics::{Metrics, ReplayTarget, SkipReason},
     model::{Exchange, Outcome, TcpSegment, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
     replay::{Permit, ReplayError, Replayed, Replayer},
     report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
+    summary::{
+        OTHER, Results,
+        record::{Compared, Judged},
+    },
 };
 
 /// Everything the pipeline needs.
@@ -80,6 +87,11 @@ pub struct PipelineConfig {
     /// old response), at most. One exchange larger than this is always let
     /// through alone.
     pub max_queue_bytes: usize,
+    /// How requests are grouped into endpoints.
+    pub endpoints: Endpoints,
+    /// Where per-endpoint results are kept (for the summary file, the
+    /// per-endpoint metrics and verdicts); `None`: not kept.
+    pub results: Option<Arc<Mutex<Results>>>,
 }
 
 /// Queue weight of an exchange: the KiB its replay holds (at least 1): the
@@ -140,6 +152,7 @@ struct Shared {
     log: Mutex<MismatchLog>,
     metrics: Arc<Metrics>,
     acc: Arc<Accounting>,
+    results: Option<Arc<Mutex<Results>>>,
 }
 
 /// The pipeline of one run. Feed it segments with [`Pipeline::push`], call
@@ -147,6 +160,7 @@ struct Shared {
 /// second, and [`Pipeline::finish`] at the end.
 pub struct Pipeline {
     reassembler: Reassembler<HttpTracker>,
+    endpoints: Endpoints,
     ready: Vec<Exchange>,
     policy: Policy,
     sampler: Sampler,
@@ -187,6 +201,7 @@ impl Pipeline {
             .map(|r| RateLimiter::direct(Quota::per_second(r)));
         Self {
             reassembler: Reassembler::new(cfg.reassembly, HttpTracker::new(cfg.http)),
+            endpoints: cfg.endpoints,
             ready: Vec::new(),
             sampler: Sampler::new(&cfg.policy),
             policy: cfg.policy,
@@ -206,6 +221,7 @@ impl Pipeline {
                 log: Mutex::new(log),
                 metrics,
                 acc: Arc::new(Accounting::default()),
+                results: cfg.results,
             }),
             now_ns: 0,
         }
@@ -238,15 +254,21 @@ impl Pipeline {
     }
 
     fn collect(&mut self) {
-        let acc = &self.shared.acc;
-        let metrics = &self.shared.metrics;
+        let shared = &self.shared;
         for outcome in self.reassembler.handler_mut().outcomes() {
             match outcome {
                 Outcome::Paired(ex) => self.ready.push(ex),
                 Outcome::Lost(lost) => {
-                    acc.lost[lost.cause as usize].fetch_add(1, Relaxed);
+                    shared.acc.lost[lost.cause as usize].fetch_add(1, Relaxed);
                     // Logged (target redacted) where it was lost: http::track.
-                    metrics.lost(lost.cause);
+                    shared.metrics.lost(lost.cause);
+                    if shared.results.is_some() {
+                        let endpoint = match (&lost.method, &lost.target) {
+                            (Some(m), Some(t)) => classify(&mut self.endpoints, shared, m, t),
+                            _ => Arc::from(OTHER),
+                        };
+                        shared.record(|r| r.lost(&endpoint, lost.cause.name()));
+                    }
                 }
             }
         }
@@ -264,9 +286,15 @@ impl Pipeline {
         }
     }
 
-    fn skip(&self, reason: SkipReason) {
+    fn skip(&self, reason: SkipReason, endpoint: &str) {
         self.shared.acc.skipped[reason as usize].fetch_add(1, Relaxed);
         self.shared.metrics.skipped(reason);
+        self.shared.record(|r| r.skipped(endpoint, reason.name()));
+    }
+
+    /// The endpoint of a request ([`classify`]).
+    fn classify(&mut self, method: &str, target: &str) -> Arc<str> {
+        classify(&mut self.endpoints, &self.shared, method, target)
     }
 
     /// Starts a replay for each completed exchange, or counts why not.
@@ -281,13 +309,14 @@ impl Pipeline {
                 self.start_now(ex);
                 continue;
             }
-            if !self.screen(&ex) {
+            let endpoint = self.classify(&ex.request.method, &ex.request.target);
+            if !self.screen(&ex, &endpoint) {
                 continue;
             }
             if let Some(l) = &self.limiter {
                 l.until_ready().await;
             }
-            if !self.screen_capacity() {
+            if !self.screen_capacity(&endpoint) {
                 continue;
             }
             let weight = self.weight(&ex);
@@ -297,8 +326,8 @@ impl Pipeline {
                 .ok();
             let count = Arc::clone(&self.queue).acquire_owned().await.ok();
             match bytes.zip(count) {
-                Some(slot) => self.spawn_replay(ex, slot),
-                None => self.skip(SkipReason::Overload),
+                Some(slot) => self.spawn_replay(ex, endpoint, slot),
+                None => self.skip(SkipReason::Overload, &endpoint),
             }
         }
         self.ready = ready;
@@ -306,16 +335,17 @@ impl Pipeline {
 
     /// Starts a replay of `ex` or counts why not, without waiting (live).
     fn start_now(&mut self, ex: Exchange) {
-        if !self.screen(&ex) {
+        let endpoint = self.classify(&ex.request.method, &ex.request.target);
+        if !self.screen(&ex, &endpoint) {
             return;
         }
         if let Some(l) = &self.limiter
             && l.check().is_err()
         {
-            self.skip(SkipReason::RateLimit);
+            self.skip(SkipReason::RateLimit, &endpoint);
             return;
         }
-        if !self.screen_capacity() {
+        if !self.screen_capacity(&endpoint) {
             return;
         }
         // Queue slots bound the replays waiting or running, by count and by
@@ -327,36 +357,36 @@ impl Pipeline {
             .ok()
             .zip(Arc::clone(&self.queue).try_acquire_owned().ok());
         match slot {
-            Some(slot) => self.spawn_replay(ex, slot),
-            None => self.skip(SkipReason::Overload),
+            Some(slot) => self.spawn_replay(ex, endpoint, slot),
+            None => self.skip(SkipReason::Overload, &endpoint),
         }
     }
 
     /// Counts `ex` as captured; false (and counted) when the policy or the
     /// sampler skips it.
-    fn screen(&mut self, ex: &Exchange) -> bool {
+    fn screen(&mut self, ex: &Exchange, endpoint: &str) -> bool {
         self.shared.acc.captured.fetch_add(1, Relaxed);
         self.shared.metrics.captured();
         self.shared.metrics.observe_old(ex.old_latency_ns());
         if let Some(reason) = self.policy.filter(&ex.request.method, &ex.request.target) {
-            self.skip(reason);
+            self.skip(reason, endpoint);
             return false;
         }
         if !self.sampler.sampled() {
-            self.skip(SkipReason::Sample);
+            self.skip(SkipReason::Sample, endpoint);
             return false;
         }
         true
     }
 
     /// False (and counted) while load is shed or the new service is down.
-    fn screen_capacity(&self) -> bool {
+    fn screen_capacity(&self, endpoint: &str) -> bool {
         if self.shedding {
-            self.skip(SkipReason::Overload);
+            self.skip(SkipReason::Overload, endpoint);
             return false;
         }
         if !self.shared.breaker.allow(wall_ns()) {
-            self.skip(SkipReason::NewDown);
+            self.skip(SkipReason::NewDown, endpoint);
             return false;
         }
         true
@@ -372,6 +402,7 @@ impl Pipeline {
     fn spawn_replay(
         &mut self,
         ex: Exchange,
+        endpoint: Arc<str>,
         slot: (
             tokio::sync::OwnedSemaphorePermit,
             tokio::sync::OwnedSemaphorePermit,
@@ -379,12 +410,18 @@ impl Pipeline {
     ) {
         self.shared.acc.replayed.fetch_add(1, Relaxed);
         self.shared.metrics.replayed();
-        let shared = Arc::clone(&self.shared);
+        let mut pending = Pending {
+            shared: Arc::clone(&self.shared),
+            endpoint,
+            done: false,
+        };
         self.tasks.spawn(async move {
             let _slot = slot;
+            let shared = Arc::clone(&pending.shared);
             let permits = shared.targets.acquire().await;
             let (new, secondary) = shared.targets.send(permits, &ex).await;
-            shared.complete(ex, new, secondary);
+            shared.complete(ex, &pending.endpoint, new, secondary);
+            pending.disarm();
         });
         self.reap_finished();
     }
@@ -488,13 +525,67 @@ impl Pipeline {
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
     }
+
+    /// The per-endpoint results kept, if any.
+    pub fn results(&self) -> Option<&Arc<Mutex<Results>>> {
+        self.shared.results.as_ref()
+    }
+}
+
+/// The endpoint of a request; learning that folds endpoints together moves
+/// their results.
+fn classify(endpoints: &mut Endpoints, shared: &Shared, method: &str, target: &str) -> Arc<str> {
+    let c = endpoints.classify(method, target);
+    if !c.folded.is_empty() {
+        let into = c.endpoint;
+        shared.record(|r| {
+            for from in &c.folded {
+                r.fold(from, into);
+            }
+        });
+    }
+    Arc::from(c.endpoint)
+}
+
+/// A replay task's endpoint: a task that ends without recording an outcome
+/// (it panicked, or was cancelled at the drain deadline) is a replay error
+/// of that endpoint, as the run's counters count it.
+struct Pending {
+    shared: Arc<Shared>,
+    endpoint: Arc<str>,
+    done: bool,
+}
+
+impl Pending {
+    /// The outcome was recorded.
+    fn disarm(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.record(|r| r.replay_error(&self.endpoint));
+        }
+    }
 }
 
 impl Shared {
+    /// Records into the per-endpoint results, when they are kept.
+    fn record(&self, f: impl FnOnce(&mut Results)) {
+        if let Some(results) = &self.results
+            && let Ok(mut r) = results.lock()
+        {
+            f(&mut r);
+        }
+    }
+
     /// Compares one replayed exchange and records its outcome.
     fn complete(
         &self,
         ex: Exchange,
+        endpoint: &str,
         new: Result<Replayed, ReplayError>,
         secondary: Option<Result<Replayed, ReplayError>>,
     ) {
@@ -512,6 +603,7 @@ impl Shared {
                 self.acc.replay_errors.fetch_add(1, Relaxed);
                 self.metrics.replay_error(ReplayTarget::New, e.kind());
                 debug!(id = ex.id, error = %e, "replay to the new service failed");
+                self.record(|r| r.replay_error(endpoint));
                 let mut ev = self.event(&ex, EventKind::ReplayError, None, None);
                 ev.error = Some(e.to_string());
                 self.write(&ev);
@@ -524,7 +616,38 @@ impl Shared {
             Some(Ok(s)) => Secondary::Answered(&s.response),
             Some(Err(e)) => Secondary::Failed(e.kind()),
         };
-        let m = match compare::judge(&self.diff, &self.endpoints, &ex, &new.response, answered) {
+        let (verdict, raw) = compare::judge(
+            &self.diff,
+            &self.endpoints,
+            endpoint,
+            &ex,
+            &new.response,
+            answered,
+        );
+        let (judged, reported): (_, &[_]) = match &verdict {
+            Verdict::Matched => (Judged::Matched, &[]),
+            Verdict::Noise { .. } => (Judged::Noise, &[]),
+            Verdict::Mismatched(m) => (Judged::Mismatched, &m.listed),
+        };
+        self.record(|r| {
+            r.compared(
+                endpoint,
+                Compared {
+                    id: ex.id,
+                    judged,
+                    raw: &raw,
+                    reported,
+                    request: &ex.request,
+                    old_ns: ex.old_latency_ns(),
+                    new_ns: new.latency_ns,
+                    secondary_ns: secondary
+                        .as_ref()
+                        .and_then(|s| s.as_ref().ok())
+                        .map(|s| s.latency_ns),
+                },
+            );
+        });
+        let m = match verdict {
             Verdict::Matched => {
                 self.acc.matched.fetch_add(1, Relaxed);
                 self.metrics.matched();

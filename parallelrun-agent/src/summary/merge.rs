@@ -8,7 +8,9 @@ use super::Summary;
 /// Why summaries cannot be merged.
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
-    #[error("{path} was grouped by other rules than {first}: {what}; merge only summaries of runs with the same --endpoint patterns and bounds")]
+    #[error(
+        "{path} was grouped by other rules than {first}: {what}; merge only summaries of runs with the same --endpoint patterns and bounds"
+    )]
     Rules {
         path: PathBuf,
         first: PathBuf,

@@ -9,6 +9,9 @@ use crate::{
     model::{ConnKey, Header, Protocol, Request},
 };
 
+/// The endpoint every test request belongs to.
+const ENDPOINT: &str = "GET /users/{id}";
+
 fn response(body: &Value) -> Response {
     Response {
         version: 1,
@@ -62,13 +65,15 @@ fn locations(m: &Mismatch) -> Vec<&str> {
 /// [`judge`] with the default configuration and fresh statistics, the
 /// secondary having answered `secondary`.
 fn judge_answered(ex: &Exchange, new: &Value, secondary: &Value) -> Verdict {
-    judge(
+    let (v, _) = judge(
         &DiffConfig::default(),
         &stats(),
+        ENDPOINT,
         ex,
         &response(new),
         Secondary::Answered(&response(secondary)),
-    )
+    );
+    v
 }
 
 /// The mismatch `v` must be.
@@ -83,9 +88,10 @@ fn mismatch(v: Verdict) -> Mismatch {
 fn identical_responses_match() {
     let old = items(3, |_| 1, |_| 1);
     let ex = exchange("/items", &old);
-    let v = judge(
+    let (v, _) = judge(
         &DiffConfig::default(),
         &stats(),
+        ENDPOINT,
         &ex,
         &response(&old),
         Secondary::Answered(&response(&old)),
@@ -134,9 +140,10 @@ fn a_comparison_over_the_bound_is_never_noise() {
     let new = items(30, |i| i as u64 + 1, |_| 7);
     let secondary = items(30, |i| i as u64 + 1000, |_| 7);
     let ex = exchange("/items", &old);
-    let v = judge(
+    let (v, _) = judge(
         &cfg,
         &stats(),
+        ENDPOINT,
         &ex,
         &response(&new),
         Secondary::Answered(&response(&secondary)),
@@ -153,9 +160,10 @@ fn an_event_lists_at_most_max_listed_and_counts_the_rest() {
     let old = items(n, |_| 0, |_| 7);
     let new = items(n, |_| 0, |_| 8);
     let ex = exchange("/items", &old);
-    let v = judge(
+    let (v, _) = judge(
         &DiffConfig::default(),
         &stats(),
+        ENDPOINT,
         &ex,
         &response(&new),
         Secondary::None,
@@ -177,9 +185,10 @@ fn without_the_secondary_answer_noise_is_unchecked_and_not_learnt() {
     let new = json!({"ts": 5, "v": 1});
     let ex = exchange("/users/7", &old);
     for _ in 0..50 {
-        let v = judge(
+        let (v, _) = judge(
             &DiffConfig::default(),
             &stats,
+            ENDPOINT,
             &ex,
             &response(&new),
             Secondary::Failed("timeout"),
@@ -190,17 +199,18 @@ fn without_the_secondary_answer_noise_is_unchecked_and_not_learnt() {
         assert_eq!(locations(&m), ["body:/ts"]);
         assert_eq!(m.noise_unchecked, Some("timeout"));
     }
-    let endpoint = noise::endpoint_key("GET", "/users/7");
-    assert_eq!(stats.lock().unwrap().requests(&endpoint), 0);
+    let endpoint = ENDPOINT;
+    assert_eq!(stats.lock().unwrap().requests(endpoint), 0);
     // Compared against the secondary, the requests teach the statistics;
     // once `ts` is known noise on the endpoint, a request whose secondary
     // failed is judged by them.
     let secondary = json!({"ts": 9, "v": 1});
     let thresholds = NoiseThresholds::default();
     for _ in 0..thresholds.min_requests {
-        let v = judge(
+        let (v, _) = judge(
             &DiffConfig::default(),
             &stats,
+            ENDPOINT,
             &ex,
             &response(&new),
             Secondary::Answered(&response(&secondary)),
@@ -208,19 +218,20 @@ fn without_the_secondary_answer_noise_is_unchecked_and_not_learnt() {
         assert_eq!(v, Verdict::Noise { suppressed: 1 });
     }
     assert_eq!(
-        stats.lock().unwrap().requests(&endpoint),
+        stats.lock().unwrap().requests(endpoint),
         thresholds.min_requests
     );
-    let v = judge(
+    let (v, _) = judge(
         &DiffConfig::default(),
         &stats,
+        ENDPOINT,
         &ex,
         &response(&new),
         Secondary::Failed("connect"),
     );
     assert_eq!(v, Verdict::Noise { suppressed: 1 });
     assert_eq!(
-        stats.lock().unwrap().requests(&endpoint),
+        stats.lock().unwrap().requests(endpoint),
         thresholds.min_requests
     );
 }

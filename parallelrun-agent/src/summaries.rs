@@ -1,0 +1,94 @@
+//! `parallelrun report` and `parallelrun verdict`: summaries read, checked
+//! and merged, then rendered or judged.
+
+use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use parallelrun_agent::{
+    report::{html, table},
+    summary::{
+        Summary, file, merge,
+        verdict::{self, Decision},
+    },
+};
+
+use crate::{
+    cli::{ReportArgs, VerdictCmdArgs},
+    results::verdict_rules,
+};
+
+/// `verdict`'s exit code when the summaries or flags cannot be used.
+pub const VERDICT_ERROR: u8 = 3;
+
+/// Reads, checks and merges `files`.
+fn load(files: &[PathBuf]) -> anyhow::Result<Summary> {
+    let mut read = Vec::with_capacity(files.len());
+    for path in files {
+        read.push((path.clone(), file::read(path)?));
+    }
+    Ok(merge::merge(read)?)
+}
+
+/// `parallelrun report`.
+pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let summary = load(&args.files)?;
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::render(&summary))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("report: {}", path.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let colour = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => std::io::stdout().is_terminal(),
+    };
+    print!("{}", table::render(&summary, colour));
+    Ok(())
+}
+
+/// `parallelrun verdict`: the decision's exit code (0, 1, 2), or 3 when the
+/// summaries cannot be used.
+pub fn verdict(args: VerdictCmdArgs) -> ExitCode {
+    let summary = match load(&args.files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(VERDICT_ERROR);
+        }
+    };
+    let v = verdict::decide(&summary, &verdict_rules(&args.rules));
+    if args.json {
+        match serde_json::to_string_pretty(&v) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(VERDICT_ERROR);
+            }
+        }
+    } else {
+        let head = match v.decision {
+            Decision::Ready => "ready: the new version may take over",
+            Decision::NotReady => "not ready",
+            Decision::NotEnoughData => "not enough data to decide",
+        };
+        println!("{head}");
+        for r in &v.reasons {
+            let who = r.endpoint.as_deref().unwrap_or("run");
+            println!("  {who}: {} ({})", r.detail, r.rule);
+        }
+    }
+    ExitCode::from(code(v.decision))
+}
+
+/// The exit code of a decision.
+pub fn code(d: Decision) -> u8 {
+    match d {
+        Decision::Ready => 0,
+        Decision::NotReady => 1,
+        Decision::NotEnoughData => 2,
+    }
+}
