@@ -3,7 +3,9 @@
 //! (and secondary) are tiny HTTP servers in this process, on 127.0.0.1.
 //! Each test checks the outcomes it provokes, the mismatch log, the
 //! metrics, and that every request seen has exactly one outcome: seen =
-//! matched + mismatched + noise + skipped + lost + replay errors.
+//! matched + mismatched + noise + skipped + lost + replay errors, in the
+//! run's counters and, added up over endpoints, in its per-endpoint results
+//! (and their metrics).
 
 #![allow(
     unused_crate_dependencies,
@@ -17,7 +19,7 @@ use std::{
     num::NonZeroU32,
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -29,6 +31,7 @@ use hyper::{Request, Response, body::Incoming, server::conn::http1, service::ser
 use hyper_util::rt::TokioIo;
 use parallelrun_agent::{
     diff::{DiffConfig, NoiseThresholds},
+    endpoint::Endpoints,
     http::{DigestPolicy, HttpConfig},
     metrics::Metrics,
     model::{ConnKey, Direction, TcpSegment, tcp_flags},
@@ -36,6 +39,7 @@ use parallelrun_agent::{
     reassembly::ReassemblyConfig,
     replay::{ReplayConfig, Replayer},
     report::log::{LogConfig, MismatchLog},
+    summary::{Counts, RegressionRule, Results, Rules, Source, Summary},
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -408,6 +412,7 @@ fn live() -> Options {
 struct Rig {
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
+    results: Arc<Mutex<Results>>,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -416,6 +421,29 @@ impl Rig {
     fn new(new: SocketAddr, secondary: Option<SocketAddr>, o: Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("mismatches.jsonl");
+        let results = Arc::new(Mutex::new(Results::new(
+            Rules {
+                endpoint_patterns: Vec::new(),
+                max_endpoints: 100,
+                learn_after: 50,
+                max_locations: 50,
+                regression: RegressionRule {
+                    ratio: 1.2,
+                    min_delta_ms: 1.0,
+                    min_samples: 20,
+                },
+            },
+            Source {
+                host: "test".into(),
+                input: "synthetic".into(),
+                new: new.to_string(),
+                secondary: secondary.map(|s| s.to_string()),
+                started: String::new(),
+                updated: String::new(),
+                finished: false,
+            },
+            Vec::new(),
+        )));
         let replayer = |target, timeout| {
             Replayer::new(ReplayConfig {
                 max_in_flight: o.max_in_flight,
@@ -443,8 +471,10 @@ impl Rig {
             drain_timeout: o.drain_timeout,
             max_queue: o.max_queue,
             max_queue_bytes: o.max_queue_bytes,
+            endpoints: Endpoints::new(Vec::new(), 100, 50),
+            results: Some(Arc::clone(&results)),
         };
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_endpoints(Some(Arc::clone(&results)));
         let pipeline = Pipeline::new(
             cfg,
             targets,
@@ -454,6 +484,7 @@ impl Rig {
         Self {
             pipeline,
             metrics,
+            results,
             log,
             _dir: dir,
         }
@@ -487,7 +518,56 @@ impl Rig {
             "seen = matched + mismatched + noise + skipped + lost + replay errors: {a:#?}"
         );
         assert_eq!(self.pipeline.unaccounted(), 0, "{a:#?}");
+        // The same outcomes, added up over the endpoints.
+        let summary = self.summary();
+        let t = &summary.totals;
+        let want = Counts {
+            seen,
+            compared: a.matched + a.mismatched + a.noise,
+            matched: a.matched,
+            mismatched: a.mismatched,
+            noise: a.noise,
+            skipped: a.skipped_total(),
+            lost: a.lost_total(),
+            replay_errors: a.replay_errors,
+            skipped_by: a
+                .skipped
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
+            lost_by: a
+                .lost
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k.to_string(), *n))
+                .collect(),
+        };
+        assert_eq!(*t, want, "per-endpoint totals");
+        // And the per-endpoint metrics say what the summary says.
+        for ep in &summary.endpoints {
+            let c = &ep.counts;
+            for (outcome, n) in [
+                ("matched", c.matched),
+                ("mismatched", c.mismatched),
+                ("noise", c.noise),
+                ("skipped", c.skipped),
+                ("lost", c.lost),
+                ("replay_error", c.replay_errors),
+            ] {
+                let series = format!(
+                    "parallelrun_endpoint_requests_total{{endpoint=\"{}\",outcome=\"{outcome}\"}}",
+                    ep.endpoint
+                );
+                assert_eq!(self.metric(&series), n, "{series}");
+            }
+        }
         a
+    }
+
+    /// The per-endpoint results now.
+    fn summary(&self) -> Summary {
+        self.results.lock().unwrap().snapshot(false)
     }
 
     /// Waits (reaping replays) until `done` holds of the counters.

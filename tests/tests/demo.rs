@@ -387,7 +387,23 @@ fn demo_reports_what_changed_and_leaves_nothing_behind() {
     assert!(suppressed > 0, "{out}");
     assert!(verdict.contains("✓ POST replayed: no"), "{out}");
     assert!(verdict.contains("✓ nothing else reported"), "{out}");
+    assert!(verdict.contains("✓ per-endpoint report:"), "{out}");
     assert!(verdict.contains("Demo passed"), "{out}");
+    // The per-endpoint report, ranked: the table, and the HTML page kept.
+    let report = out
+        .split("Per-endpoint report")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no per-endpoint report:\n{out}"));
+    for endpoint in ["GET /users/{id}", "GET /status", "GET /version", "GET /gzip"] {
+        assert!(report.contains(endpoint), "{endpoint} not in the report:\n{out}");
+    }
+    let html = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("HTML"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no HTML report path:\n{out}"));
+    let page = std::fs::read_to_string(html).unwrap_or_else(|e| panic!("{html}: {e}"));
+    assert!(page.contains("id=\"mismatch-chart\""), "{html}");
     // Not a terminal: no colour.
     assert!(
         !out.contains('\x1b'),

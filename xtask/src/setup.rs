@@ -8,8 +8,18 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{is_root, output, status};
 
 /// Debian packages the build, the integration tests and `cargo xtask
-/// conformance` (tshark) need, besides LLVM.
-const PACKAGES: &[&str] = &["iproute2", "bpftool", "tcpdump", "tshark"];
+/// conformance` (tshark) need, besides LLVM: the results tests start a real
+/// Prometheus server (and check the shipped rules with its `promtool`) and
+/// open the HTML report in headless Chromium (with a font to draw it).
+const PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftool",
+    "tcpdump",
+    "tshark",
+    "prometheus",
+    "chromium",
+    "fonts-dejavu-core",
+];
 
 pub fn run() -> Result<()> {
     let llvm = nightly_llvm_major()?;

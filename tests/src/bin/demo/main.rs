@@ -7,9 +7,11 @@
 //! `127.0.0.1:9090` and a SECONDARY old instance on `127.0.0.1:9091`, and the
 //! agent attached to the veth. Keep-alive clients in the other namespace use
 //! the old service for `--duration` seconds while `parallelrun tail` shows
-//! the mismatch log live. At the end come the agent's summary and a verdict:
-//! were the deliberate differences reported, the noise suppressed, the POST
-//! left alone? The exit status says whether the verdict is right.
+//! the mismatch log live. At the end come the agent's summary, the
+//! per-endpoint report (`parallelrun report`, also written as an HTML page
+//! that stays after the demo) and a verdict: were the deliberate
+//! differences reported, the noise suppressed, the POST left alone? The
+//! exit status says whether the verdict is right.
 //!
 //! Everything it makes (namespaces, veths, services, child processes, the
 //! temporary directory) is owned by a value that removes it on drop, and
@@ -53,7 +55,9 @@ use crate::{
     output::{Ui, indent, item, stopped_early, wrap_command},
     supervise::Made,
     traffic::{CLIENTS, Traffic},
-    verdict::{Check, Hits, agent_summary, agent_warnings, read_log, read_stats, verdict},
+    verdict::{
+        Check, Hits, agent_summary, agent_warnings, read_log, read_stats, report_check, verdict,
+    },
 };
 
 /// Where the new version and the secondary listen, inside the server
@@ -96,9 +100,21 @@ struct Args {
     /// target/debug/parallelrun of this workspace].
     #[arg(long, value_name = "PATH")]
     agent: Option<PathBuf>,
+    /// Where to write the HTML report (kept after the demo) [default:
+    /// target/parallelrun-demo-report.html of this workspace].
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Internal: be the process that does the work (see `supervise`).
     #[arg(long, hide = true)]
     worker: bool,
+}
+
+impl Args {
+    fn html(&self) -> PathBuf {
+        self.html.clone().unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/parallelrun-demo-report.html")
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -182,6 +198,7 @@ pub(crate) fn run(args: &Args, agent_bin: &Path, ui: &Ui, made: &mut Made) -> Ou
         .expect("cannot create a temporary directory");
     let log = dir.path().join("mismatches.jsonl");
     let stats = dir.path().join("stats.json");
+    let summary_file = dir.path().join("summary.json");
 
     let old_addr = SocketAddr::new(pair.server_ip, OLD_PORT);
     let old = App::start(&pair.server, old_addr, Flavor::Old);
@@ -227,6 +244,8 @@ pub(crate) fn run(args: &Args, agent_bin: &Path, ui: &Ui, made: &mut Made) -> Ou
         log.to_str().expect("UTF-8 temporary path"),
         "--stats-json",
         stats.to_str().expect("UTF-8 temporary path"),
+        "--summary",
+        summary_file.to_str().expect("UTF-8 temporary path"),
         "--no-metrics",
         "--duration",
         &duration_arg,
@@ -331,6 +350,32 @@ pub(crate) fn run(args: &Args, agent_bin: &Path, ui: &Ui, made: &mut Made) -> Ou
         return stopped_early(ui, sig);
     }
 
+    let html = args.html();
+    let report = output::report(agent_bin, &summary_file, &html, ui.color);
+    println!(
+        "{}",
+        ui.bold(format!(
+            "Per-endpoint report (parallelrun report {}):",
+            summary_file.display()
+        ))
+    );
+    match &report {
+        Ok(r) => {
+            print!("{}", r.table);
+            println!();
+            item(
+                ui,
+                "HTML",
+                format!(
+                    "{} (charts, top differing fields, copy-as-curl; fetches nothing)",
+                    html.display()
+                ),
+            );
+        }
+        Err(e) => println!("  (none: {e})"),
+    }
+    println!();
+
     let mut checks = Vec::new();
     if !agent_status.success() {
         checks.push(Check::fail(format!("the agent failed: {agent_status}")));
@@ -345,6 +390,7 @@ pub(crate) fn run(args: &Args, agent_bin: &Path, ui: &Ui, made: &mut Made) -> Ou
         },
         &traffic_stats,
     ));
+    checks.push(report_check(report.as_ref().map(|r| &r.json)));
     if output::checks(ui, &checks) {
         Outcome::Passed
     } else {

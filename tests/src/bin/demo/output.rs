@@ -152,3 +152,48 @@ impl Ui {
         self.paint("36", t)
     }
 }
+
+/// What `parallelrun report` made of the run's summary.
+pub(crate) struct Report {
+    /// The terminal table.
+    pub(crate) table: String,
+    /// The summary as the report read it (`--json`).
+    pub(crate) json: serde_json::Value,
+}
+
+/// `parallelrun report` of `summary`: the table (coloured like the demo),
+/// the JSON, and the HTML page written to `html`.
+pub(crate) fn report(
+    agent_bin: &Path,
+    summary: &Path,
+    html: &Path,
+    color: bool,
+) -> Result<Report, String> {
+    let run = |args: &[&std::ffi::OsStr]| -> Result<Vec<u8>, String> {
+        let out = std::process::Command::new(agent_bin)
+            .arg("report")
+            .args(args)
+            .arg(summary)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", agent_bin.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "parallelrun report failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(out.stdout)
+    };
+    let when = if color { "always" } else { "never" };
+    let table = run(&["--color".as_ref(), when.as_ref()])?;
+    let json = run(&["--json".as_ref()])?;
+    if let Some(dir) = html.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    run(&["--html".as_ref(), html.as_os_str()])?;
+    Ok(Report {
+        table: String::from_utf8_lossy(&table).into_owned(),
+        json: serde_json::from_slice(&json).map_err(|e| format!("report --json: {e}"))?,
+    })
+}

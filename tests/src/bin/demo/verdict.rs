@@ -251,3 +251,46 @@ pub(crate) fn agent_warnings(stderr: &str) -> Vec<&str> {
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.starts_with("error:"))
         .collect()
 }
+
+/// [`EXPECTED`]'s locations, array indices generalised as the report groups
+/// them.
+const EXPECTED_IN_REPORT: [&str; 5] = [
+    "body:/plan",
+    "status",
+    "body",
+    "header:x-version",
+    "body:/items/*",
+];
+
+/// The per-endpoint report holds each deliberate difference (array indices
+/// generalised, as the report groups them) under some endpoint.
+pub(crate) fn report_check(summary: Result<&Value, &String>) -> Check {
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => return Check::fail(format!("per-endpoint report: {e}")),
+    };
+    let locations: Vec<&str> = summary["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["differences"].as_array().into_iter().flatten())
+        .filter_map(|d| d["where"].as_str())
+        .collect();
+    // EXPECTED's locations as the report groups them: array indices
+    // generalised (`body:/items/2` under `body:/items/*`).
+    let missing: Vec<&str> = EXPECTED_IN_REPORT
+        .iter()
+        .filter(|w| !locations.contains(w))
+        .copied()
+        .collect();
+    let endpoints = summary["endpoints"].as_array().map_or(0, Vec::len);
+    let mut c = Check::new(
+        missing.is_empty(),
+        format!(
+            "per-endpoint report: {endpoints} endpoints, every deliberate difference among their \
+             top differing fields"
+        ),
+    );
+    c.details = missing.into_iter().map(|m| format!("missing: {m}")).collect();
+    c
+}
