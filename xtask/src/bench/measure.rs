@@ -28,6 +28,14 @@ pub const RING_BYTES: u64 = 32 << 20;
 /// Fraction of connections the sampled conditions capture (`--sample`).
 pub const SAMPLE: f64 = 0.1;
 
+/// The completeness rate (1 KiB) at which C+ is measured beside A and C.
+pub const SUMMARY_RATE: u32 = 10000;
+
+/// How often C+ has the agent rewrite its summary file (`--summary-every`),
+/// in seconds: more often than the default 5 s, so a run of a few seconds
+/// writes it several times over.
+pub const SUMMARY_EVERY_SECS: u32 = 1;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Cond {
     /// No agent.
@@ -42,10 +50,15 @@ pub enum Cond {
     Bs,
     /// C with `--sample 0.1`.
     Cs,
+    /// C with `--summary FILE --summary-every 1`: per-endpoint results kept
+    /// and the summary file rewritten every second. Not in [`Cond::ALL`]:
+    /// measured only in the completeness phase at [`SUMMARY_RATE`].
+    Cr,
 }
 
 impl Cond {
-    /// Every condition, in the order a round alternates them.
+    /// Every condition of the saturation and latency rounds, in the order a
+    /// round alternates them (C+ is measured only at [`SUMMARY_RATE`]).
     pub const ALL: [Cond; 6] = [Cond::A, Cond::B, Cond::C, Cond::D, Cond::Bs, Cond::Cs];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +69,7 @@ impl Cond {
             Cond::D => "D nginx mirror",
             Cond::Bs => "B' capture only, --sample 0.1",
             Cond::Cs => "C' full pipeline, --sample 0.1",
+            Cond::Cr => "C+ full pipeline with --summary",
         }
     }
 
@@ -77,7 +91,7 @@ pub enum Load {
     Rate(u32),
 }
 
-/// The agent's side of a run (B and C).
+/// The agent's side of a run (B, C and their variants).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AgentRun {
     /// User + system CPU seconds from the load's start until the agent was
@@ -124,6 +138,9 @@ pub struct AgentRun {
     pub replay_errors: Option<u64>,
     /// `record` only: records read from the ring.
     pub agent_records: Option<u64>,
+    /// C+ only: bytes of the summary file the agent left at its exit (known
+    /// to parse as JSON).
+    pub summary_bytes: Option<u64>,
     pub stats: Value,
 }
 
@@ -189,6 +206,8 @@ struct Agent {
     proc: Proc,
     stats_path: PathBuf,
     err_path: PathBuf,
+    /// C+: the summary file the agent must leave.
+    summary_path: Option<PathBuf>,
 }
 
 impl Agent {
@@ -197,6 +216,11 @@ impl Agent {
         let stats_path = dir.join("agent-stats.json");
         let err_path = dir.join("agent.err");
         let _ = fs::remove_file(&stats_path);
+        // A summary left by an earlier run must not pass for this one's.
+        let summary_path = (cond == Cond::Cr).then(|| dir.join("summary.json"));
+        if let Some(p) = &summary_path {
+            let _ = fs::remove_file(p);
+        }
         let old = format!("{OLD_IP}:{SERVICE_PORT}");
         let mut cmd = ctx.topo.old.command(ctx.agent_bin);
         // The agent runs with its default CPU priority (idle).
@@ -204,7 +228,7 @@ impl Agent {
             Cond::B | Cond::Bs => {
                 cmd.args(["record", "--discard"]);
             }
-            Cond::C | Cond::Cs => {
+            Cond::C | Cond::Cs | Cond::Cr => {
                 cmd.args(["run", "--no-metrics", "--new"])
                     .arg(ctx.topo.new_addr().to_string())
                     .arg("--log")
@@ -214,6 +238,11 @@ impl Agent {
         }
         if cond.sampled() {
             cmd.args(["--sample", &SAMPLE.to_string()]);
+        }
+        if let Some(p) = &summary_path {
+            cmd.arg("--summary")
+                .arg(p)
+                .args(["--summary-every", &SUMMARY_EVERY_SECS.to_string()]);
         }
         cmd.args(["--iface", &ctx.topo.old_if, "--old", &old])
             .args(["--ring-size", &format!("{}MiB", RING_BYTES >> 20)])
@@ -229,10 +258,13 @@ impl Agent {
             proc,
             stats_path,
             err_path,
+            summary_path,
         })
     }
 
-    fn stop(mut self) -> Result<Value> {
+    /// Stops the agent: its final counters and, in C+, the size of the
+    /// summary file it left (which must parse as JSON, or the run fails).
+    fn stop(mut self) -> Result<(Value, Option<u64>)> {
         let st = self.proc.stop(libc::SIGTERM, Duration::from_secs(30))?;
         let log = || fs::read_to_string(&self.err_path).unwrap_or_default();
         if !st.success() {
@@ -240,8 +272,31 @@ impl Agent {
         }
         let text = fs::read_to_string(&self.stats_path)
             .with_context(|| format!("the agent wrote no stats:\n{}", log()))?;
-        Ok(serde_json::from_str(&text)?)
+        let stats = serde_json::from_str(&text)?;
+        let summary_bytes = match &self.summary_path {
+            Some(p) => Some(check_summary(p).with_context(|| {
+                format!(
+                    "condition {}: the agent ran with --summary {} but did not do its work, so \
+                     the run cannot measure what the summary costs; agent log:\n{}",
+                    Cond::Cr.label(),
+                    p.display(),
+                    log()
+                )
+            })?),
+            None => None,
+        };
+        Ok((stats, summary_bytes))
     }
+}
+
+/// The size of the summary file at `path`, once it is known to exist and to
+/// parse as JSON.
+fn check_summary(path: &Path) -> Result<u64> {
+    let text =
+        fs::read_to_string(path).with_context(|| format!("no summary file {}", path.display()))?;
+    serde_json::from_str::<Value>(&text)
+        .with_context(|| format!("the summary file {} is not JSON", path.display()))?;
+    Ok(text.len() as u64)
 }
 
 /// Reads of a stub_status counter; each read is itself one request.
@@ -412,9 +467,10 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
             let peak_rss_bytes = sys::peak_rss(pid)?;
             let ring_map_rss_bytes = sys::bpf_map_rss(pid);
             let prog = bpf::process_prog_stats(pid)?.since(prog0.unwrap_or_default());
-            let stats = agent.stop()?;
+            let (stats, summary_bytes) = agent.stop()?;
             let mut a = agent_run(stats, cpu_s, peak_rss_bytes, prog, sent);
             a.ring_map_rss_bytes = ring_map_rss_bytes;
+            a.summary_bytes = summary_bytes;
             a.thread_policies = policies.into_iter().map(|(_, p)| p).collect();
             if spec.cond.sampled() && a.sampled_out.is_none() {
                 bail!(
@@ -494,6 +550,7 @@ fn agent_run(stats: Value, cpu_s: f64, peak: u64, prog: RunStats, sent: u64) -> 
         lost_ring_buffer_drop: stats["outcomes"]["lost"]["ring_buffer_drop"].as_u64(),
         replay_errors: o("replay_errors"),
         agent_records: stats["agent"]["records"].as_u64(),
+        summary_bytes: None,
         stats,
     }
 }

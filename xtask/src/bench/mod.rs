@@ -10,8 +10,12 @@
 //!   sampling) — reported as ratios to A, with completeness (sent /
 //!   captured / compared, drops), agent CPU per compared request and
 //!   memory, kernel ns per record against dispatch + memcpy measured in the
-//!   same run, and a tcpdump cross-check. Markdown on stdout, JSON under
-//!   `target/bench/`.
+//!   same run, and a tcpdump cross-check. Then, with 1 KiB bodies, the
+//!   completeness phase at fixed rates: A and C alternated at 5000 req/s,
+//!   and A, C and C+ (C with `--summary FILE --summary-every 1`, the
+//!   per-endpoint results kept and written) at 10000 req/s, which tells
+//!   what the summary costs the agent side by side with C. Markdown on
+//!   stdout, JSON under `target/bench/`.
 //!
 //! The agent runs at its default CPU priority (idle); the new service
 //! stands in for another machine and runs under SCHED_IDLE, so that on the
@@ -38,7 +42,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::json;
 
-use self::measure::{Cond, Ctx, Load, Run, Spec};
+use self::measure::{Cond, Ctx, Load, Run, SUMMARY_RATE, Spec};
 use crate::util;
 
 #[derive(clap::Args, Debug)]
@@ -52,7 +56,8 @@ pub struct BenchArgs {
     /// Only the live bench.
     #[arg(long)]
     pub live_only: bool,
-    /// Times each condition is measured (interleaved A B C D B' C' A B ...);
+    /// Times each condition is measured (interleaved A B C D B' C' A B ...;
+    /// at the 1 KiB completeness rates A C, and A C C+ at 10000 req/s);
     /// tables show the median. Default 2.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub rounds: Option<u32>,
@@ -106,6 +111,8 @@ struct Plan {
     latency_secs: u64,
     /// Fixed rates for the completeness targets (1 KiB, condition C).
     completeness_rates: Vec<u32>,
+    /// The completeness rate at which C+ (`--summary`) is measured too.
+    summary_rate: u32,
     completeness_rounds: u32,
     completeness_secs: u64,
     tcpdump_secs: u64,
@@ -126,6 +133,7 @@ impl Plan {
                 saturation_secs: 4,
                 latency_secs: 4,
                 completeness_rates: vec![5000, 10000],
+                summary_rate: SUMMARY_RATE,
                 completeness_rounds: 1,
                 completeness_secs: 4,
                 tcpdump_secs: 4,
@@ -140,6 +148,7 @@ impl Plan {
                 saturation_secs: 8,
                 latency_secs: 8,
                 completeness_rates: vec![5000, 10000],
+                summary_rate: SUMMARY_RATE,
                 completeness_rounds: rounds,
                 completeness_secs: 6,
                 tcpdump_secs: 6,
@@ -148,10 +157,25 @@ impl Plan {
         }
     }
 
+    /// The conditions alternated at a completeness rate: A (the latency
+    /// baseline) and C, and C+ at the summary rate.
+    fn completeness_conds(&self, rate: u32) -> Vec<Cond> {
+        let mut v = vec![Cond::A, Cond::C];
+        if rate == self.summary_rate {
+            v.push(Cond::Cr);
+        }
+        v
+    }
+
     fn total_runs(&self) -> usize {
         let per_size = 2 * self.conds.len() * self.rounds as usize + 1;
         let completeness = if self.sizes.contains(&"1k") {
-            2 * self.completeness_rates.len() * self.completeness_rounds as usize
+            let per_round: usize = self
+                .completeness_rates
+                .iter()
+                .map(|&r| self.completeness_conds(r).len())
+                .sum();
+            per_round * self.completeness_rounds as usize
         } else {
             0
         };
@@ -169,6 +193,7 @@ fn live(args: &BenchArgs) -> Result<()> {
     if !args.without_sampling {
         check_sampling(&agent)?;
     }
+    check_summary_flag(&agent)?;
     parallelrun_sandbox::signal::install_stop_handlers()?;
     sys::remove_stale_namespaces(topo::NS_PREFIX);
     sys::remove_stale_dirs(topo::TMP_PREFIX);
@@ -184,14 +209,16 @@ fn live(args: &BenchArgs) -> Result<()> {
     });
     let labels: Vec<&str> = plan.conds.iter().map(|c| c.label()).collect();
     eprintln!(
-        "bench: live, {} runs ({}); conditions: {}",
+        "bench: live, {} runs ({}); conditions: {}; and {} at 1 KiB, {} req/s",
         plan.total_runs(),
         if args.quick {
             "quick: about 3 minutes"
         } else {
             "about 15 minutes"
         },
-        labels.join(", ")
+        labels.join(", "),
+        Cond::Cr.label(),
+        plan.summary_rate
     );
     let mut runs = Vec::new();
     let mut floors = Vec::new();
@@ -274,6 +301,21 @@ fn check_sampling(agent: &Path) -> Result<()> {
              leave them out (their targets then read \"not measured\")",
             agent.display(),
             missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless the agent's `run` takes `--summary` (condition C+), before
+/// the many minutes of the other conditions rather than after them.
+fn check_summary_flag(agent: &Path) -> Result<()> {
+    let help = util::output(Command::new(agent).args(["run", "--help"])).unwrap_or_default();
+    if !help.contains("--summary-every") {
+        anyhow::bail!(
+            "{} has no `run --summary` / `--summary-every` (per-endpoint results): condition {} \
+             cannot run. Build the agent from this workspace",
+            agent.display(),
+            Cond::Cr.label()
         );
     }
     Ok(())
@@ -388,10 +430,11 @@ fn measure_all(
     }
     if plan.sizes.contains(&"1k") {
         // C at the rates of the completeness targets, each after A at the
-        // same rate for the latency baseline.
+        // same rate for the latency baseline; at the summary rate C+ right
+        // after C, so that the two are measured side by side.
         for round in 1..=plan.completeness_rounds {
             for &rate in &plan.completeness_rates {
-                for cond in [Cond::A, Cond::C] {
+                for cond in plan.completeness_conds(rate) {
                     let spec = Spec {
                         size: "1k",
                         phase: "completeness",
@@ -514,5 +557,32 @@ fn now_utc() -> Stamp {
     Stamp {
         rfc3339: format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
         compact: format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_plus_runs_only_at_the_summary_rate_and_is_counted_in_the_plan() {
+        let args = BenchArgs {
+            quick: true,
+            offline_only: false,
+            live_only: false,
+            rounds: Some(2),
+            without_sampling: false,
+            profile: false,
+        };
+        let plan = Plan::new(&args);
+        assert!(!plan.conds.contains(&Cond::Cr));
+        assert_eq!(plan.completeness_conds(5000), [Cond::A, Cond::C]);
+        assert_eq!(
+            plan.completeness_conds(SUMMARY_RATE),
+            [Cond::A, Cond::C, Cond::Cr]
+        );
+        // 1 size × (2 phases × 6 conditions × 2 rounds + tcpdump), then one
+        // completeness round of A C at 5000 and A C C+ at 10000.
+        assert_eq!(plan.total_runs(), 25 + 5);
     }
 }

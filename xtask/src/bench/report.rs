@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{
     bpf::KernelFloor,
-    measure::{Cond, Load, RING_BYTES, Run, SAMPLE},
+    measure::{Cond, Load, RING_BYTES, Run, SAMPLE, SUMMARY_EVERY_SECS, SUMMARY_RATE},
     sys::SCHED_IDLE,
 };
 
@@ -268,7 +268,7 @@ fn others(r: &Run) -> f64 {
     r.foreign_cpu_s / r.load.seconds.max(0.1)
 }
 
-/// A and C at the completeness rates (1 KiB).
+/// A and C at the completeness rates (1 KiB), and C+ where it ran.
 fn fixed_rate_rows(runs: &[Run]) -> Vec<FixedRateRow> {
     let mut rates: Vec<u32> = Vec::new();
     for r in runs.iter().filter(|r| r.phase == "completeness") {
@@ -289,7 +289,7 @@ fn fixed_rate_rows(runs: &[Run]) -> Vec<FixedRateRow> {
         };
         let a = of(Cond::A);
         let (p50_a, p99_a) = (med(&a, |r| r.load.p50_ms), med(&a, |r| r.load.p99_ms));
-        for cond in [Cond::A, Cond::C] {
+        for cond in [Cond::A, Cond::C, Cond::Cr] {
             let rs = of(cond);
             if rs.is_empty() {
                 continue;
@@ -314,7 +314,7 @@ fn cost_rows(runs: &[Run]) -> Vec<CostRow> {
     let mut rows = Vec::new();
     for size in sizes(runs) {
         for phase in ["saturation", "latency", "completeness"] {
-            for cond in [Cond::B, Cond::C, Cond::D, Cond::Bs, Cond::Cs] {
+            for cond in [Cond::B, Cond::C, Cond::Cr, Cond::D, Cond::Bs, Cond::Cs] {
                 // One row per load (completeness runs have several rates).
                 let all = select(runs, size, phase, cond);
                 let mut loads: Vec<Load> = Vec::new();
@@ -486,6 +486,75 @@ fn compared_text(r: Option<&CostRow>) -> String {
     }
 }
 
+/// The runs of `rs` from the rounds `other` has runs in too.
+fn same_rounds<'a>(rs: &[&'a Run], other: &[&Run]) -> Vec<&'a Run> {
+    rs.iter()
+        .copied()
+        .filter(|r| other.iter().any(|o| o.round == r.round))
+        .collect()
+}
+
+/// What the per-endpoint summary costs the agent: the median CPU per 1k
+/// compared of C+ over C's, both at [`SUMMARY_RATE`] (1 KiB, completeness
+/// phase) and over the rounds both were measured in, judged only where
+/// every one of those runs compared ≥ 99 % of what it was sent.
+fn summary_cost_target(runs: &[Run]) -> Target {
+    let what = format!(
+        "1 KiB at {SUMMARY_RATE} req/s: agent CPU per 1k compared with --summary ≤ 1.10 × without \
+         (C+/C, medians over the rounds both ran in, judged only with ≥ 99 % compared)"
+    );
+    let at = |cond: Cond| -> Vec<&Run> {
+        runs.iter()
+            .filter(|r| {
+                r.size == "1k"
+                    && r.phase == "completeness"
+                    && r.cond == cond
+                    && r.load.target_rate == Some(SUMMARY_RATE)
+            })
+            .collect()
+    };
+    let (c_all, cr_all) = (at(Cond::C), at(Cond::Cr));
+    // Side by side: only the rounds that measured both.
+    let (c, cr) = (same_rounds(&c_all, &cr_all), same_rounds(&cr_all, &c_all));
+    let cpu = |rs: &[&Run]| med(rs, |r| r.agent.as_ref()?.cpu_per_1k_compared);
+    // The lowest compared / sent over the runs (a run without the count
+    // compared nothing).
+    let worst_pct = |rs: &[&Run]| {
+        rs.iter()
+            .map(|r| match r.agent.as_ref().and_then(|a| a.compared) {
+                Some(n) if r.sent > 0 => 100.0 * n as f64 / r.sent as f64,
+                _ => 0.0,
+            })
+            .reduce(f64::min)
+    };
+    let (cpu_c, cpu_cr) = (cpu(&c), cpu(&cr));
+    match (ratio(cpu_cr, cpu_c), cpu_c, cpu_cr) {
+        (Some(v), Some(off), Some(on)) => {
+            let (w_c, w_cr) = (worst_pct(&c).unwrap_or(0.0), worst_pct(&cr).unwrap_or(0.0));
+            let complete = w_c >= 99.0 && w_cr >= 99.0;
+            let mut rounds: Vec<u32> = cr.iter().map(|r| r.round).collect();
+            rounds.sort_unstable();
+            rounds.dedup();
+            Target {
+                target: what,
+                measured: format!(
+                    "×{v:.3}: {on:.4} CPU-s per 1k compared with --summary (every \
+                     {SUMMARY_EVERY_SECS} s) vs {off:.4} without, medians over {} round(s); \
+                     compared {w_cr:.2} % with, {w_c:.2} % without (worst run){}",
+                    rounds.len(),
+                    if complete {
+                        ""
+                    } else {
+                        ": too few compared to judge"
+                    }
+                ),
+                met: Some(complete && v <= 1.10),
+            }
+        }
+        _ => not_measured(what),
+    }
+}
+
 /// The issue's targets ("Shadowing must not take from production").
 fn targets(
     over: &[OverheadRow],
@@ -651,6 +720,8 @@ fn targets(
             None => not_measured(what),
         });
     }
+    // What keeping and writing the per-endpoint summary costs the agent.
+    t.push(summary_cost_target(runs));
     // Agent memory.
     let ring = (RING_BYTES >> 20) as f64;
     for &size in &all_sizes {
@@ -727,6 +798,9 @@ pub fn build(meta: Value, runs: &[Run], floors: &[KernelFloor]) -> Report {
          A: no agent. B: `parallelrun record --discard`. C: `parallelrun run` (replay to the new service, diff). \
          D: nginx reverse proxy in the path with `mirror` to the new service. \
          B', C': B and C with `--sample {SAMPLE}` (the kernel captures that fraction of the connections). \
+         C+: C with `--summary FILE --summary-every {SUMMARY_EVERY_SECS}` (per-endpoint results kept, the summary \
+         file rewritten every {SUMMARY_EVERY_SECS} s), measured only with 1 KiB bodies at {SUMMARY_RATE} req/s, \
+         alternated there with A and C. \
          The agent runs at its default CPU priority (idle, SCHED_IDLE); the new service stands in for \
          another machine and runs under SCHED_IDLE in every condition, so C measures what the agent \
          costs production. Saturation: `wrk -t2 -c32`, closed loop. Latency: `oha -q RATE --latency-correction`, \
@@ -758,7 +832,8 @@ pub fn build(meta: Value, runs: &[Run], floors: &[KernelFloor]) -> Report {
     if !fixed.is_empty() {
         let _ = writeln!(
             md,
-            "\n### Latency at the completeness rates (1 KiB, open loop, A and C alternated)\n"
+            "\n### Latency at the completeness rates (1 KiB, open loop, A and C alternated, \
+             C+ too at {SUMMARY_RATE} req/s)\n"
         );
         let _ = writeln!(
             md,
