@@ -251,8 +251,13 @@ impl Pattern {
                     _ => return false,
                 },
                 Segment::Param(_) => match segs.next() {
-                    Some(seg) if !seg.is_empty() && !(names && is_rest_placeholder(seg)) => {}
-                    _ => return false,
+                    // One non-empty segment; in a name, `{x*}` stands for
+                    // several.
+                    None => return false,
+                    Some(seg) if seg.is_empty() || (names && is_rest_placeholder(seg)) => {
+                        return false;
+                    }
+                    Some(_) => {}
                 },
             }
         }
