@@ -456,11 +456,15 @@ proptest! {
         let patterns = if with_pattern { vec![pattern("GET /a/{x}")] } else { Vec::new() };
         let mut e = Endpoints::new(patterns, max_endpoints, learn_after);
         let mut live: HashSet<String> = HashSet::new();
+        // Folded names stop existing: no request is named with one again.
+        let mut dead: HashSet<String> = HashSet::new();
         for (method, target) in &requests {
             let c = e.classify(method, target);
+            prop_assert!(!dead.contains(c.endpoint), "{} named again", c.endpoint);
             for old in &c.folded {
                 prop_assert!(live.remove(old), "{old} folded but not live");
                 prop_assert_ne!(old.as_str(), c.endpoint);
+                dead.insert(old.clone());
             }
             live.insert(c.endpoint.to_owned());
             prop_assert!(live.len() <= max_endpoints + 1, "{live:?}");
@@ -470,8 +474,10 @@ proptest! {
         // The same requests again: still bounded, still no panic.
         for (method, target) in &requests {
             let c = e.classify(method, target);
+            prop_assert!(!dead.contains(c.endpoint), "{} named again", c.endpoint);
             for old in &c.folded {
                 prop_assert!(live.remove(old));
+                dead.insert(old.clone());
             }
             live.insert(c.endpoint.to_owned());
             prop_assert!(live.len() <= max_endpoints + 1);
