@@ -40,9 +40,11 @@
 //!    position is *learned*: that literal and every later one at `i` under
 //!    that parent become `{param}`, and the names handed out before are
 //!    folded (below).
-//! 4. **Bound**: at most `max_endpoints` names exist at a time; a request
-//!    whose name would be a new one beyond that is counted in [`OTHER`].
-//!    Names already handed out keep working, and folding frees names.
+//! 4. **Bound**: at most `max_endpoints` names exist at a time, patterns'
+//!    and inferred ones together; a request whose name would be a new one
+//!    beyond that is counted in [`OTHER`]. The patterns' names take their
+//!    places first (as many as fit), so inferred names cannot crowd them
+//!    out. Names already handed out keep working, and folding frees names.
 //!
 //! # Folding
 //!
@@ -99,8 +101,9 @@
 //!    (then it is unreachable and forgotten, its learning carried to its
 //!    template).
 //! 5. A name is `Folding` iff it is in exactly one `pending` list, keyed by
-//!    the name requests that gave it are given now; no request is named
-//!    with a `Folding` name; a pattern's name is never `Folding`.
+//!    the name requests that gave it are given now; inference never names
+//!    a request with a `Folding` name (its literal at the learned position
+//!    is `{param}` now); a pattern's name is never `Folding`.
 //! 6. The endpoint given to a request depends only on the requests before
 //!    it and their order, not on hash-map iteration order; `folded` is
 //!    sorted.
