@@ -111,7 +111,7 @@ pub use self::{
     body::binary_content_type,
     digest::{BodyDigester, content_codings, digest_whole},
     json::{PointerPattern, PointerPatternError},
-    noise::{EndpointNoise, NoiseThresholds, cancel, endpoint_key},
+    noise::{EndpointNoise, NoiseThresholds, cancel},
 };
 use crate::model::{Difference, Response};
 

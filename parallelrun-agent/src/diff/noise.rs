@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::model::Difference;
+use crate::{endpoint::generalise_location, model::Difference};
 
 /// Splits `raw` (old ↔ new differences of one request) into those to report
 /// and those that are noise, given `noise` (old ↔ secondary differences of
@@ -127,7 +127,7 @@ impl EndpointNoise {
         &self.thresholds
     }
 
-    /// Counts one request to `endpoint` (see [`endpoint_key`]): its old ↔
+    /// Counts one request to `endpoint` (see [`crate::endpoint`]): its old ↔
     /// new differences `raw` and old ↔ secondary differences `noise`. Each
     /// field counts once per request however many array elements differ.
     pub fn observe(&mut self, endpoint: &str, raw: &[Difference], noise: &[Difference]) {
@@ -145,7 +145,7 @@ impl EndpointNoise {
         };
         stats.requests += 1;
         for (diffs, is_raw) in [(raw, true), (noise, false)] {
-            let fields: BTreeSet<String> = diffs.iter().map(|d| field(&d.location)).collect();
+            let fields: BTreeSet<String> = diffs.iter().map(|d| generalise_location(&d.location)).collect();
             for f in fields {
                 if !stats.fields.contains_key(&f) && stats.fields.len() >= max_fields {
                     self.untracked_fields += 1;
@@ -176,7 +176,7 @@ impl EndpointNoise {
         if stats.requests < self.thresholds.min_requests {
             return false;
         }
-        let Some(c) = stats.fields.get(&field(&d.location)) else {
+        let Some(c) = stats.fields.get(&generalise_location(&d.location)) else {
             return false;
         };
         if c.noise == 0 {
@@ -224,67 +224,6 @@ impl EndpointNoise {
     }
 }
 
-/// A difference's location with the JSON array indices (all-digit pointer
-/// segments; numeric object keys too) replaced by `*`.
-fn field(location: &str) -> String {
-    let Some(pointer) = location.strip_prefix("body:") else {
-        return location.to_owned();
-    };
-    let mut out = String::from("body:");
-    for seg in pointer.split('/').skip(1) {
-        out.push('/');
-        if is_number(seg) {
-            out.push('*');
-        } else {
-            out.push_str(seg);
-        }
-    }
-    out
-}
-
-/// The statistics key of a request: `METHOD /path` with the query and
-/// fragment dropped and each path segment that is a number, a UUID or a long
-/// (16+ digit) hex string replaced by `:id`: `GET /users/:id/orders`. An
-/// absolute-form target (`http://host/path`) keys by its path.
-pub fn endpoint_key(method: &str, target: &str) -> String {
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let path = match path.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => path,
-    };
-    if !path.starts_with('/') {
-        // `*` (OPTIONS) or an authority (CONNECT): nothing to normalise.
-        return format!("{method} {path}");
-    }
-    let mut key = String::with_capacity(method.len() + 1 + path.len());
-    key.push_str(method);
-    key.push(' ');
-    for seg in path.split('/').skip(1) {
-        key.push('/');
-        if is_number(seg) || is_uuid(seg) || is_long_hex(seg) {
-            key.push_str(":id");
-        } else {
-            key.push_str(seg);
-        }
-    }
-    key
-}
-
-fn is_number(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
-}
-
-fn is_long_hex(s: &str) -> bool {
-    s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
 
 #[cfg(test)]
 mod tests;
