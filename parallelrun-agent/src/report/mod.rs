@@ -11,6 +11,7 @@
 //! request into a command line that replays it.
 
 pub mod curl;
+pub mod html;
 pub mod log;
 pub mod table;
 pub mod tail;
