@@ -301,8 +301,8 @@ fn tick(v: f64) -> String {
 }
 
 const CHART_WIDTH: f64 = 960.0;
-const LABEL_WIDTH: f64 = 330.0;
-const BAR_WIDTH: f64 = 440.0;
+const LABEL_WIDTH: f64 = 320.0;
+const BAR_WIDTH: f64 = 420.0;
 
 fn axis(out: &mut String, top: f64, bottom: f64, max: f64, unit: &str) {
     out.push_str("<g class=\"axis\">");
@@ -430,6 +430,11 @@ fn sides(e: &EndpointSummary) -> [(&'static str, &Latency); 3] {
     ]
 }
 
+/// A side's name in a bar label (`sec` for the secondary, to fit).
+fn short(side: &str) -> &str {
+    if side == "secondary" { "sec" } else { side }
+}
+
 fn latency_chart(out: &mut String, ranked: &[&EndpointSummary]) {
     out.push_str("<section id=\"latency\">\n<h2>Latency per endpoint</h2>\n");
     let shown: Vec<&&EndpointSummary> = ranked
@@ -452,8 +457,8 @@ fn latency_chart(out: &mut String, ranked: &[&EndpointSummary]) {
         .filter_map(|(_, l)| l.quantile_ms(0.99))
         .fold(0.0, f64::max);
     let max = nice_max(max_ms);
-    const BAR: f64 = 9.0;
-    const STEP: f64 = 11.0;
+    const BAR: f64 = 10.0;
+    const STEP: f64 = 13.0;
     const GROUP: f64 = STEP * 3.0 + 12.0;
     const TOP: f64 = 28.0;
     let height = TOP + GROUP * shown.len() as f64 + 4.0;
@@ -484,14 +489,15 @@ fn latency_chart(out: &mut String, ranked: &[&EndpointSummary]) {
             let scale = |ms: f64| (ms / max * BAR_WIDTH).clamp(1.0, BAR_WIDTH);
             let _ = write!(
                 out,
-                "<g class=\"latency-bar\" data-side=\"{name}\"><rect class=\"{name} p99\" x=\"{LABEL_WIDTH}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{BAR}\"/><rect class=\"{name} p50\" x=\"{LABEL_WIDTH}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{BAR}\"/><title>{name}: p50 {}, p99 {} ({} samples)</title><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{name} p50 {} · p99 {}</text></g>",
+                "<g class=\"latency-bar\" data-side=\"{name}\"><rect class=\"{name} p99\" x=\"{LABEL_WIDTH}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{BAR}\"/><rect class=\"{name} p50\" x=\"{LABEL_WIDTH}\" y=\"{y:.1}\" width=\"{:.1}\" height=\"{BAR}\"/><title>{name}: p50 {}, p99 {} ({} samples)</title><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10.5\">{} p50 {} · p99 {}</text></g>",
                 scale(p99),
                 scale(p50),
                 format_ms(p50),
                 format_ms(p99),
                 l.count(),
                 LABEL_WIDTH + BAR_WIDTH + 10.0,
-                y + BAR - 0.5,
+                y + BAR - 1.0,
+                short(name),
                 format_ms(p50),
                 format_ms(p99),
             );
