@@ -146,13 +146,17 @@ pub fn render_in_chromium(html: &Path, screenshot: &Path) -> anyhow::Result<Rend
 
 /// The Chromium binary, or an error saying how to install it.
 fn chromium() -> anyhow::Result<PathBuf> {
-    let path = PathBuf::from(CHROMIUM);
+    chromium_at(Path::new(CHROMIUM))
+}
+
+fn chromium_at(path: &Path) -> anyhow::Result<PathBuf> {
     if !path.is_file() {
         bail!(
-            "{CHROMIUM} not found: the HTML report tests need Debian's Chromium; run `cargo xtask setup` (it installs the `chromium` package)"
+            "{} not found: the HTML report tests need Debian's Chromium; run `cargo xtask setup` (it installs the `chromium` package)",
+            path.display()
         );
     }
-    Ok(path)
+    Ok(path.to_owned())
 }
 
 /// One headless Chromium run with the isolating flags and `extra`;
@@ -797,6 +801,15 @@ mod tests {
         );
         fs::write(&log, "").unwrap();
         assert!(urls.read(&log, "x").is_err());
+    }
+
+    #[test]
+    fn a_missing_chromium_says_how_to_install_it() {
+        let e = chromium_at(Path::new("/nonexistent/chromium")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/chromium not found: the HTML report tests need Debian's Chromium; run `cargo xtask setup` (it installs the `chromium` package)"
+        );
     }
 
     #[test]
