@@ -17,6 +17,7 @@ use base64 as _;
 
 pub mod agent;
 pub mod app;
+pub mod browser;
 pub mod client;
 pub mod faults;
 pub mod netns;
