@@ -165,13 +165,16 @@ fn unknown_and_missing_fields_are_refused() {
     assert!(msg.contains("holds 4 values but says count 99"), "{msg}");
 }
 
+/// A change that breaks an invariant.
+type Breaks = fn(&mut Summary);
+
 #[test]
 fn broken_invariants_are_refused_naming_the_endpoint_and_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
     let mut good = sample();
     with_location(&mut good);
-    let cases: Vec<(fn(&mut Summary), &str)> = vec![
+    let cases: Vec<(Breaks, &str)> = vec![
         (
             |s| s.endpoints[0].counts.seen += 1,
             "endpoint \"GET /a\": seen 7 is not matched 2 + mismatched 2 + noise 0 + \
