@@ -287,3 +287,27 @@ fn a_snapshot_with_locations_reads_back() {
     write(&path, &s).unwrap();
     assert_eq!(read(&path).unwrap(), s);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A corrupt latency histogram (valid base64 of a changed V2 payload)
+    /// is refused, never a panic. The length field (bytes 4..8) is left
+    /// alone: hdrhistogram allocates the length it says before reading, so
+    /// a changed one costs up to 4 GiB (see the latency module).
+    #[test]
+    fn corrupt_histograms_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut v = serde_json::to_value(sample()).unwrap();
+        let hdr = v["endpoints"][0]["latency"]["new"]["hdr"].as_str().unwrap().to_owned();
+        let mut bytes = b64.decode(hdr).unwrap();
+        let at = match at.index(bytes.len() - 4) {
+            i if i < 4 => i,
+            i => i + 4,
+        };
+        bytes[at] = byte;
+        v["endpoints"][0]["latency"]["new"]["hdr"] = b64.encode(bytes).into();
+        let _ = parse(&serde_json::to_vec(&v).unwrap());
+    }
+}
