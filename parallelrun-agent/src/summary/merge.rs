@@ -23,6 +23,12 @@
 //!   fewest `reported` (then `raw`, then the greater name) are dropped and
 //!   their `reported` added to `other_locations`.
 //! - Sources are concatenated; totals and regressions are recomputed.
+//!
+//! Counts and latencies merge exactly. Locations and examples do too as long
+//! as no bound was reached: past `max_endpoints` or `max_locations`, which
+//! names are kept apart depends on what each agent saw first, so the merged
+//! `other` and `other_locations` may differ from one agent's (their sums do
+//! not).
 
 use std::{
     cmp::Ordering,

@@ -19,7 +19,7 @@
 //! - At most `rules.max_locations` locations per endpoint: a request's
 //!   reported difference at a further location is counted in
 //!   `other_locations`; its raw and noise counts are not kept.
-//! - A location keeps the [`MAX_EXAMPLE_IDS`](super::merge::MAX_EXAMPLE_IDS)
+//! - A location keeps the [`MAX_EXAMPLE_IDS`]
 //!   lowest ids and the old and new values of the lowest one, cut at
 //!   [`MAX_VALUE`] bytes per string, and `[redacted]` for the headers in
 //!   `redact_headers`.
