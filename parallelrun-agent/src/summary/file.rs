@@ -235,9 +235,16 @@ fn check(s: &Summary) -> Result<(), String> {
                 ));
             }
         }
-        // Saturating; a sum past u64::MAX cannot equal the totals below
-        // unless they saturate too, which the check of the totals refuses.
         totals.add(&e.counts);
+    }
+    // Every other count of an endpoint is at most its `seen`: when the seen
+    // add up without overflow, so does the rest, and the (saturating)
+    // addition above is exact.
+    let seen = sum(s.endpoints.iter().map(|e| e.counts.seen));
+    if seen > u128::from(u64::MAX) {
+        return Err(format!(
+            "the endpoints' seen add up to {seen}, more than a count can hold"
+        ));
     }
     check_counts("totals", &s.totals)?;
     if totals != s.totals {

@@ -223,6 +223,22 @@ fn broken_invariants_are_refused_naming_the_endpoint_and_numbers() {
              endpoint's mismatched 2",
         ),
         (
+            |s| {
+                for e in &mut s.endpoints {
+                    let c = &mut e.counts;
+                    let others = c.seen - c.replay_errors;
+                    c.seen = u64::MAX;
+                    c.replay_errors = u64::MAX - others;
+                }
+                s.totals = Counts {
+                    seen: u64::MAX,
+                    replay_errors: u64::MAX,
+                    ..s.totals.clone()
+                };
+            },
+            "the endpoints' seen add up to 36893488147419103230",
+        ),
+        (
             |s| s.endpoints.swap(0, 1),
             "endpoint \"GET /a\" comes after \"POST /b\"",
         ),
