@@ -94,6 +94,17 @@ fn a_file_that_cannot_be_read_or_written_is_an_io_error() {
     assert!(e.to_string().contains("missing.json"), "{e}");
     let e = write(&dir.path().join("no/such/dir.json"), &sample()).unwrap_err();
     assert!(matches!(e, SummaryError::Io { .. }), "{e:?}");
+    // The rename fails (a non-empty directory is in the way): the temporary
+    // file is removed.
+    let taken = dir.path().join("taken");
+    fs::create_dir_all(taken.join("inside")).unwrap();
+    let e = write(&taken, &sample()).unwrap_err();
+    assert!(matches!(e, SummaryError::Io { .. }), "{e:?}");
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["taken"]);
 }
 
 #[test]
