@@ -450,7 +450,7 @@ pub fn redact(ev: &mut LogEvent, cfg: &LogConfig) {
     }
 }
 
-fn cut_value(v: &mut Value, max: usize) {
+pub(crate) fn cut_value(v: &mut Value, max: usize) {
     match v {
         Value::String(s) => cut_string(s, max),
         Value::Array(items) => items.iter_mut().for_each(|i| cut_value(i, max)),

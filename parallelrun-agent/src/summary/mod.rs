@@ -19,6 +19,10 @@
 //! Summaries merge only when their [`Rules`] are equal: the same endpoint
 //! patterns and bounds give the same endpoints, so the merged totals are
 //! exactly those one agent seeing all the traffic would have written.
+//!
+//! The arithmetic — adding counts, latencies, locations and examples, the
+//! bounds, and the [`RegressionRule`] — lives in one place, [`merge`], used
+//! both by [`Results`] (recording, folding, snapshotting) and by merging.
 
 pub mod file;
 pub mod latency;
