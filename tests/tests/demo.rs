@@ -394,8 +394,16 @@ fn demo_reports_what_changed_and_leaves_nothing_behind() {
         .split("Per-endpoint report")
         .nth(1)
         .unwrap_or_else(|| panic!("no per-endpoint report:\n{out}"));
-    for endpoint in ["GET /users/{id}", "GET /status", "GET /version", "GET /gzip"] {
-        assert!(report.contains(endpoint), "{endpoint} not in the report:\n{out}");
+    for endpoint in [
+        "GET /users/{id}",
+        "GET /status",
+        "GET /version",
+        "GET /gzip",
+    ] {
+        assert!(
+            report.contains(endpoint),
+            "{endpoint} not in the report:\n{out}"
+        );
     }
     let html = report
         .lines()

@@ -145,7 +145,10 @@ impl EndpointNoise {
         };
         stats.requests += 1;
         for (diffs, is_raw) in [(raw, true), (noise, false)] {
-            let fields: BTreeSet<String> = diffs.iter().map(|d| generalise_location(&d.location)).collect();
+            let fields: BTreeSet<String> = diffs
+                .iter()
+                .map(|d| generalise_location(&d.location))
+                .collect();
             for f in fields {
                 if !stats.fields.contains_key(&f) && stats.fields.len() >= max_fields {
                     self.untracked_fields += 1;
@@ -223,7 +226,6 @@ impl EndpointNoise {
         self.untracked_fields
     }
 }
-
 
 #[cfg(test)]
 mod tests;

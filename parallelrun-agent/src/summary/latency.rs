@@ -19,6 +19,16 @@ const LOWEST_US: u64 = 1;
 const HIGHEST_US: u64 = 3_600_000_000;
 const SIGFIG: u8 = 3;
 
+/// HdrHistogram's V2 cookies (plain, and zlib-compressed around a plain one).
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+/// Bytes of a plain V2 header: cookie, payload length, normalising offset,
+/// significant digits, lowest, highest, integer-to-double ratio.
+const V2_HEADER: usize = 40;
+/// A plain V2 histogram of these bounds is at most a few KiB (run-length
+/// encoded counts); anything claiming more is not one of ours.
+const MAX_PLAIN: usize = 1 << 20;
+
 /// A latency histogram. In JSON: `{"count", "p50_ms", "p99_ms", "max_ms",
 /// "hdr"}`; on read only `hdr` is decoded, `count` is checked against it and
 /// the figures are recomputed.
@@ -130,8 +140,10 @@ impl<'de> Deserialize<'de> for Latency {
         let bytes = BASE64
             .decode(wire.hdr.as_bytes())
             .map_err(|e| D::Error::custom(format!("latency histogram is not base64: {e}")))?;
+        let plain = plain_v2(&bytes)
+            .map_err(|e| D::Error::custom(format!("latency histogram is corrupt: {e}")))?;
         let decoded: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
+            .deserialize(&mut plain.as_slice())
             .map_err(|e| D::Error::custom(format!("latency histogram is corrupt: {e:?}")))?;
         // Re-recorded into this build's bounds, whatever the writer's were.
         let mut hist = empty();
@@ -150,6 +162,59 @@ impl<'de> Deserialize<'de> for Latency {
         }
         Ok(Self { hist })
     }
+}
+
+/// The plain V2 form of `bytes` (decompressed if need be), its header
+/// checked before HdrHistogram's deserialiser sees it: that one allocates
+/// what the header claims (payload length, and counts for the bounds), so a
+/// corrupt file could make a read take gigabytes. Only this build's bounds
+/// are accepted (every writer of a summary uses them).
+fn plain_v2(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let u64_at = |b: &[u8], at: usize| -> Option<u64> {
+        Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    };
+    let plain = match u32_at(bytes, 0) {
+        Some(V2_COOKIE) => bytes.to_vec(),
+        Some(V2_COMPRESSED_COOKIE) => {
+            let len = u32_at(bytes, 4).ok_or("truncated")? as usize;
+            let body = bytes.get(8..).ok_or("truncated")?;
+            if len > body.len() {
+                return Err(format!(
+                    "claims {len} compressed bytes, holds {}",
+                    body.len()
+                ));
+            }
+            let mut out = Vec::new();
+            let mut z = std::io::Read::take(
+                flate2::read::ZlibDecoder::new(&body[..len]),
+                MAX_PLAIN as u64 + 1,
+            );
+            std::io::Read::read_to_end(&mut z, &mut out).map_err(|e| e.to_string())?;
+            if out.len() > MAX_PLAIN {
+                return Err("decompresses to more than a histogram holds".to_owned());
+            }
+            out
+        }
+        _ => return Err("not an HdrHistogram V2 serialisation".to_owned()),
+    };
+    if u32_at(&plain, 0) != Some(V2_COOKIE) {
+        return Err("not an HdrHistogram V2 serialisation".to_owned());
+    }
+    let payload = u32_at(&plain, 4).ok_or("truncated")? as usize;
+    if plain.len() < V2_HEADER || payload > plain.len() - V2_HEADER {
+        return Err(format!("claims {payload} bytes of counts, holds fewer"));
+    }
+    let digits = u32_at(&plain, 12).ok_or("truncated")?;
+    let (low, high) = (u64_at(&plain, 16), u64_at(&plain, 24));
+    if digits != u32::from(SIGFIG) || low != Some(LOWEST_US) || high != Some(HIGHEST_US) {
+        return Err(format!(
+            "bounds {low:?}..{high:?} µs at {digits} digits, not {LOWEST_US}..{HIGHEST_US} at {SIGFIG}"
+        ));
+    }
+    Ok(plain)
 }
 
 #[cfg(test)]
@@ -209,5 +274,39 @@ mod tests {
         v["hdr"] = "!!".into();
         let e = serde_json::from_value::<Latency>(v).unwrap_err();
         assert!(e.to_string().contains("base64"), "{e}");
+    }
+
+    /// A header claiming gigabytes, or bounds that would allocate them, is
+    /// refused before anything is allocated.
+    #[test]
+    fn headers_claiming_more_than_they_hold_are_refused() {
+        let mut l = Latency::new();
+        l.record_ns(1_000_000);
+        let mut plain = Vec::new();
+        hdrhistogram::serialization::V2Serializer::new()
+            .serialize(&l.hist, &mut plain)
+            .unwrap();
+        assert!(plain_v2(&plain).is_ok());
+        let json = |bytes: &[u8]| {
+            let mut v = serde_json::to_value(&l).unwrap();
+            v["hdr"] = BASE64.encode(bytes).into();
+            serde_json::from_value::<Latency>(v)
+        };
+        assert_eq!(json(&plain).unwrap(), l);
+        let mut huge = plain.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = json(&huge).unwrap_err();
+        assert!(e.to_string().contains("claims"), "{e}");
+        let mut wide = plain.clone();
+        wide[24..32].copy_from_slice(&u64::MAX.to_be_bytes());
+        let e = json(&wide).unwrap_err();
+        assert!(e.to_string().contains("bounds"), "{e}");
+        let mut deflated = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&l.hist, &mut deflated)
+            .unwrap();
+        deflated[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let e = json(&deflated).unwrap_err();
+        assert!(e.to_string().contains("compressed bytes"), "{e}");
     }
 }

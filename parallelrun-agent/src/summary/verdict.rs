@@ -7,8 +7,10 @@
 //!   verdict lacks data (a non-blocking `min_compared` reason);
 //! - mismatched / compared above `max_mismatch_rate`: blocking;
 //! - with `max_latency_ratio`, and both the new and the secondary histograms
-//!   holding `rules.regression.min_samples` values: p50 and p99 of new /
-//!   secondary above it, blocking; without secondary data, a non-blocking
+//!   holding `rules.regression.min_samples` values: p50 or p99 of new /
+//!   secondary above it *and* new at least `rules.regression.min_delta_ms`
+//!   above the secondary (so that sub-millisecond jitter on a fast endpoint
+//!   is no regression), blocking; without secondary data, a non-blocking
 //!   reason says latency was not judged.
 //!
 //! Any blocking reason: [`Decision::NotReady`]; else any endpoint lacking
@@ -190,7 +192,7 @@ pub fn decide(summary: &Summary, rules: &VerdictRules) -> Verdict {
                 continue;
             };
             let ratio = n / s.max(0.001);
-            if ratio > max_ratio {
+            if ratio > max_ratio && n - s >= summary.rules.regression.min_delta_ms {
                 reasons.push(reason(
                     "max_latency_ratio",
                     true,

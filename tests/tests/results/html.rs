@@ -14,7 +14,11 @@ fn the_html_report_loads_offline_with_the_differences_and_charts() {
     let agent = rig.run("page", &[]);
     rig.clients(2, |c| {
         let mut p = numbered("/users/", 1 + c * 60, 60);
-        p.extend(vec!["/status".to_owned(), "/version".to_owned(), "/gzip".to_owned()]);
+        p.extend(vec![
+            "/status".to_owned(),
+            "/version".to_owned(),
+            "/gzip".to_owned(),
+        ]);
         p
     });
     stop(agent, &rig, "page");
@@ -29,8 +33,7 @@ fn the_html_report_loads_offline_with_the_differences_and_charts() {
     assert!(out.status.success(), "{out:?}");
 
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/report-screenshot.png");
-    let rendered =
-        browser::render_in_chromium(&page, &shot).unwrap_or_else(|e| panic!("{e:#}"));
+    let rendered = browser::render_in_chromium(&page, &shot).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         rendered.network_requests.is_empty(),
         "the page fetched: {:?}",

@@ -107,7 +107,7 @@ impl Rig {
             "--summary-every",
             "1",
         ];
-        if !extra.iter().any(|a| *a == "--metrics") {
+        if !extra.contains(&"--metrics") {
             args.push("--no-metrics");
         }
         args.extend_from_slice(extra);
@@ -155,7 +155,10 @@ impl Rig {
 pub fn stop(mut agent: Agent, rig: &Rig, name: &str) -> Value {
     agent.stop();
     let stderr = agent.stderr();
-    assert!(!stderr.contains("panicked"), "the agent panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "the agent panicked:\n{stderr}"
+    );
     let stats = agent::Stats::read(&rig.path(&format!("{name}.stats.json")));
     stats.assert_accounted();
     let summary = read_summary(&rig.summary_path(name));
@@ -177,8 +180,8 @@ pub fn stop(mut agent: Agent, rig: &Rig, name: &str) -> Value {
 
 /// A summary file, as JSON.
 pub fn read_summary(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("summary {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("summary {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary {}: {e}", path.display()))
 }
 

@@ -40,9 +40,7 @@ fn two_agents_merged_equal_one_agent_watching_both() {
             (ns, port, ip)
         })
         .collect();
-    server
-        .address(&bridge, IpAddr::V4(bridge_ip), 24)
-        .unwrap();
+    server.address(&bridge, IpAddr::V4(bridge_ip), 24).unwrap();
     server.ip(&["link", "set", &bridge, "up"]);
     let old = App::start(server, SocketAddr::new(bridge_ip.into(), 8080), Flavor::Old);
 

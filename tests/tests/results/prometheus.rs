@@ -82,7 +82,10 @@ fn prometheus_scrapes_per_endpoint_series_that_equal_the_summary() {
     .unwrap();
     let mut cmd = rig.pair.server.command("prometheus");
     cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", rig.path("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            rig.path("tsdb").display()
+        ))
         .arg(format!("--web.listen-address={PROMETHEUS}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

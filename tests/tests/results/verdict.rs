@@ -63,11 +63,19 @@ fn verdicts_exit_0_1_2_and_bad_summaries_exit_3() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{}: {err}", file.display());
         assert!(err.contains(file.to_str().unwrap()), "{err}");
-        assert!(err.to_lowercase().contains(&says.to_lowercase()), "{says}: {err}");
+        assert!(
+            err.to_lowercase().contains(&says.to_lowercase()),
+            "{says}: {err}"
+        );
     }
     // A bad flag is exit 3 too (1 and 2 are decisions).
     let file = rig.summary_path("ready");
-    let out = parallelrun(&["verdict", file.to_str().unwrap(), "--max-mismatch-rate", "2"]);
+    let out = parallelrun(&[
+        "verdict",
+        file.to_str().unwrap(),
+        "--max-mismatch-rate",
+        "2",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
 
@@ -78,7 +86,13 @@ fn run_until_verdict_stops_on_a_decision() {
     let rig = Rig::start();
     let mut agent = rig.run(
         "until",
-        &["--until-verdict", "--min-compared", "50", "--duration", "60"],
+        &[
+            "--until-verdict",
+            "--min-compared",
+            "50",
+            "--duration",
+            "60",
+        ],
     );
     rig.clients(1, |_| vec!["/status".to_owned(); 100]);
     let started = std::time::Instant::now();
@@ -88,5 +102,9 @@ fn run_until_verdict_stops_on_a_decision() {
         started.elapsed() < std::time::Duration::from_secs(20),
         "the agent did not stop on the verdict"
     );
-    assert!(agent.stderr().contains("verdict decided"), "{}", agent.stderr());
+    assert!(
+        agent.stderr().contains("verdict decided"),
+        "{}",
+        agent.stderr()
+    );
 }

@@ -154,10 +154,7 @@ fn array_indices_share_statistics_and_count_once_per_request() {
     );
     assert!(stats.is_noise("GET /l", &d("body:/items/9/ts")));
     assert!(!stats.is_noise("GET /l", &d("body:/items/9/id")));
-    assert_eq!(
-        generalise_location("body:/a/12/b~1c/3"),
-        "body:/a/*/b~1c/*"
-    );
+    assert_eq!(generalise_location("body:/a/12/b~1c/3"), "body:/a/*/b~1c/*");
     assert_eq!(generalise_location("header:x-1"), "header:x-1");
     assert_eq!(generalise_location("body"), "body");
 }
@@ -184,7 +181,6 @@ fn memory_is_bounded() {
     assert_eq!(stats.untracked_fields(), 2);
     assert_eq!(stats.requests("GET /a"), 2);
 }
-
 
 #[test]
 fn difference_values_do_not_matter_for_cancel() {

@@ -291,6 +291,9 @@ pub(crate) fn report_check(summary: Result<&Value, &String>) -> Check {
              top differing fields"
         ),
     );
-    c.details = missing.into_iter().map(|m| format!("missing: {m}")).collect();
+    c.details = missing
+        .into_iter()
+        .map(|m| format!("missing: {m}"))
+        .collect();
     c
 }
