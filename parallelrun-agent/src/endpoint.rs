@@ -76,6 +76,9 @@
 //! - A parent counts at most `learn_after` distinct values, each as a
 //!   64-bit hash (two values whose hashes collide count once; with
 //!   `learn_after` values the odds are about `learn_after² / 2⁶⁵`).
+//! - The first segment is never learned: top-level names are the API's
+//!   structure (`/users`, `/orders`, … can be many), seldom a parameter;
+//!   give a pattern (`--endpoint '/{tenant}/{rest*}'`) where they are.
 //! - Only the first [`MAX_LEARNED_DEPTH`] segments are learned, and only
 //!   under a parent of at most [`MAX_PARENT_LEN`] bytes: deeper or longer
 //!   literals stay literal. This bounds a parent key's size and the work of
@@ -562,7 +565,7 @@ impl Endpoints {
             if is_identifier(seg) {
                 self.buf.push_str(ID);
             } else if is_literal(seg)
-                && depth < MAX_LEARNED_DEPTH
+                && (1..MAX_LEARNED_DEPTH).contains(&depth)
                 && parent_len <= MAX_PARENT_LEN
                 && self.count(parent_len, seg)
             {

@@ -112,7 +112,11 @@ struct Args {
 impl Args {
     fn html(&self) -> PathBuf {
         self.html.clone().unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/parallelrun-demo-report.html")
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+            workspace
+                .parent()
+                .unwrap_or(workspace)
+                .join("target/parallelrun-demo-report.html")
         })
     }
 }
@@ -246,6 +250,10 @@ pub(crate) fn run(args: &Args, agent_bin: &Path, ui: &Ui, made: &mut Made) -> Ou
         stats.to_str().expect("UTF-8 temporary path"),
         "--summary",
         summary_file.to_str().expect("UTF-8 temporary path"),
+        // `/same/…` takes random keys: one endpoint (too few of them in a
+        // short demo for the agent to learn it by itself).
+        "--endpoint",
+        "GET /same/{key}",
         "--no-metrics",
         "--duration",
         &duration_arg,
