@@ -422,7 +422,10 @@ fn the_parent_bound_stops_learning_and_folds_wait_for_their_template() {
     let (n, folded) = classify(&mut e, "GET", "/o/p/q/r/w/t");
     assert_eq!(n, "GET /o/p/q/r/{param}/t");
     assert_eq!(folded, ["GET /o/p/q/r/s/t"]);
-    assert_eq!(name(&mut e, "GET", "/o/p/q/r/s/t"), "GET /o/p/q/r/{param}/t");
+    assert_eq!(
+        name(&mut e, "GET", "/o/p/q/r/s/t"),
+        "GET /o/p/q/r/{param}/t"
+    );
 }
 
 #[test]
