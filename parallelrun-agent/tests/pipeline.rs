@@ -546,15 +546,7 @@ impl Rig {
         assert_eq!(*t, want, "per-endpoint totals");
         // And the per-endpoint metrics say what the summary says.
         for ep in &summary.endpoints {
-            let c = &ep.counts;
-            for (outcome, n) in [
-                ("matched", c.matched),
-                ("mismatched", c.mismatched),
-                ("noise", c.noise),
-                ("skipped", c.skipped),
-                ("lost", c.lost),
-                ("replay_error", c.replay_errors),
-            ] {
+            for (outcome, n) in ep.counts.outcomes() {
                 let series = format!(
                     "parallelrun_endpoint_requests_total{{endpoint=\"{}\",outcome=\"{outcome}\"}}",
                     ep.endpoint

@@ -45,15 +45,7 @@ impl Collector for EndpointCollector {
             MetricType::Counter,
         )?;
         for ep in &summary.endpoints {
-            let c = &ep.counts;
-            for (outcome, v) in [
-                ("matched", c.matched),
-                ("mismatched", c.mismatched),
-                ("noise", c.noise),
-                ("skipped", c.skipped),
-                ("lost", c.lost),
-                ("replay_error", c.replay_errors),
-            ] {
+            for (outcome, v) in ep.counts.outcomes() {
                 let labels = [("endpoint", ep.endpoint.as_str()), ("outcome", outcome)];
                 ConstCounter::new(v).encode(requests.encode_family(&labels)?)?;
             }

@@ -182,7 +182,8 @@ pub fn regression_mark(e: &EndpointSummary) -> String {
     })
 }
 
-/// `s` with control characters escaped (`\n`, `\u{1b}`).
+/// `s` with control characters escaped (`\n`, `\u{1b}`): an escape
+/// sequence from captured traffic must not drive the terminal.
 pub fn clean(s: &str) -> Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return Cow::Borrowed(s);
@@ -212,7 +213,8 @@ fn width_of(s: &str) -> usize {
     s.chars().count()
 }
 
-fn paint(on: bool, text: &str, style: Style) -> String {
+/// `text` in `style` when `on`, plain otherwise.
+pub(crate) fn paint(on: bool, text: &str, style: Style) -> String {
     if on {
         text.style(style).to_string()
     } else {

@@ -6,7 +6,6 @@
 //! only prints complete lines.
 
 use std::{
-    borrow::Cow,
     fmt::Write as _,
     future::Future,
     io::{self, SeekFrom, Write},
@@ -16,14 +15,17 @@ use std::{
     time::Duration,
 };
 
-use owo_colors::{OwoColorize, Style};
+use owo_colors::Style;
 use serde_json::Value;
 use tokio::{
     fs::File,
     io::{AsyncReadExt, AsyncSeekExt},
 };
 
-use super::log::{EventKind, LogEvent, Side, cut_string};
+use super::{
+    log::{EventKind, LogEvent, Side, cut_string},
+    table::{clean, paint},
+};
 
 /// How many events are shown first unless [`TailOptions::from_start`].
 pub const LAST_EVENTS: usize = 10;
@@ -368,31 +370,6 @@ impl<W: Write> Printer<'_, W> {
 
 fn note_style() -> Style {
     Style::new().yellow().italic()
-}
-
-fn paint(on: bool, text: &str, style: Style) -> String {
-    if on {
-        text.style(style).to_string()
-    } else {
-        text.to_owned()
-    }
-}
-
-/// Control characters (an escape sequence from captured traffic could
-/// otherwise drive the terminal) shown escaped.
-fn clean(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
 }
 
 fn status(s: &Side) -> String {

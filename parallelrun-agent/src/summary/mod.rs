@@ -130,6 +130,21 @@ pub struct Counts {
     pub lost_by: BTreeMap<String, u64>,
 }
 
+impl Counts {
+    /// The outcomes, each under the name the metrics give it
+    /// (`endpoint_requests_total{outcome}`).
+    pub fn outcomes(&self) -> [(&'static str, u64); 6] {
+        [
+            ("matched", self.matched),
+            ("mismatched", self.mismatched),
+            ("noise", self.noise),
+            ("skipped", self.skipped),
+            ("lost", self.lost),
+            ("replay_error", self.replay_errors),
+        ]
+    }
+}
+
 /// Everything known about one endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -27,7 +27,6 @@ pub(crate) fn endpoint(
         lost_by.insert("ring_overflow".to_owned(), lost);
     }
     EndpointSummary {
-        endpoint: name.to_owned(),
         counts: Counts {
             seen: matched + mismatched + noise + skipped + lost + replay_errors,
             compared: matched + mismatched + noise,
@@ -40,15 +39,7 @@ pub(crate) fn endpoint(
             skipped_by,
             lost_by,
         },
-        differences: Vec::new(),
-        other_locations: 0,
-        latency: Latencies {
-            old: Latency::new(),
-            new: Latency::new(),
-            secondary: Latency::new(),
-        },
-        regression: None,
-        examples: Vec::new(),
+        ..EndpointSummary::empty(name)
     }
 }
 
@@ -128,21 +119,7 @@ pub(crate) fn summary(mut endpoints: Vec<EndpointSummary>, sources: Vec<Source>)
     endpoints.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
     let mut totals = Counts::default();
     for e in &endpoints {
-        let c = &e.counts;
-        totals.seen += c.seen;
-        totals.compared += c.compared;
-        totals.matched += c.matched;
-        totals.mismatched += c.mismatched;
-        totals.noise += c.noise;
-        totals.skipped += c.skipped;
-        totals.lost += c.lost;
-        totals.replay_errors += c.replay_errors;
-        for (k, v) in &c.skipped_by {
-            *totals.skipped_by.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &c.lost_by {
-            *totals.lost_by.entry(k.clone()).or_default() += v;
-        }
+        totals.add(&e.counts);
     }
     Summary {
         format: FORMAT.to_owned(),
