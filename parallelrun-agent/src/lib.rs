@@ -21,6 +21,7 @@ pub mod model;
 pub mod pcap;
 pub mod pipeline;
 pub mod reassembly;
+pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod service;

@@ -282,3 +282,8 @@ pub struct Difference {
     /// The new side's value; `null` when absent there.
     pub new: serde_json::Value,
 }
+
+/// RFC 3339 in UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
+pub fn timestamp(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use parallelrun_agent::{
     endpoint::Endpoints,
-    report::log::timestamp,
+    model::timestamp,
     summary::{
         RegressionRule, Results, Rules, Source, Summary, file,
         verdict::{self, Decision, VerdictRules},

@@ -125,7 +125,7 @@ use super::parse::{
 };
 use crate::{
     model::{ConnKey, Direction, Exchange, LossCause, Lost, Outcome, Request, Response},
-    report::log::redact_query,
+    redact::redact_query,
     stream::{CloseReason, StreamHandler},
 };
 

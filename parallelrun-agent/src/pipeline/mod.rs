@@ -58,10 +58,10 @@ use crate::{
     endpoint::Endpoints,
     http::{HttpConfig, HttpTracker, track::HttpStats},
     metrics::{Metrics, ReplayTarget, SkipReason},
-    model::{Exchange, Outcome, TcpSegment, wall_ns},
+    model::{Exchange, Outcome, TcpSegment, timestamp, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
     replay::{Permit, ReplayError, Replayed, Replayer},
-    report::log::{EventKind, LogEvent, MismatchLog, Side, timestamp},
+    report::log::{EventKind, LogEvent, MismatchLog, Side},
     summary::{
         OTHER, Results,
         record::{Compared, Judged},

@@ -17,8 +17,6 @@ pub mod table;
 pub mod tail;
 
 pub use self::{
-    log::{
-        EventKind, LogConfig, LogError, LogEvent, MismatchLog, REDACTED, Side, redact, timestamp,
-    },
+    log::{EventKind, LogConfig, LogError, LogEvent, MismatchLog, REDACTED, Side, redact},
     tail::{TailError, TailOptions, TailSummary, format_event, tail},
 };

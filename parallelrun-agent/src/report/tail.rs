@@ -23,9 +23,10 @@ use tokio::{
 };
 
 use super::{
-    log::{EventKind, LogEvent, Side, cut_string},
+    log::{EventKind, LogEvent, Side},
     table::{clean, paint},
 };
+use crate::redact::cut_string;
 
 /// How many events are shown first unless [`TailOptions::from_start`].
 pub const LAST_EVENTS: usize = 10;

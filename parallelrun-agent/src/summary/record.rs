@@ -38,8 +38,9 @@ use serde_json::Value;
 
 use crate::{
     endpoint::generalise_location,
+    model::timestamp,
     model::{Difference, Request},
-    report::log::{REDACTED, cut_string, cut_value, redact_query, timestamp},
+    redact::{REDACTED, cut_string, cut_value, redact_query},
 };
 
 use super::{

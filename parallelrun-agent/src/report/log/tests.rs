@@ -3,6 +3,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde_json::json;
 
 use super::*;
+use crate::model::timestamp;
 
 /// A mismatch event with a status difference, for tests here and in
 /// `tail`.
