@@ -124,7 +124,9 @@ use std::fmt;
 use thiserror::Error;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::summary::OTHER;
+/// The endpoint every request goes to once `max_endpoints` names are taken
+/// (and requests whose target could not be read).
+pub const OTHER: &str = "other";
 
 /// Segments of a path beyond this many are never learned.
 pub const MAX_LEARNED_DEPTH: usize = 16;
@@ -485,7 +487,7 @@ enum Position {
 }
 
 /// The endpoint classifier of one run: patterns first, then inference, with
-/// at most `max_endpoints` names (then [`crate::summary::OTHER`]).
+/// at most `max_endpoints` names (then [`OTHER`]).
 ///
 /// See the module docs for the rules and invariants.
 #[derive(Debug)]

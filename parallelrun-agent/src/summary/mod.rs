@@ -40,9 +40,7 @@ pub use self::{latency::Latency, record::Results};
 pub const FORMAT: &str = "parallelrun-summary";
 /// The schema version this build writes and reads.
 pub const VERSION: u32 = 1;
-/// The endpoint every request goes to once [`Rules::max_endpoints`] are
-/// taken (and requests whose target could not be read).
-pub const OTHER: &str = "other";
+pub use crate::endpoint::OTHER;
 
 /// A summary file: one run of one agent, or several merged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
