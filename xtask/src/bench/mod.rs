@@ -58,7 +58,8 @@ pub struct BenchArgs {
     pub live_only: bool,
     /// Times each condition is measured (interleaved A B C D B' C' A B ...;
     /// at the 1 KiB completeness rates A C, and A C C+ at 10000 req/s);
-    /// tables show the median. Default 2.
+    /// tables show the median. Default 2 (with --quick, 1 at the
+    /// completeness rates).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub rounds: Option<u32>,
     /// Leave out the `--sample 0.1` conditions (B', C'), for an agent
@@ -134,7 +135,7 @@ impl Plan {
                 latency_secs: 4,
                 completeness_rates: vec![5000, 10000],
                 summary_rate: SUMMARY_RATE,
-                completeness_rounds: 1,
+                completeness_rounds: args.rounds.unwrap_or(1),
                 completeness_secs: 4,
                 tcpdump_secs: 4,
                 warmup_secs: 2,
@@ -581,8 +582,8 @@ mod tests {
             plan.completeness_conds(SUMMARY_RATE),
             [Cond::A, Cond::C, Cond::Cr]
         );
-        // 1 size × (2 phases × 6 conditions × 2 rounds + tcpdump), then one
-        // completeness round of A C at 5000 and A C C+ at 10000.
-        assert_eq!(plan.total_runs(), 25 + 5);
+        // 1 size × (2 phases × 6 conditions × 2 rounds + tcpdump), then two
+        // completeness rounds of A C at 5000 and A C C+ at 10000.
+        assert_eq!(plan.total_runs(), 25 + 2 * 5);
     }
 }
