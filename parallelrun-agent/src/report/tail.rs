@@ -399,7 +399,8 @@ fn value(v: &Value) -> String {
 /// then `secondary STATUS (LATENCY)` and `from CLIENT` when known; then
 /// each difference on its own line `  where: old → new` (values as compact
 /// JSON, `(absent)` for null), `  … N more differences` when some were
-/// omitted, `  noise not checked: secondary KIND` when the secondary gave
+/// omitted, `  bodies compared by digest (length and XXH3, not kept)` when
+/// they were, `  noise not checked: secondary KIND` when the secondary gave
 /// no response, and `  error: …` for a replay error. No trailing newline.
 /// ANSI colours only when `color`; control characters are always escaped.
 pub fn format_event(ev: &LogEvent, color: bool) -> String {
@@ -448,6 +449,17 @@ pub fn format_event(ev: &LogEvent, color: bool) -> String {
     }
     if ev.omitted > 0 {
         let _ = write!(s, "\n  … {} more differences", ev.omitted);
+    }
+    if ev.body_by_digest {
+        let _ = write!(
+            s,
+            "\n  {}",
+            paint(
+                color,
+                "bodies compared by digest (length and XXH3, not kept)",
+                Style::new().dimmed()
+            )
+        );
     }
     if let Some(why) = &ev.noise_unchecked {
         let _ = write!(

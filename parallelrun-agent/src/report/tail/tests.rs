@@ -143,6 +143,19 @@ fn formats_a_mismatch_whose_noise_was_not_checked() {
 }
 
 #[test]
+fn formats_a_mismatch_of_digested_bodies() {
+    let mut ev = event(8);
+    ev.body_by_digest = true;
+    assert_eq!(
+        format_event(&ev, false),
+        "2024-05-01T12:00:00.131Z #8 mismatch GET /items/8?page=2 200 → 500 \
+             (12.5 ms → 40.1 ms) from 10.0.0.7:51234\n  \
+             status: 200 → 500\n  \
+             bodies compared by digest (length and XXH3, not kept)"
+    );
+}
+
+#[test]
 fn colour_only_adds_escape_codes() {
     let plain = format_event(&sample(), false);
     let coloured = format_event(&sample(), true);
