@@ -710,7 +710,7 @@ fn parse_payload(header: FrameHeader, payload: &[u8]) -> Result<Frame<'_>, Malfo
             let ack = header.has(flags::ACK);
             if ack {
                 exact(&header, 0, "0 bytes with ACK")?;
-            } else if length % 6 != 0 {
+            } else if !length.is_multiple_of(6) {
                 return Err(Malformed::BadLength {
                     length,
                     expected: "a multiple of 6 bytes",

@@ -459,7 +459,12 @@ impl Decoder {
     /// inserted before are unknown.
     pub fn joined(limits: DecoderLimits) -> Self {
         let mut decoder = Self::new(limits);
-        decoder.desync();
+        // Nor is the table's current maximum known: a size update may have
+        // set it before.
+        decoder.sync = Sync::Joined {
+            joined_at: 0,
+            max_known: false,
+        };
         decoder
     }
 
