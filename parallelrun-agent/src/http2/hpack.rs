@@ -212,6 +212,16 @@ pub enum HpackError {
     },
 }
 
+impl HpackError {
+    /// True for [`HpackError::UnknownIndex`]: the block was decoded to its
+    /// end and the table is still right about what it knows, so later
+    /// blocks decode. After any other error the decoder forgot its table
+    /// (see the module documentation).
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, HpackError::UnknownIndex { .. })
+    }
+}
+
 /// A pseudo-header field (RFC 9113 §8.3, RFC 8441 §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pseudo {
@@ -267,6 +277,8 @@ pub struct HeaderList {
     bytes: Vec<u8>,
     /// Regular fields: name and value ranges in `bytes`, in wire order.
     fields: Vec<(Range<usize>, Range<usize>)>,
+    /// Indices in `fields` of those sent as never indexed.
+    never_indexed: Vec<usize>,
     /// Known pseudo-headers' values (the first of each).
     pseudo: [Option<Range<usize>>; 6],
     misplaced_pseudo: bool,
@@ -283,6 +295,7 @@ impl HeaderList {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.fields.clear();
+        self.never_indexed.clear();
         self.pseudo = Default::default();
         self.misplaced_pseudo = false;
         self.size = 0;
@@ -302,6 +315,15 @@ impl HeaderList {
                 self.bytes.get(n.clone()).unwrap_or_default(),
                 self.bytes.get(v.clone()).unwrap_or_default(),
             )
+        })
+    }
+
+    /// The regular fields sent as "never indexed" (§6.2.3): values the
+    /// sender marked sensitive (credentials, cookies), to be redacted.
+    pub fn never_indexed(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.never_indexed.iter().filter_map(|&i| {
+            let (n, v) = self.fields.get(i)?;
+            Some((self.bytes.get(n.clone())?, self.bytes.get(v.clone())?))
         })
     }
 
@@ -343,6 +365,16 @@ impl HeaderList {
     }
 
     fn push(&mut self, name: &[u8], value: &[u8], limit: usize) -> Result<(), HpackError> {
+        self.push_field(name, value, false, limit)
+    }
+
+    fn push_field(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        never_indexed: bool,
+        limit: usize,
+    ) -> Result<(), HpackError> {
         let size = self.size + name.len() + value.len() + ENTRY_OVERHEAD;
         if size > limit {
             return Err(HpackError::HeaderListTooLarge { limit });
@@ -364,6 +396,9 @@ impl HeaderList {
                 if pseudo {
                     self.misplaced_pseudo = true;
                 }
+                if never_indexed {
+                    self.never_indexed.push(self.fields.len());
+                }
                 self.fields.push((start..mid, mid..end));
             }
         }
@@ -374,10 +409,8 @@ impl HeaderList {
 /// A dynamic table entry.
 #[derive(Clone, Debug)]
 enum Entry {
-    Known {
-        name: Box<[u8]>,
-        value: Box<[u8]>,
-    },
+    /// Name then value, in one allocation.
+    Known { bytes: Box<[u8]>, name_len: usize },
     /// Inserted with a name the decoder did not know.
     Unknown,
 }
@@ -625,7 +658,8 @@ impl Decoder {
                 };
                 input.string(&mut scratch.value, limit)?;
                 if name_known {
-                    list.push(&scratch.name, &scratch.value, limit)?;
+                    let never_indexed = first & 0xf0 == 0x10;
+                    list.push_field(&scratch.name, &scratch.value, never_indexed, limit)?;
                 }
                 if indexing {
                     self.insert(name_known, &scratch.name, &scratch.value);
@@ -644,7 +678,10 @@ impl Decoder {
             return Ok(Lookup::Static(name, value));
         }
         match self.table.entries.get(i - 1 - STATIC_LEN) {
-            Some((Entry::Known { name, value }, _)) => Ok(Lookup::Dynamic(name, value)),
+            Some((Entry::Known { bytes, name_len }, _)) => {
+                let (name, value) = bytes.split_at((*name_len).min(bytes.len()));
+                Ok(Lookup::Dynamic(name, value))
+            }
             Some((Entry::Unknown, _)) => Ok(Lookup::Unknown),
             None if self.in_step() => Err(HpackError::InvalidIndex { index }),
             None => Ok(Lookup::Unknown),
@@ -672,20 +709,23 @@ impl Decoder {
 
     fn insert(&mut self, name_known: bool, name: &[u8], value: &[u8]) {
         self.inserted += 1;
-        let (entry, size) = if name_known {
-            (
-                Entry::Known {
-                    name: name.into(),
-                    value: value.into(),
-                },
-                name.len() + value.len() + ENTRY_OVERHEAD,
-            )
+        let size = if name_known {
+            name.len() + value.len() + ENTRY_OVERHEAD
         } else {
             // The name's length is unknown: the smallest size it could
             // have, so that the table keeps at least the encoder's entries.
-            (Entry::Unknown, value.len() + ENTRY_OVERHEAD)
+            value.len() + ENTRY_OVERHEAD
         };
         let emptied = size > self.table.max;
+        let entry = if emptied || !name_known {
+            // Not kept (§4.4), or unknown: nothing to copy.
+            Entry::Unknown
+        } else {
+            Entry::Known {
+                bytes: [name, value].concat().into_boxed_slice(),
+                name_len: name.len(),
+            }
+        };
         self.table.insert(entry, size);
         if let Sync::Joined {
             max_known: true, ..

@@ -593,3 +593,29 @@ fn joined_mid_connection_matches_a_decoder_that_saw_everything() {
         Some(&b"307"[..])
     );
 }
+
+#[test]
+fn never_indexed_fields_are_marked() {
+    let mut d = Decoder::new(DecoderLimits::default());
+    // authorization (static 23) never indexed; a new name without indexing.
+    let mut block = int(0x10, 4, 23);
+    block.extend(string(b"secret"));
+    block.push(0x00);
+    block.extend(string(b"x-plain"));
+    block.extend(string(b"1"));
+    let list = d.decode(&block).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        list.never_indexed().collect::<Vec<_>>(),
+        [(&b"authorization"[..], &b"secret"[..])]
+    );
+    // Neither was inserted.
+    assert_eq!(d.table_len(), 0);
+}
+
+#[test]
+fn only_unknown_index_is_recoverable() {
+    assert!(HpackError::UnknownIndex { index: 62 }.is_recoverable());
+    assert!(!HpackError::InvalidIndex { index: 62 }.is_recoverable());
+    assert!(!HpackError::Truncated.is_recoverable());
+}
