@@ -5,14 +5,14 @@
 //!
 //! The crates on crates.io were looked at: `hpack` 0.3 (unmaintained for
 //! years), its forks `fluke-hpack` 0.3 and `loona-hpack` 0.4, and
-//! `httlib-hpack` 0.1 (h2's decoder is private). All decode a block into
-//! owned pairs with no bound on the decoded list, `loona-hpack` asserts
-//! (panics) on a table size above its allowed maximum, and none can decode
-//! a connection it joined in the middle: they report "index out of bounds"
-//! for an entry they never saw and cannot say which later entries they do
-//! know. That mode is what an observer needs most, so this module
-//! implements RFC 7541 directly: integers (§5.1), string literals (§5.2,
-//! Huffman in [`huffman`]), the representations of §6 and the table of §4.
+//! `httlib-hpack` 0.1 (h2's decoder is private). None bounds the decoded
+//! header list itself, `loona-hpack`'s `set_max_table_size` asserts
+//! (panics) above its allowed maximum, and none can decode a connection
+//! it joined in the middle: an entry it never saw is just "index out of
+//! bounds", and it cannot tell which later entries it does know. That
+//! mode is what an observer needs most, so this module implements RFC 7541
+//! directly: integers (§5.1), string literals (§5.2, Huffman in the
+//! `huffman` submodule), the representations of §6 and the table of §4.
 //!
 //! # Invariants
 //!
@@ -61,6 +61,8 @@
 //! judge HTTP semantics; a pseudo-header after a regular field, repeated, or
 //! unknown is kept (unknown ones among the regular fields) and flagged by
 //! [`HeaderList::misplaced_pseudo`].
+//! Fields the sender marked never indexed (§6.2.3: credentials, cookies)
+//! are listed by [`HeaderList::never_indexed`], for redaction.
 
 pub(crate) mod huffman;
 
