@@ -16,6 +16,7 @@ pub mod capture;
 pub mod diff;
 pub mod endpoint;
 pub mod http;
+pub mod http2;
 pub mod metrics;
 pub mod model;
 pub mod pcap;
