@@ -112,9 +112,14 @@ fn entry<'a>(
     } else {
         OTHER
     };
+    // Known endpoints (every request but an endpoint's first) allocate
+    // nothing.
+    if !endpoints.contains_key(name) {
+        endpoints.insert(name.to_owned(), EndpointSummary::empty(name));
+    }
     endpoints
-        .entry(name.to_owned())
-        .or_insert_with(|| EndpointSummary::empty(name))
+        .get_mut(name)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 fn is_redacted(name: &str, redact_headers: &[String]) -> bool {

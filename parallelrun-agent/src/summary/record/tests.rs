@@ -399,9 +399,10 @@ fn a_slower_new_service_is_marked_a_regression() {
     checked(&s);
     let reg = s.endpoints[0].regression.as_ref().expect("a regression");
     assert_eq!(reg.quantile, "p50");
-    assert!((reg.new_ms - 50.0).abs() < 0.1, "{reg:?}");
-    assert!((reg.secondary_ms - 20.0).abs() < 0.1, "{reg:?}");
-    assert!((reg.ratio - 2.5).abs() < 0.01, "{reg:?}");
+    // Within the histograms' 1 %.
+    assert!((reg.new_ms - 50.0).abs() < 0.5, "{reg:?}");
+    assert!((reg.secondary_ms - 20.0).abs() < 0.2, "{reg:?}");
+    assert!((reg.ratio - 2.5).abs() < 0.05, "{reg:?}");
 }
 
 #[test]
