@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// on, the agent's busiest functions. About 1 minute more per size.
     #[arg(long)]
     pub profile: bool,
+    /// Only the 1 KiB completeness rates (A and C, and C+ at 10000 req/s),
+    /// for the targets measured there; no saturation, latency, kernel or
+    /// tcpdump phase.
+    #[arg(long, conflicts_with_all = ["offline_only", "profile"])]
+    pub completeness_only: bool,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -104,6 +109,9 @@ fn offline() -> Result<()> {
 #[derive(Debug, serde::Serialize)]
 struct Plan {
     sizes: Vec<&'static str>,
+    /// The per-size phases (saturation, latency, profile, tcpdump) run;
+    /// false with `--completeness-only`.
+    size_phases: bool,
     /// Conditions alternated in each round of the saturation and latency
     /// phases.
     conds: Vec<Cond>,
@@ -129,6 +137,7 @@ impl Plan {
         if args.quick {
             Self {
                 sizes: vec!["1k"],
+                size_phases: !args.completeness_only,
                 conds,
                 rounds: args.rounds.unwrap_or(2),
                 saturation_secs: 4,
@@ -143,7 +152,12 @@ impl Plan {
         } else {
             let rounds = args.rounds.unwrap_or(2);
             Self {
-                sizes: topo::SIZES.iter().map(|(n, _)| *n).collect(),
+                sizes: if args.completeness_only {
+                    vec!["1k"]
+                } else {
+                    topo::SIZES.iter().map(|(n, _)| *n).collect()
+                },
+                size_phases: !args.completeness_only,
                 conds,
                 rounds,
                 saturation_secs: 8,
@@ -180,7 +194,8 @@ impl Plan {
         } else {
             0
         };
-        self.sizes.len() * per_size + completeness
+        let sized = if self.size_phases { self.sizes.len() } else { 0 };
+        sized * per_size + completeness
     }
 }
 
@@ -349,7 +364,7 @@ fn measure_all(
         runs.push(r);
         Ok(())
     };
-    for &size in &plan.sizes {
+    for &size in plan.sizes.iter().filter(|_| plan.size_phases) {
         // Warm caches and connections; not recorded.
         measure::run(
             &mut ctx,
@@ -574,6 +589,7 @@ mod tests {
             rounds: Some(2),
             without_sampling: false,
             profile: false,
+            completeness_only: false,
         };
         let plan = Plan::new(&args);
         assert!(!plan.conds.contains(&Cond::Cr));
@@ -585,5 +601,11 @@ mod tests {
         // 1 size × (2 phases × 6 conditions × 2 rounds + tcpdump), then two
         // completeness rounds of A C at 5000 and A C C+ at 10000.
         assert_eq!(plan.total_runs(), 25 + 2 * 5);
+        let only = Plan::new(&BenchArgs {
+            completeness_only: true,
+            rounds: Some(7),
+            ..args
+        });
+        assert_eq!(only.total_runs(), 7 * 5);
     }
 }
