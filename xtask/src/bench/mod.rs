@@ -446,11 +446,18 @@ fn measure_all(
     }
     if plan.sizes.contains(&"1k") {
         // C at the rates of the completeness targets, each after A at the
-        // same rate for the latency baseline; at the summary rate C+ right
-        // after C, so that the two are measured side by side.
+        // same rate for the latency baseline; at the summary rate C+ beside
+        // C, so that the two are measured side by side, in turn first and
+        // second (even rounds swap them: an order effect cancels out).
         for round in 1..=plan.completeness_rounds {
             for &rate in &plan.completeness_rates {
-                for cond in plan.completeness_conds(rate) {
+                let mut conds = plan.completeness_conds(rate);
+                if round % 2 == 0
+                    && let [_, c, cr] = conds.as_mut_slice()
+                {
+                    std::mem::swap(c, cr);
+                }
+                for cond in conds {
                     let spec = Spec {
                         size: "1k",
                         phase: "completeness",
