@@ -194,7 +194,11 @@ impl Plan {
         } else {
             0
         };
-        let sized = if self.size_phases { self.sizes.len() } else { 0 };
+        let sized = if self.size_phases {
+            self.sizes.len()
+        } else {
+            0
+        };
         sized * per_size + completeness
     }
 }

@@ -531,7 +531,10 @@ fn summary_cost_target(runs: &[Run]) -> Target {
     rounds.sort_unstable();
     rounds.dedup();
     let paired: Vec<u32> = {
-        let mut p: Vec<u32> = same_rounds(&c_all, &cr_all).iter().map(|r| r.round).collect();
+        let mut p: Vec<u32> = same_rounds(&c_all, &cr_all)
+            .iter()
+            .map(|r| r.round)
+            .collect();
         p.sort_unstable();
         p.dedup();
         p
@@ -540,8 +543,16 @@ fn summary_cost_target(runs: &[Run]) -> Target {
         return not_measured(what);
     }
     let (c, cr): (Vec<&Run>, Vec<&Run>) = (
-        c_all.iter().copied().filter(|r| rounds.contains(&r.round)).collect(),
-        cr_all.iter().copied().filter(|r| rounds.contains(&r.round)).collect(),
+        c_all
+            .iter()
+            .copied()
+            .filter(|r| rounds.contains(&r.round))
+            .collect(),
+        cr_all
+            .iter()
+            .copied()
+            .filter(|r| rounds.contains(&r.round))
+            .collect(),
     );
     let cpu = |rs: &[&Run]| med(rs, |r| r.agent.as_ref()?.cpu_per_1k_compared);
     let left_out = paired.len() - rounds.len();
