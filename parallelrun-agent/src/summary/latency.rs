@@ -9,8 +9,9 @@
 //! regression threshold of 1.2× needs no finer precision; latencies above
 //! 60 s (beyond any replay timeout) are counted as 60 s.
 //!
-//! HdrHistogram rather than fixed buckets: quantiles stay within 0.1 % at
-//! any latency, two histograms add into exactly the one that would have
+//! HdrHistogram rather than fixed buckets: quantiles stay within the same
+//! relative precision (here 1 %) at any latency, two histograms add into
+//! exactly the one that would have
 //! recorded both sets of values (what merging agents' summaries needs), and
 //! its serialisation is a format other tools read.
 
