@@ -78,8 +78,11 @@ pub(super) struct Mismatch {
 
 /// Compares `new` (and the `secondary`'s answer) with `ex`'s old response,
 /// `endpoint` being its [`crate::endpoint`] (see the [module docs](self) for
-/// the rules). Also returns every old ↔ new difference found, noise or not
-/// (for the per-endpoint results).
+/// the rules). Also returns the old ↔ new differences found that the
+/// verdict does not list (the noise, and those beyond [`MAX_LISTED`]): with
+/// a mismatch's `listed` they are every difference found, which the
+/// per-endpoint results count. They are moved out of the comparison, not
+/// copied.
 pub(super) fn judge(
     cfg: &DiffConfig,
     endpoints: &Mutex<EndpointNoise>,
@@ -92,7 +95,6 @@ pub(super) fn judge(
     if raw.is_match() {
         return (Verdict::Matched, Vec::new());
     }
-    let all = raw.differences.clone();
     let (noise_diffs, noise_unchecked) = match secondary {
         Secondary::None => (Vec::new(), None),
         Secondary::Answered(s) => (diff::compare(cfg, &ex.response, s).differences, None),
@@ -108,21 +110,23 @@ pub(super) fn judge(
     {
         stats.observe(endpoint, &raw.differences, &noise_diffs);
     }
-    let (mut reported, suppressed) = noise::cancel(raw.differences, &noise_diffs);
-    let mut suppressed = suppressed.len();
+    let (mut reported, mut unlisted) = noise::cancel(raw.differences, &noise_diffs);
     if let Some(endpoint) = endpoint
         && !reported.is_empty()
         && let Ok(stats) = endpoints.lock()
     {
-        let before = reported.len();
-        reported.retain(|d| !stats.is_noise(endpoint, d));
-        suppressed += before - reported.len();
+        let (noisy, kept) = reported
+            .into_iter()
+            .partition(|d| stats.is_noise(endpoint, d));
+        reported = kept;
+        unlisted.extend::<Vec<Difference>>(noisy);
     }
+    let suppressed = unlisted.len();
     if reported.is_empty() && raw.omitted == 0 {
-        return (Verdict::Noise { suppressed }, all);
+        return (Verdict::Noise { suppressed }, unlisted);
     }
     let omitted = reported.len().saturating_sub(MAX_LISTED) + raw.omitted;
-    reported.truncate(MAX_LISTED);
+    unlisted.extend(reported.split_off(reported.len().min(MAX_LISTED)));
     let m = Mismatch {
         listed: reported,
         omitted,
@@ -130,7 +134,7 @@ pub(super) fn judge(
         noise_unchecked,
         body_by_digest: raw.body_by_digest,
     };
-    (Verdict::Mismatched(m), all)
+    (Verdict::Mismatched(m), unlisted)
 }
 
 #[cfg(test)]

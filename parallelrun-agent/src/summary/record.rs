@@ -76,7 +76,8 @@ pub struct Compared<'a> {
     /// The exchange id (as in the mismatch log).
     pub id: u64,
     pub judged: Judged,
-    /// Every old ↔ new difference found (before noise cancellation).
+    /// Old ↔ new differences found (before noise cancellation); those in
+    /// `reported` may be left out here: they count as raw all the same.
     pub raw: &'a [Difference],
     /// The ones reported (not noise); empty unless `Mismatched`.
     pub reported: &'a [Difference],
