@@ -245,6 +245,7 @@ mod tests {
                 server: "10.0.0.2:80".parse().unwrap(),
             },
             protocol: Protocol::Http1,
+            stream_id: 0,
             request: Request {
                 method: "GET".into(),
                 target: "/f".into(),

@@ -149,16 +149,37 @@ impl BodyDigest {
 /// The protocol an [`Exchange`] was captured in, which decides how its
 /// request is replayed.
 ///
-/// This is where HTTP/2 (and gRPC over it) will be added: a variant here,
-/// the capture-side parser that makes its exchanges, and its replay client
-/// in [`crate::replay`] (which documents how a client plugs in). The diff,
-/// noise cancellation, mismatch log and accounting work on exchanges
-/// whatever their protocol.
+/// Each protocol has a variant here, the capture-side parser that makes its
+/// exchanges, and its replay client in [`crate::replay`] (which documents
+/// how a client plugs in). The diff, noise cancellation, mismatch log and
+/// accounting work on exchanges whatever their protocol.
+///
+/// # HTTP/2 exchanges
+///
+/// An HTTP/2 stream ([`crate::http2`]) becomes a [`Request`] and a
+/// [`Response`] of the same shape as HTTP/1's, so that everything after
+/// capture is shared:
+///
+/// - `Request::method` and `target` are `:method` and `:path`; `headers`
+///   begin with the `:authority`, `:scheme` and `:protocol` pseudo-header
+///   fields that were sent (named with their colon), then the regular
+///   fields in wire order; `body` is the DATA frames' payloads joined
+///   (padding removed); `trailers` the fields of a trailing HEADERS; `raw`
+///   is empty (frames are not replayed as captured: HPACK state belongs
+///   to the connection); `version` is 0.
+/// - `Response::status` is `:status` (interim 1xx responses skipped),
+///   `reason` empty, `version` 0, `headers` the regular fields, `body` and
+///   `trailers` as for the request. A gRPC trailers-only response has its
+///   `grpc-status` among the headers and no trailers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     /// HTTP/1.0 and HTTP/1.1 ([`crate::http`]); the minor version is in
     /// [`Request::version`] and [`Response::version`].
     Http1,
+    /// HTTP/2 over cleartext TCP (h2c, prior knowledge or `Upgrade: h2c`),
+    /// gRPC included; see the type's documentation for how a stream maps
+    /// to an exchange, and [`Exchange::stream_id`].
+    Http2,
 }
 
 impl Protocol {
@@ -166,6 +187,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
         }
     }
 }
@@ -178,6 +200,8 @@ pub struct Exchange {
     pub conn: ConnKey,
     /// The protocol the exchange was captured in.
     pub protocol: Protocol,
+    /// The HTTP/2 stream the exchange was sent on; 0 for HTTP/1.
+    pub stream_id: u32,
     pub request: Request,
     pub response: Response,
     /// Wall-clock ns of the segment carrying the request's first byte.
@@ -214,10 +238,17 @@ pub enum LossCause {
     Upgrade,
     /// Reassembly memory limits forced the connection out.
     Evicted,
+    /// HTTP/2: the stream was reset (RST_STREAM, or a GOAWAY that excluded
+    /// it) before its response was complete.
+    Reset,
+    /// HTTP/2: the request's or response's header block named HPACK table
+    /// entries inserted before the agent joined the connection (or lost in
+    /// a gap); its fields are unknown, and never guessed.
+    HpackState,
 }
 
 impl LossCause {
-    pub const ALL: [LossCause; 8] = [
+    pub const ALL: [LossCause; 10] = [
         LossCause::RingBufferDrop,
         LossCause::Gap,
         LossCause::ParseError,
@@ -226,6 +257,8 @@ impl LossCause {
         LossCause::TooLarge,
         LossCause::Upgrade,
         LossCause::Evicted,
+        LossCause::Reset,
+        LossCause::HpackState,
     ];
 
     /// Stable snake_case name, used in metrics labels, JSON and summaries.
@@ -239,6 +272,8 @@ impl LossCause {
             LossCause::TooLarge => "too_large",
             LossCause::Upgrade => "upgrade",
             LossCause::Evicted => "evicted",
+            LossCause::Reset => "reset",
+            LossCause::HpackState => "hpack_state",
         }
     }
 }

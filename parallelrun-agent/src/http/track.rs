@@ -169,7 +169,7 @@ pub struct HttpStats {
     /// Requests lost, indexed like [`LossCause::ALL`] (serialized as a map
     /// by cause name).
     #[serde(serialize_with = "serialize_lost")]
-    pub lost: [u64; 8],
+    pub lost: [u64; LossCause::ALL.len()],
     /// Responses that came when no request was waiting for one.
     pub unmatched_responses: u64,
     /// Bytes skipped while resynchronizing, and bytes of partial messages
@@ -204,7 +204,10 @@ fn warn_shed(n: u64, limit: usize) {
     }
 }
 
-fn serialize_lost<S: serde::Serializer>(lost: &[u64; 8], s: S) -> Result<S::Ok, S::Error> {
+fn serialize_lost<S: serde::Serializer>(
+    lost: &[u64; LossCause::ALL.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_map(LossCause::ALL.iter().zip(lost).map(|(c, n)| (c.name(), n)))
 }
 
@@ -237,6 +240,8 @@ fn cause_index(cause: LossCause) -> usize {
         LossCause::TooLarge => 5,
         LossCause::Upgrade => 6,
         LossCause::Evicted => 7,
+        LossCause::Reset => 8,
+        LossCause::HpackState => 9,
     }
 }
 
@@ -434,6 +439,7 @@ impl HttpTracker {
             id,
             conn: *key,
             protocol: crate::model::Protocol::Http1,
+            stream_id: 0,
             request,
             response,
             request_ts_ns,

@@ -247,6 +247,8 @@ impl Replayer {
         let exchange = async {
             match protocol {
                 Protocol::Http1 => inner.http1.send(req).await,
+                // No HTTP/2 exchange is captured before its client lands.
+                Protocol::Http2 => Err(ReplayError::Closed),
             }
         };
         tokio::time::timeout(inner.request_timeout, exchange)

@@ -33,6 +33,7 @@ fn exchange(target: &str, old: &Value) -> Exchange {
             server: SocketAddr::from(([10, 0, 0, 2], 80)),
         },
         protocol: Protocol::Http1,
+        stream_id: 0,
         request: Request {
             method: "GET".into(),
             target: target.into(),
