@@ -31,6 +31,38 @@ use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::model::{BodyDigest, Header};
 
+/// Response bodies larger than this are digested by default
+/// ([`DigestPolicy::max_whole`]).
+pub const DEFAULT_MAX_WHOLE_BODY: usize = 256 * 1024;
+
+/// Which response bodies a response parser ([`crate::http::ResponseParser`], and HTTP/2's streams) hashes while they arrive
+/// instead of keeping them ([`Response::digest`]): those of a binary content
+/// type ([`super::binary_content_type`]), and those whose size as
+/// sent passes `max_whole` (known from `Content-Length` at the head, else
+/// noticed while the body arrives: what was buffered is hashed then). The
+/// framing is followed exactly as for a kept body; only what is stored
+/// changes. Requests are always kept whole (they are replayed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigestPolicy {
+    /// Largest body (as sent, chunk framing included) kept whole.
+    pub max_whole: usize,
+    /// Bound on a digested body's decoded size (beyond it the body is
+    /// undecodable and compared as sent), like
+    /// [`DiffConfig::max_decoded_body`](super::DiffConfig::max_decoded_body)
+    /// for a whole one.
+    pub max_decoded: usize,
+}
+
+impl Default for DigestPolicy {
+    /// [`DEFAULT_MAX_WHOLE_BODY`], and the diff's default decoding bound.
+    fn default() -> Self {
+        Self {
+            max_whole: DEFAULT_MAX_WHOLE_BODY,
+            max_decoded: super::DiffConfig::default().max_decoded_body,
+        }
+    }
+}
+
 /// Buffer of the brotli decoder's writer.
 const BROTLI_BUFFER: usize = 4096;
 

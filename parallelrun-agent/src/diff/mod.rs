@@ -109,7 +109,7 @@ use serde_json::Value;
 
 pub use self::{
     body::binary_content_type,
-    digest::{BodyDigester, content_codings, digest_whole},
+    digest::{BodyDigester, DEFAULT_MAX_WHOLE_BODY, DigestPolicy, content_codings, digest_whole},
     json::{PointerPattern, PointerPatternError},
     noise::{EndpointNoise, NoiseThresholds, cancel},
 };

@@ -81,6 +81,7 @@ use head::{
     check_status_line, headers, parse_request_head, parse_response_head,
 };
 pub use head::{skipped_request_line, starts_with_request_line};
+pub use crate::diff::{DEFAULT_MAX_WHOLE_BODY, DigestPolicy};
 
 /// Size limits that every parser enforces on each message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,38 +105,6 @@ impl Default for HttpLimits {
             max_head: 64 * 1024,
             max_headers: 128,
             max_body: 16 * 1024 * 1024,
-        }
-    }
-}
-
-/// Response bodies larger than this are digested by default
-/// ([`DigestPolicy::max_whole`]).
-pub const DEFAULT_MAX_WHOLE_BODY: usize = 256 * 1024;
-
-/// Which response bodies a [`ResponseParser`] hashes while they arrive
-/// instead of keeping them ([`Response::digest`]): those of a binary content
-/// type ([`crate::diff::binary_content_type`]), and those whose size as
-/// sent passes `max_whole` (known from `Content-Length` at the head, else
-/// noticed while the body arrives: what was buffered is hashed then). The
-/// framing is followed exactly as for a kept body; only what is stored
-/// changes. Requests are always kept whole (they are replayed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DigestPolicy {
-    /// Largest body (as sent, chunk framing included) kept whole.
-    pub max_whole: usize,
-    /// Bound on a digested body's decoded size (beyond it the body is
-    /// undecodable and compared as sent), like
-    /// [`DiffConfig::max_decoded_body`](crate::diff::DiffConfig::max_decoded_body)
-    /// for a whole one.
-    pub max_decoded: usize,
-}
-
-impl Default for DigestPolicy {
-    /// [`DEFAULT_MAX_WHOLE_BODY`], and the diff's default decoding bound.
-    fn default() -> Self {
-        Self {
-            max_whole: DEFAULT_MAX_WHOLE_BODY,
-            max_decoded: crate::diff::DiffConfig::default().max_decoded_body,
         }
     }
 }
