@@ -35,13 +35,15 @@ use crate::model::{BodyDigest, Header};
 /// ([`DigestPolicy::max_whole`]).
 pub const DEFAULT_MAX_WHOLE_BODY: usize = 256 * 1024;
 
-/// Which response bodies a response parser ([`crate::http::ResponseParser`], and HTTP/2's streams) hashes while they arrive
-/// instead of keeping them ([`Response::digest`]): those of a binary content
-/// type ([`super::binary_content_type`]), and those whose size as
-/// sent passes `max_whole` (known from `Content-Length` at the head, else
-/// noticed while the body arrives: what was buffered is hashed then). The
-/// framing is followed exactly as for a kept body; only what is stored
-/// changes. Requests are always kept whole (they are replayed).
+/// Which response bodies are hashed while they arrive instead of kept
+/// ([`Response::digest`](crate::model::Response::digest)), by the HTTP/1
+/// response parser ([`crate::http::ResponseParser`]) and by HTTP/2's
+/// streams: those of a binary content type ([`super::binary_content_type`]),
+/// and those whose size as sent passes `max_whole` (known from
+/// `Content-Length` at the head, else noticed while the body arrives: what
+/// was buffered is hashed then). The framing is followed exactly as for a
+/// kept body; only what is stored changes. Requests are always kept whole
+/// (they are replayed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DigestPolicy {
     /// Largest body (as sent, chunk framing included) kept whole.

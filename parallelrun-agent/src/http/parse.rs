@@ -74,6 +74,7 @@ use std::mem;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+pub use crate::diff::{DEFAULT_MAX_WHOLE_BODY, DigestPolicy};
 use crate::model::{BodyDigest, Header, LossCause, Request, Response};
 use body::{Body, DigestPlan};
 use head::{
@@ -81,7 +82,6 @@ use head::{
     check_status_line, headers, parse_request_head, parse_response_head,
 };
 pub use head::{skipped_request_line, starts_with_request_line};
-pub use crate::diff::{DEFAULT_MAX_WHOLE_BODY, DigestPolicy};
 
 /// Size limits that every parser enforces on each message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
