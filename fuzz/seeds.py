@@ -4,7 +4,9 @@
 - reassembly_http: real HTTP/1.1 conversations encoded as
   `op seq:u16le ack:u16le len payload` segments;
 - http_parse: `mode nsplits split:u16le... data` (see the target);
-- diff: limits, three responses and a target (see the target).
+- diff: limits, three responses and a target (see the target);
+- http2_streams: HTTP/2 conversations as `mode` and `op len bytes` chunks
+  (see the target).
 """
 import os, random, struct, zlib
 
@@ -139,4 +141,49 @@ write("diff", {
                              resp(200, [("content-encoding", b"bogus")], b"?"), b"/enc"),
     "small_limits": diff_seed(resp(200, JSON, USER), resp(201, JSON, USER_NEW), resp(200, JSON, USER_NEW),
                               "/é?signature=%E2%82%AC&Token=1".encode(), limits=(4, 1, 8)),
+})
+
+# http2_streams: `mode`, then chunks `op len bytes` (see the target).
+def h2_frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+def h2_str(s):
+    assert len(s) < 127
+    return bytes([len(s)]) + s
+
+def h2_fields(pairs, index=False):
+    return b"".join((b"\x40" if index else b"\x00") + h2_str(n) + h2_str(v) for n, v in pairs)
+
+def h2_chunks(items):
+    out = b""
+    for op, data in items:
+        for i in range(0, max(len(data), 1), 255):
+            part = data[i:i + 255]
+            out += bytes([op, len(part)]) + part
+    return out
+
+H2_SETTINGS = h2_frame(4, 0, 0, struct.pack(">HI", 1, 4096))
+H2_GET = h2_fields([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/users/7"),
+                    (b":authority", b"svc")], index=True)
+H2_GRPC = h2_fields([(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/u.Users/Get"),
+                     (b"content-type", b"application/grpc"), (b"te", b"trailers")])
+H2_OK = h2_fields([(b":status", b"200"), (b"content-type", b"application/json")], index=True)
+H2_TRAILERS = h2_fields([(b"grpc-status", b"0")])
+H2_MSG = b"\x00\x00\x00\x00\x02\x08\x07"
+write("http2_streams", {
+    "get_and_grpc": b"\x00" + h2_chunks([
+        (0, H2_SETTINGS + h2_frame(1, 5, 1, H2_GET)),
+        (0, h2_frame(1, 4, 3, H2_GRPC) + h2_frame(0, 1, 3, H2_MSG)),
+        (1, H2_SETTINGS + h2_frame(1, 4, 3, H2_OK) + h2_frame(0, 0, 3, H2_MSG)),
+        (1, h2_frame(1, 5, 3, H2_TRAILERS) + h2_frame(1, 4, 1, H2_OK)),
+        (5, h2_frame(0, 1, 1, b'{"id":7}')),
+        (0, h2_frame(1, 5, 5, b"\xbe") + h2_frame(3, 0, 5, b"\x00\x00\x00\x08")),
+    ]),
+    "joined_with_gap": b"\x03" + h2_chunks([
+        (0, h2_frame(1, 5, 9, b"\xbe" + H2_GET)),
+        (1, b"middle of a frame"),
+        (1, h2_frame(1, 4, 9, H2_OK) + h2_frame(0, 1, 9, b"x" * 300)),
+        (2, h2_frame(1, 5, 11, H2_GET)),
+        (1, h2_frame(1, 5, 11, H2_OK)),
+    ]),
 })

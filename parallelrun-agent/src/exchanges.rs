@@ -14,7 +14,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_agent::{
     capture::{Capture, CaptureConfig, Clock, Segment, SegmentError},
     http::{HttpConfig, HttpLimits, HttpTracker},
-    model::{Exchange, Header, Outcome, Response, wall_ns},
+    model::{Exchange, Header, Outcome, Protocol, Response, wall_ns},
     pcap::read::PcapSource,
     reassembly::{Reassembler, ReassemblyConfig},
 };
@@ -56,24 +56,31 @@ fn response_body(r: &Response) -> (&'static str, Value) {
 /// One exchange as a JSON object; bytes in base64 so that any body survives.
 pub fn exchange_json(ex: &Exchange) -> Value {
     let (body_key, body) = response_body(&ex.response);
+    let version = |minor: u8| match ex.protocol {
+        Protocol::Http1 => format!("HTTP/1.{minor}"),
+        Protocol::Http2 => "HTTP/2".to_owned(),
+    };
     let mut v = json!({
         "id": ex.id,
         "client": ex.conn.client.to_string(),
         "server": ex.conn.server.to_string(),
         "protocol": ex.protocol.name(),
+        "stream": ex.stream_id,
         "request": {
             "method": ex.request.method,
             "target": ex.request.target,
-            "version": format!("HTTP/1.{}", ex.request.version),
+            "version": version(ex.request.version),
             "headers": headers(&ex.request.headers),
             "body_b64": STANDARD.encode(&ex.request.body),
+            "trailers": headers(&ex.request.trailers),
             "raw_b64": STANDARD.encode(&ex.request.raw),
         },
         "response": {
-            "version": format!("HTTP/1.{}", ex.response.version),
+            "version": version(ex.response.version),
             "status": ex.response.status,
             "reason": ex.response.reason,
             "headers": headers(&ex.response.headers),
+            "trailers": headers(&ex.response.trailers),
         },
         "request_ts_ns": ex.request_ts_ns,
         "response_ts_ns": ex.response_ts_ns,

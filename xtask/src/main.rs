@@ -231,7 +231,14 @@ fn test(filter: Option<&str>) -> Result<()> {
 }
 
 /// The cargo-fuzz targets (fuzz/Cargo.toml), all run by `cargo xtask test`.
-const FUZZ_TARGETS: [&str; 5] = ["reassembly_http", "http_parse", "diff", "summary", "http2"];
+const FUZZ_TARGETS: [&str; 6] = [
+    "reassembly_http",
+    "http_parse",
+    "diff",
+    "summary",
+    "http2",
+    "http2_streams",
+];
 
 /// How long `cargo xtask test` fuzzes each target.
 const FUZZ_SECONDS_IN_TEST: u64 = 40;

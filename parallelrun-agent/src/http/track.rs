@@ -60,6 +60,19 @@
 //!   when forced out. Bytes of unfinished messages are counted in
 //!   `truncated_bytes`.
 //!
+//! # HTTP/2
+//!
+//! A connection whose start was seen is HTTP/2 when its first request
+//! bytes are the client connection preface (prior knowledge: h2c, gRPC);
+//! response bytes that come before them and look like frames (a server's
+//! SETTINGS) wait for them, at most 64 KiB. A connection joined midway is
+//! HTTP/2 when, before any HTTP/1.x request was found on it, a request
+//! chunk begins with frames ([`streams::looks_like_frames`]). From then
+//! on every event of the connection goes to its [`H2Conn`], which pairs
+//! by stream (see [`crate::http2::streams`]); its outcomes are numbered
+//! and counted here with HTTP/1's, so the rules above hold for both, and
+//! its bytes count in `buffered_bytes` and the total limit alike.
+//!
 //! # Rejected requests
 //!
 //! A head the request parser rejects (a request line it cannot read, a
@@ -124,6 +137,7 @@ use super::parse::{
     skipped_request_line, starts_with_request_line,
 };
 use crate::{
+    http2::streams::{self, H2Conn, Http2Limits, Http2Stats, Outcomes},
     model::{ConnKey, Direction, Exchange, LossCause, Lost, Outcome, Request, Response},
     redact::redact_query,
     stream::{CloseReason, StreamHandler},
@@ -145,6 +159,8 @@ pub struct HttpConfig {
     /// Which response bodies are hashed while they arrive instead of kept
     /// ([`DigestPolicy`]); `None` (the default) keeps every body whole.
     pub digest: Option<DigestPolicy>,
+    /// Limits of connections followed as HTTP/2.
+    pub http2: Http2Limits,
 }
 
 impl Default for HttpConfig {
@@ -154,6 +170,7 @@ impl Default for HttpConfig {
             max_pipeline: 64,
             max_total_buffered: 256 << 20,
             digest: None,
+            http2: Http2Limits::default(),
         }
     }
 }
@@ -190,6 +207,8 @@ pub struct HttpStats {
     pub buffered_bytes: u64,
     /// Highest `buffered_bytes` seen.
     pub peak_buffered_bytes: u64,
+    /// What happened below the outcomes on HTTP/2 connections.
+    pub http2: Http2Stats,
 }
 
 /// One warning per 1000 sheds: a flood must not flood stderr too.
@@ -271,6 +290,28 @@ pub struct HttpConn {
     upgraded: bool,
     /// What this connection adds to [`HttpStats::buffered_bytes`].
     held: u64,
+    /// Whether the connection speaks HTTP/1.x or HTTP/2 is still open.
+    detect: Detect,
+    /// The connection speaks HTTP/2: every event goes to it.
+    h2: Option<Box<H2Conn>>,
+}
+
+/// Bytes of response held on a connection whose first request bytes are
+/// yet to come (a server may send its HTTP/2 SETTINGS first).
+const MAX_EARLY_RESPONSE: usize = 64 * 1024;
+
+/// How far a connection's protocol is known (see the module documentation,
+/// *HTTP/2*).
+#[derive(Debug)]
+enum Detect {
+    /// Its start was seen and no request byte yet: the first ones tell.
+    /// Response bytes that come first wait here.
+    Start { early: Vec<u8>, ts_ns: u64 },
+    /// Joined midway and not yet in step with HTTP/1.x: a request chunk
+    /// that begins with HTTP/2 frames makes it HTTP/2.
+    Midstream,
+    /// Decided.
+    Done,
 }
 
 impl HttpConn {
@@ -284,7 +325,12 @@ impl HttpConn {
                 Slot::Reported { .. } => 0,
             })
             .sum();
-        (self.requests.buffered() + self.responses.buffered() + waiting) as u64
+        let h2 = self.h2.as_ref().map_or(0, |h2| h2.holding());
+        let early = match &self.detect {
+            Detect::Start { early, .. } => early.len(),
+            _ => 0,
+        };
+        (self.requests.buffered() + self.responses.buffered() + waiting + early) as u64 + h2
     }
 
     fn new(limits: HttpLimits, digest: Option<DigestPolicy>, midstream: bool) -> Self {
@@ -303,6 +349,15 @@ impl HttpConn {
             response_sync,
             upgraded: false,
             held: 0,
+            detect: if midstream {
+                Detect::Midstream
+            } else {
+                Detect::Start {
+                    early: Vec::new(),
+                    ts_ns: 0,
+                }
+            },
+            h2: None,
         }
     }
 }
@@ -486,6 +541,10 @@ impl HttpTracker {
     /// `conn` fell out of step: its requests are lost for `cause` and both
     /// directions resynchronize.
     fn desync(&mut self, conn: &mut HttpConn, key: &ConnKey, cause: LossCause) {
+        if let Some(h2) = conn.h2.as_deref_mut() {
+            h2.shed(self, key);
+            return;
+        }
         debug!(
             ?key,
             cause = cause.name(),
@@ -776,6 +835,33 @@ impl HttpTracker {
     }
 }
 
+/// HTTP/2 connections report their outcomes here, numbered and counted
+/// with HTTP/1's.
+impl Outcomes for HttpTracker {
+    fn request(&mut self) -> u64 {
+        self.new_request()
+    }
+
+    fn paired(&mut self, exchange: Exchange) {
+        self.stats.paired += 1;
+        self.outcomes.push(Outcome::Paired(exchange));
+    }
+
+    fn lost(
+        &mut self,
+        key: &ConnKey,
+        cause: LossCause,
+        method: Option<String>,
+        target: Option<String>,
+    ) {
+        self.lose_line(key, cause, method, target);
+    }
+
+    fn counters(&mut self) -> &mut Http2Stats {
+        &mut self.stats.http2
+    }
+}
+
 impl StreamHandler for HttpTracker {
     type Conn = HttpConn;
 
@@ -792,13 +878,71 @@ impl StreamHandler for HttpTracker {
         ts_ns: u64,
         bytes: &[u8],
     ) {
+        if let Some(h2) = conn.h2.as_deref_mut() {
+            h2.data(self, key, dir, ts_ns, bytes);
+            self.account(conn, key);
+            return;
+        }
         if conn.upgraded {
             self.stats.upgraded_bytes += bytes.len() as u64;
             return;
         }
+        // Response bytes that came before the first request bytes and
+        // looked like HTTP/2, once the connection is known to be HTTP/1.x:
+        // parsed first, as they came (no request waits for them).
+        let mut held_back = None;
+        match (&mut conn.detect, dir) {
+            (Detect::Done, _) => {}
+            (Detect::Start { early, ts_ns: at }, Direction::Response)
+                if early.len() + bytes.len() <= MAX_EARLY_RESPONSE
+                    && (!early.is_empty() || streams::looks_like_frames(bytes)) =>
+            {
+                early.extend_from_slice(bytes);
+                *at = ts_ns;
+                self.account(conn, key);
+                return;
+            }
+            (Detect::Start { .. }, _) => {
+                let Detect::Start { early, ts_ns: at } =
+                    std::mem::replace(&mut conn.detect, Detect::Done)
+                else {
+                    return;
+                };
+                if dir == Direction::Request && streams::starts_with_preface(bytes) {
+                    let mut h2 =
+                        H2Conn::new(self.cfg.http2, self.cfg.digest, &mut self.stats.http2);
+                    h2.data(self, key, dir, ts_ns, bytes);
+                    if !early.is_empty() {
+                        h2.data(self, key, Direction::Response, at, &early);
+                    }
+                    conn.h2 = Some(Box::new(h2));
+                    self.account(conn, key);
+                    return;
+                }
+                held_back = Some((early, at));
+            }
+            (Detect::Midstream, Direction::Request) => {
+                if streams::looks_like_frames(bytes) {
+                    conn.detect = Detect::Done;
+                    let mut h2 =
+                        H2Conn::joined(self.cfg.http2, self.cfg.digest, &mut self.stats.http2);
+                    h2.data(self, key, dir, ts_ns, bytes);
+                    conn.h2 = Some(Box::new(h2));
+                    self.account(conn, key);
+                    return;
+                }
+            }
+            (Detect::Midstream, Direction::Response) => {}
+        }
+        if let Some((early, at)) = held_back.filter(|(early, _)| !early.is_empty()) {
+            self.response_data(conn, key, at, &early);
+        }
         match dir {
             Direction::Request => self.request_data(conn, key, ts_ns, bytes),
             Direction::Response => self.response_data(conn, key, ts_ns, bytes),
+        }
+        if matches!(conn.detect, Detect::Midstream) && conn.request_sync == RequestSync::InStep {
+            conn.detect = Detect::Done;
         }
         self.account(conn, key);
     }
@@ -807,25 +951,37 @@ impl StreamHandler for HttpTracker {
         &mut self,
         conn: &mut HttpConn,
         key: &ConnKey,
-        _dir: Direction,
+        dir: Direction,
         _ts_ns: u64,
         _len: u64,
         ring_drops: bool,
     ) {
-        if conn.upgraded {
-            return;
-        }
         let cause = if ring_drops {
             LossCause::RingBufferDrop
         } else {
             LossCause::Gap
         };
+        if let Some(h2) = conn.h2.as_deref_mut() {
+            h2.gap(self, key, dir, cause);
+            self.account(conn, key);
+            return;
+        }
+        if conn.upgraded {
+            return;
+        }
+        if let Detect::Start { early, .. } = &conn.detect {
+            // Bytes missing before the protocol was known: the first ones
+            // to come will not tell it.
+            self.stats.resync_skipped_bytes += early.len() as u64;
+            conn.detect = Detect::Midstream;
+        }
         self.desync(conn, key, cause);
         self.account(conn, key);
     }
 
     fn fin(&mut self, conn: &mut HttpConn, key: &ConnKey, dir: Direction, ts_ns: u64) {
         if dir == Direction::Response
+            && conn.h2.is_none()
             && !conn.upgraded
             && conn.response_sync == ResponseSync::InStep
         {
@@ -836,6 +992,10 @@ impl StreamHandler for HttpTracker {
 
     fn close(&mut self, mut conn: HttpConn, key: &ConnKey, _ts_ns: u64, reason: CloseReason) {
         self.stats.buffered_bytes = self.stats.buffered_bytes.saturating_sub(conn.held);
+        if let Some(h2) = conn.h2.take() {
+            h2.close(self, key, reason);
+            return;
+        }
         if conn.upgraded {
             return;
         }

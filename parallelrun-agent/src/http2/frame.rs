@@ -773,4 +773,4 @@ fn parse_payload(header: FrameHeader, payload: &[u8]) -> Result<Frame<'_>, Malfo
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

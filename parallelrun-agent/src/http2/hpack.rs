@@ -828,4 +828,4 @@ impl Input<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

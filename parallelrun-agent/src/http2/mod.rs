@@ -11,6 +11,9 @@
 //!   ([`hpack::Decoder`]), also for a connection the decoder joined in the
 //!   middle, where entries it never saw are an error of their own
 //!   ([`hpack::HpackError::UnknownIndex`]) instead of a guess.
+//! - [`streams`]: one connection's frames, both directions, made into
+//!   exchanges stream by stream ([`streams::H2Conn`]); the HTTP tracker
+//!   hands it the connections it detects as HTTP/2.
 //!
 //! Data flows frame → block → header list; one [`frame::FrameReader`], one
 //! [`block::HeaderBlockAssembler`] and one [`hpack::Decoder`] per direction
@@ -20,6 +23,7 @@
 pub mod block;
 pub mod frame;
 pub mod hpack;
+pub mod streams;
 
 #[cfg(test)]
 mod tests;

@@ -631,9 +631,9 @@ fn stats_index_losses_like_loss_cause_all() {
         stats.lost[i] = i as u64 + 1;
         assert_eq!(stats.lost(cause), i as u64 + 1);
     }
-    assert_eq!(stats.lost_total(), 36);
+    assert_eq!(stats.lost_total(), 55);
     let json = serde_json::to_value(&stats).unwrap();
-    assert_eq!(json["lost"].as_object().map(|m| m.len()), Some(8));
+    assert_eq!(json["lost"].as_object().map(|m| m.len()), Some(10));
     assert_eq!(json["lost"]["too_large"], 6);
     assert_eq!(json["requests_seen"], 0);
 }
