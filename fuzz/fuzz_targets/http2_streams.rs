@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let mut cfg = HttpConfig::default();
     if mode & 2 != 0 {
         cfg.http2.max_streams = 2;
-        cfg.http2.max_body = 512;
+        cfg.limits.max_body = 512;
         cfg.http2.max_header_list = 256;
     }
     let bound = 2 * (9 + 16_384)

@@ -249,6 +249,12 @@ pub struct PipelineArgs {
     /// repeat their effects.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "GET,HEAD,OPTIONS", value_parser = parse_method)]
     pub methods: Vec<String>,
+    /// gRPC methods to replay, as globs over `/package.Service/Method`
+    /// (`*` matches anything), e.g. `/shop.v1.Catalog/Get*`. Repeat for
+    /// several. None by default: gRPC calls are all POST and may have
+    /// effects, so each must be asked for; --methods does not apply to them.
+    #[arg(long, value_name = "GLOB", value_parser = parse_grpc_method)]
+    pub grpc_method: Vec<String>,
     /// Replay only targets whose path starts with this. Repeat for several.
     #[arg(long, value_name = "PREFIX", value_parser = parse_path_prefix)]
     pub path_prefix: Vec<String>,
@@ -494,6 +500,17 @@ pub fn parse_method(s: &str) -> Result<String, String> {
 pub fn parse_path_prefix(s: &str) -> Result<String, String> {
     if !s.starts_with('/') {
         return Err(format!("'{s}': a path prefix starts with '/', e.g. /api/"));
+    }
+    Ok(s.to_owned())
+}
+
+/// Parses a `--grpc-method` glob: a path, `/package.Service/Method`, in
+/// which `*` matches any run of characters.
+pub fn parse_grpc_method(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') && !s.starts_with('*') {
+        return Err(format!(
+            "'{s}': a gRPC method is a path such as /package.Service/Method (globs: /package.Service/*)"
+        ));
     }
     Ok(s.to_owned())
 }

@@ -184,6 +184,7 @@ impl Setup {
                 methods: args.methods.clone(),
                 path_prefixes: args.path_prefix.clone(),
                 exclude_prefixes: args.exclude_path_prefix.clone(),
+                grpc_methods: args.grpc_method.clone(),
                 // Per request only when asked; by connection the kernel
                 // (live) or the pcap reader (offline) already chose.
                 sample: match args.sample_by {

@@ -270,6 +270,12 @@ impl RequestParser {
         self.head_failed = false;
     }
 
+    /// Takes the bytes buffered after the last request parsed: after an
+    /// upgrade, the first bytes of the protocol that follows it.
+    pub fn take_buffered(&mut self) -> BytesMut {
+        std::mem::take(&mut self.core.buf)
+    }
+
     fn step(&mut self) -> Result<Option<RequestEvent>, HttpError> {
         let core = &mut self.core;
         match mem::replace(&mut core.phase, Phase::Head) {
@@ -404,6 +410,12 @@ impl ResponseParser {
     pub fn clear(&mut self) {
         self.core.clear();
         self.upgrade = None;
+    }
+
+    /// Takes the bytes buffered after the last message parsed: after an
+    /// upgrade, the first bytes of the protocol that follows it.
+    pub fn take_buffered(&mut self) -> BytesMut {
+        std::mem::take(&mut self.core.buf)
     }
 
     fn step(&mut self, method: &str) -> Result<Option<Response>, HttpError> {

@@ -159,7 +159,8 @@ pub struct HttpConfig {
     /// Which response bodies are hashed while they arrive instead of kept
     /// ([`DigestPolicy`]); `None` (the default) keeps every body whole.
     pub digest: Option<DigestPolicy>,
-    /// Limits of connections followed as HTTP/2.
+    /// Limits of connections followed as HTTP/2; their body limit is
+    /// `limits.max_body`.
     pub http2: Http2Limits,
 }
 
@@ -440,6 +441,14 @@ impl HttpTracker {
         }
     }
 
+    /// The HTTP/2 limits, the body limit being HTTP/1's.
+    fn http2_limits(&self) -> Http2Limits {
+        Http2Limits {
+            max_body: self.cfg.limits.max_body,
+            ..self.cfg.http2
+        }
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> &HttpStats {
         &self.stats
@@ -569,6 +578,35 @@ impl HttpTracker {
         conn.requests.clear();
         conn.responses.clear();
         conn.upgraded = true;
+    }
+
+    /// `conn` switched to HTTP/2 with `Upgrade: h2c`: the oldest waiting
+    /// request is its stream 1, answered in HTTP/2 (the 101 is not its
+    /// response); requests pipelined behind it are lost (`Upgrade`), and
+    /// the bytes buffered after the 101 are the first frames.
+    fn upgrade_to_h2c(&mut self, conn: &mut HttpConn, key: &ConnKey, ts_ns: u64) {
+        let Some(Slot::Waiting {
+            id,
+            ts_ns: start_ns,
+            request,
+        }) = conn.waiting.pop_front()
+        else {
+            return;
+        };
+        self.lose_all(conn, key, LossCause::Upgrade);
+        let mut h2 = H2Conn::upgraded(
+            self.http2_limits(),
+            self.cfg.digest,
+            &mut self.stats.http2,
+            (id, start_ns, request),
+        );
+        let requests = conn.requests.take_buffered();
+        let responses = conn.responses.take_buffered();
+        conn.requests.clear();
+        conn.responses.clear();
+        h2.data(self, key, Direction::Request, ts_ns, &requests);
+        h2.data(self, key, Direction::Response, ts_ns, &responses);
+        conn.h2 = Some(Box::new(h2));
     }
 
     fn request_data(&mut self, conn: &mut HttpConn, key: &ConnKey, ts_ns: u64, bytes: &[u8]) {
@@ -752,9 +790,19 @@ impl HttpTracker {
                 Ok(None) => break,
                 Err(HttpError::BodyTooLarge { .. }) => self.response(conn, key, None, ts_ns),
                 Err(HttpError::Upgrade) => {
+                    let response = conn.responses.take_upgrade();
+                    if let Some(response) = &response
+                        && response.status == 101
+                        && crate::model::header(&response.headers, "upgrade")
+                            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+                        && matches!(conn.waiting.front(), Some(Slot::Waiting { .. }))
+                    {
+                        self.upgrade_to_h2c(conn, key, ts_ns);
+                        break;
+                    }
                     // The 101 (or 2xx to CONNECT) answers a request like
                     // any response; what follows is not HTTP/1.x.
-                    if let Some(response) = conn.responses.take_upgrade() {
+                    if let Some(response) = response {
                         self.response(conn, key, Some(response), ts_ns);
                     }
                     self.upgrade(conn, key);
@@ -910,7 +958,7 @@ impl StreamHandler for HttpTracker {
                 };
                 if dir == Direction::Request && streams::starts_with_preface(bytes) {
                     let mut h2 =
-                        H2Conn::new(self.cfg.http2, self.cfg.digest, &mut self.stats.http2);
+                        H2Conn::new(self.http2_limits(), self.cfg.digest, &mut self.stats.http2);
                     h2.data(self, key, dir, ts_ns, bytes);
                     if !early.is_empty() {
                         h2.data(self, key, Direction::Response, at, &early);
@@ -925,7 +973,7 @@ impl StreamHandler for HttpTracker {
                 if streams::looks_like_frames(bytes) {
                     conn.detect = Detect::Done;
                     let mut h2 =
-                        H2Conn::joined(self.cfg.http2, self.cfg.digest, &mut self.stats.http2);
+                        H2Conn::joined(self.http2_limits(), self.cfg.digest, &mut self.stats.http2);
                     h2.data(self, key, dir, ts_ns, bytes);
                     conn.h2 = Some(Box::new(h2));
                     self.account(conn, key);

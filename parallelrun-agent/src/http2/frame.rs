@@ -271,6 +271,12 @@ impl<'a> Settings<'a> {
     /// SETTINGS_MAX_HEADER_LIST_SIZE.
     pub const MAX_HEADER_LIST_SIZE: u16 = 0x6;
 
+    /// The parameters of a SETTINGS payload given apart from a frame (the
+    /// `HTTP2-Settings` header of an h2c upgrade, decoded).
+    pub fn from_payload(payload: &'a [u8]) -> Self {
+        Self { payload }
+    }
+
     /// The parameters, in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (u16, u32)> + 'a {
         self.payload.chunks_exact(6).map(|c| {

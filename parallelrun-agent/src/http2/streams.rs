@@ -68,6 +68,7 @@
 
 use std::collections::HashMap;
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -91,7 +92,8 @@ pub struct Http2Limits {
     /// Streams followed at once on one connection. Default 256 (servers
     /// commonly allow 100 or 128 concurrent streams).
     pub max_streams: usize,
-    /// Largest request or response body. Default 16 MiB.
+    /// Largest request or response body. Default 16 MiB; the HTTP tracker
+    /// sets HTTP/1's ([`crate::http::HttpLimits::max_body`]).
     pub max_body: usize,
     /// Largest decoded header list (RFC 9113 §6.5.2). Default 64 KiB.
     pub max_header_list: usize,
@@ -356,6 +358,61 @@ impl H2Conn {
         stats.connections += 1;
         stats.joined_connections += 1;
         Self::with(limits, digest, true, 0)
+    }
+
+    /// An HTTP/1.1 connection upgraded with `Upgrade: h2c` (RFC 7540
+    /// §3.2): `request`, seen as HTTP/1.1 with id `id` at `ts_ns`, is
+    /// stream 1, half closed by the client; its `HTTP2-Settings` header
+    /// holds the client's SETTINGS. The client preface comes next; the
+    /// server's frames begin with its SETTINGS, then answer stream 1.
+    pub fn upgraded(
+        limits: Http2Limits,
+        digest: Option<DigestPolicy>,
+        stats: &mut Http2Stats,
+        (id, ts_ns, request): (u64, u64, Request),
+    ) -> Self {
+        stats.connections += 1;
+        stats.upgraded_connections += 1;
+        let mut conn = Self::with(limits, digest, false, PREFACE.len());
+        let settings = crate::model::header(&request.headers, "http2-settings")
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim_ascii_end()).ok());
+        if let Some(payload) = settings {
+            conn.settings(Direction::Request, &Settings::from_payload(&payload));
+        }
+        let mut headers = Vec::with_capacity(request.headers.len());
+        if let Some(host) = crate::model::header(&request.headers, "host") {
+            headers.push(Header::new(Pseudo::Authority.name(), host.clone()));
+        }
+        headers.push(Header::new(Pseudo::Scheme.name(), "http"));
+        headers.extend(request.headers.into_iter().filter(|h| {
+            ![
+                "host",
+                "connection",
+                "upgrade",
+                "http2-settings",
+                "keep-alive",
+            ]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+        }));
+        let body = request.body.to_vec();
+        conn.stream_bytes = body.len();
+        conn.streams.insert(
+            1,
+            Stream {
+                id,
+                ts_ns,
+                method: request.method,
+                target: request.target,
+                headers,
+                body,
+                trailers: request.trailers,
+                request_ended: true,
+                response: None,
+                reported: false,
+            },
+        );
+        conn
     }
 
     fn with(

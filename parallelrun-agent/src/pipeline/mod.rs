@@ -368,7 +368,7 @@ impl Pipeline {
         self.shared.acc.captured.fetch_add(1, Relaxed);
         self.shared.metrics.captured();
         self.shared.metrics.observe_old(ex.old_latency_ns());
-        if let Some(reason) = self.policy.filter(&ex.request.method, &ex.request.target) {
+        if let Some(reason) = self.policy.filter(&ex.request) {
             self.skip(reason, endpoint);
             return false;
         }

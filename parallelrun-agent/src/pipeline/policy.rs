@@ -1,6 +1,6 @@
-//! Which captured requests are replayed: the [`Policy`] (methods, paths,
-//! sampling, rate) and the [`Breaker`] that pauses replays while the new
-//! service refuses connections.
+//! Which captured requests are replayed: the [`Policy`] (methods, gRPC
+//! methods, paths, sampling, rate) and the [`Breaker`] that pauses replays
+//! while the new service refuses connections.
 
 use std::{
     num::NonZeroU32,
@@ -11,7 +11,10 @@ use std::{
 use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
 use tracing::warn;
 
-use crate::metrics::SkipReason;
+use crate::{
+    metrics::SkipReason,
+    model::{Request, header},
+};
 
 /// Which captured requests are replayed.
 #[derive(Clone, Debug)]
@@ -19,6 +22,13 @@ pub struct Policy {
     /// Methods replayed (uppercase). Default GET, HEAD, OPTIONS: methods
     /// without side effects. Anything else must be asked for.
     pub methods: Vec<String>,
+    /// gRPC calls (requests with a `content-type` of `application/grpc`,
+    /// all POST) are replayed only when their path, `/package.Service/Method`,
+    /// matches one of these globs (`*` matches any run of characters,
+    /// `/` included). None by default: like POST, a call may have effects
+    /// the new service must not repeat. [`Policy::methods`] does not apply
+    /// to them.
+    pub grpc_methods: Vec<String>,
     /// When non-empty, only targets whose path starts with one of these.
     pub path_prefixes: Vec<String>,
     /// Targets whose path starts with one of these are never replayed.
@@ -37,6 +47,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             methods: DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+            grpc_methods: Vec::new(),
             path_prefixes: Vec::new(),
             exclude_prefixes: Vec::new(),
             sample: 1.0,
@@ -52,11 +63,19 @@ pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 impl Policy {
     /// Why `ex` is not replayed, if it is not. Sampling and rate limiting
     /// are the pipeline's (they have state).
-    pub(super) fn filter(&self, method: &str, target: &str) -> Option<SkipReason> {
-        if !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+    pub(super) fn filter(&self, req: &Request) -> Option<SkipReason> {
+        let target = req.target.as_str();
+        let path = target.split(['?', '#']).next().unwrap_or(target);
+        let allowed = if is_grpc(req) {
+            self.grpc_methods.iter().any(|g| glob(g, path))
+        } else {
+            self.methods
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(&req.method))
+        };
+        if !allowed {
             return Some(SkipReason::Method);
         }
-        let path = target.split(['?', '#']).next().unwrap_or(target);
         if self
             .exclude_prefixes
             .iter()
@@ -71,6 +90,48 @@ impl Policy {
         }
         None
     }
+}
+
+/// A gRPC call: its `content-type` is `application/grpc` or
+/// `application/grpc+FORMAT` (gRPC over HTTP/2, PROTOCOL-HTTP2.md).
+fn is_grpc(req: &Request) -> bool {
+    header(&req.headers, "content-type").is_some_and(|v| {
+        let v = v.get(..16).unwrap_or_default();
+        v.eq_ignore_ascii_case(b"application/grpc")
+    })
+}
+
+/// Whether `text` matches `pattern`, in which `*` stands for any run of
+/// characters. Written here because that is all `--grpc-method` needs:
+/// method paths have no character classes or alternatives worth a glob
+/// crate. Greedy with backtracking to the last star: linear in practice,
+/// O(pattern × text) at worst.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        match p.get(i) {
+            Some(b'*') => {
+                star = Some((i, j));
+                i += 1;
+            }
+            Some(&c) if c == t[j] => {
+                i += 1;
+                j += 1;
+            }
+            _ => match star {
+                Some((si, sj)) => {
+                    i = si + 1;
+                    j = sj + 1;
+                    star = Some((si, sj + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p.get(i..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
 /// Chooses the requests [`Policy::sample`] replays: each independently,

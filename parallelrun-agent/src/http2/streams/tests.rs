@@ -378,7 +378,7 @@ fn streams_beyond_the_limit_are_too_large() {
 #[test]
 fn bodies_over_the_limit_are_too_large_and_freed() {
     let mut cfg = HttpConfig::default();
-    cfg.http2.max_body = 1000;
+    cfg.limits.max_body = 1000;
     let mut h = Harness::new(cfg, false);
     h.req(1, &client_start());
     h.req(2, &headers(1, true, &request_block("GET", "/big")));
@@ -447,7 +447,7 @@ proptest! {
     ) {
         let mut cfg = HttpConfig::default();
         cfg.http2.max_streams = 4;
-        cfg.http2.max_body = 256;
+        cfg.limits.max_body = 256;
         let mut h = Harness::new(cfg, midstream);
         if prefix {
             h.req(0, &client_start());
@@ -468,4 +468,40 @@ proptest! {
         }
         h.close();
     }
+}
+
+#[test]
+fn an_upgrade_to_h2c_makes_the_request_stream_one() {
+    let mut h = Harness::open();
+    // HTTP2-Settings: HEADER_TABLE_SIZE 8192, base64url without padding.
+    h.req(
+        1,
+        b"GET /up HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAEAACAA\r\n\r\n\
+          GET /pipelined HTTP/1.1\r\nHost: svc\r\n\r\n",
+    );
+    let first_frames = [settings(), headers(1, false, &status_block("200"))].concat();
+    let mut resp =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    resp.extend(&first_frames);
+    h.resp(2, &resp);
+    h.req(3, &client_start());
+    h.req(4, &headers(3, true, &request_block("GET", "/next")));
+    h.resp(5, &data(1, true, b"upgraded"));
+    h.resp(6, &headers(3, true, &status_block("204")));
+    h.close();
+    let paired = h.paired();
+    assert_eq!(paired.len(), 2);
+    let up = paired[0];
+    assert_eq!(
+        (up.stream_id, up.protocol, up.request.target.as_str()),
+        (1, Protocol::Http2, "/up")
+    );
+    assert_eq!(&up.response.body[..], b"upgraded");
+    let names: Vec<&str> = up.request.headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, [":authority", ":scheme"]);
+    assert_eq!(paired[1].request.target, "/next");
+    assert_eq!(h.lost(), [("/pipelined".into(), LossCause::Upgrade)]);
+    assert_eq!(h.tracker.stats().http2.upgraded_connections, 1);
+    assert_eq!(h.tracker.stats().upgraded_connections, 0);
 }

@@ -1,4 +1,25 @@
+use bytes::Bytes;
+
 use super::*;
+use crate::model::Header;
+
+fn req(method: &str, target: &str) -> Request {
+    Request {
+        method: method.into(),
+        target: target.into(),
+        version: 1,
+        headers: Vec::new(),
+        body: Bytes::new(),
+        trailers: Vec::new(),
+        raw: Bytes::new(),
+    }
+}
+
+fn call(path: &str) -> Request {
+    let mut r = req("POST", path);
+    r.headers = vec![Header::new("content-type", "application/grpc+proto")];
+    r
+}
 
 const S: u64 = 1_000_000_000;
 
@@ -37,13 +58,64 @@ fn policy_filters_methods_and_paths() {
         exclude_prefixes: vec!["/api/admin".into()],
         ..Policy::default()
     };
-    assert_eq!(p.filter("POST", "/api/x"), Some(SkipReason::Method));
-    assert_eq!(p.filter("GET", "/other"), Some(SkipReason::Filter));
+    assert_eq!(p.filter(&req("POST", "/api/x")), Some(SkipReason::Method));
+    assert_eq!(p.filter(&req("GET", "/other")), Some(SkipReason::Filter));
     assert_eq!(
-        p.filter("GET", "/api/admin/users"),
+        p.filter(&req("GET", "/api/admin/users")),
         Some(SkipReason::Filter)
     );
-    assert_eq!(p.filter("get", "/api/x?q=/api/admin"), None);
+    assert_eq!(p.filter(&req("get", "/api/x?q=/api/admin")), None);
+}
+
+#[test]
+fn grpc_calls_are_replayed_only_when_a_method_glob_matches() {
+    let none = Policy {
+        methods: vec!["GET".into(), "POST".into()],
+        ..Policy::default()
+    };
+    // POST among the methods does not let gRPC calls through.
+    assert_eq!(
+        none.filter(&call("/u.v1.Users/Get")),
+        Some(SkipReason::Method)
+    );
+    assert_eq!(none.filter(&req("POST", "/u.v1.Users/Get")), None);
+    let p = Policy {
+        grpc_methods: vec!["/u.v1.Users/Get*".into(), "/health.*".into()],
+        exclude_prefixes: vec!["/u.v1.Users/GetSecret".into()],
+        ..Policy::default()
+    };
+    assert_eq!(p.filter(&call("/u.v1.Users/Get")), None);
+    assert_eq!(p.filter(&call("/u.v1.Users/GetMany")), None);
+    assert_eq!(p.filter(&call("/health.v1.Health/Check")), None);
+    assert_eq!(
+        p.filter(&call("/u.v1.Users/Create")),
+        Some(SkipReason::Method)
+    );
+    assert_eq!(
+        p.filter(&call("/u.v1.Users/GetSecret")),
+        Some(SkipReason::Filter)
+    );
+}
+
+#[test]
+fn glob_stars_match_any_run() {
+    for (pattern, text, matches) in [
+        ("*", "", true),
+        ("*", "/a/b", true),
+        ("/a/*", "/a/b", true),
+        ("/a/*", "/b/a", false),
+        ("*Get", "/x.S/Get", true),
+        ("*Get", "/x.S/GetAll", false),
+        ("/x.*/Get*", "/x.S/GetAll", true),
+        ("a*b*c", "aXbYbZc", true),
+        ("a*b*c", "aXbYbZ", false),
+        ("exact", "exact", true),
+        ("exact", "exactly", false),
+        ("", "", true),
+        ("**", "a", true),
+    ] {
+        assert_eq!(glob(pattern, text), matches, "{pattern} on {text}");
+    }
 }
 
 #[test]
