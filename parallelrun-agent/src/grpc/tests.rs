@@ -204,3 +204,19 @@ fn percent_decoding_keeps_bad_escapes() {
     assert_eq!(percent_decode(b"a%2fb%2F"), "a/b/");
     assert_eq!(percent_decode(b"%FF"), "\u{fffd}");
 }
+
+proptest::proptest! {
+    /// Any body splits or fails without panicking, within the limits.
+    #[test]
+    fn splitting_never_panics(
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        gzip_encoded in proptest::prelude::any::<bool>(),
+    ) {
+        let limits = Limits { max_messages: 4, max_decoded: 64 };
+        let enc = gzip_encoded.then_some("gzip");
+        if let Ok(messages) = split_messages(&body, enc, limits) {
+            proptest::prop_assert!(messages.len() <= 4);
+            proptest::prop_assert!(messages.iter().map(Vec::len).sum::<usize>() <= 64);
+        }
+    }
+}

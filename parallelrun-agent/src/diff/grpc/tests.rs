@@ -412,3 +412,32 @@ fn schema_load() {
         Err(SchemaError::Descriptor(_))
     ));
 }
+
+proptest::proptest! {
+    /// Arbitrary gRPC bodies and statuses compare without panicking, an
+    /// exchange with itself matches, and the bound on differences holds.
+    #[test]
+    fn arbitrary_calls_never_panic(
+        a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+        b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+        status in "[0-9a-z%]{0,4}",
+        gzip_side in proptest::prelude::any::<bool>(),
+    ) {
+        let cfg = DiffConfig { max_differences: 4, max_value_len: 16, ..with_schema() };
+        let mk = |body: &[u8]| {
+            let mut r = grpc(&[], &[("grpc-status", status.as_str()), ("grpc-message", status.as_str())]);
+            r.body = Bytes::copy_from_slice(body);
+            if gzip_side {
+                r.headers.push(Header::new("grpc-encoding", "gzip"));
+            }
+            r
+        };
+        // Also as framed messages, so that decoding is reached.
+        let framed = |body: &[u8]| frame(0, body);
+        for (x, y) in [(mk(&a), mk(&b)), (mk(&framed(&a)), mk(&[framed(&b), framed(&a)].concat()))] {
+            let c = compare_with_target(&cfg, "/shop.Shop/Get", &x, &y);
+            proptest::prop_assert!(c.differences.len() <= 4);
+            proptest::prop_assert!(compare_with_target(&cfg, "/shop.Shop/Get", &x, &x).is_match());
+        }
+    }
+}
