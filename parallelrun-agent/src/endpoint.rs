@@ -733,8 +733,14 @@ fn other() -> Classified<'static> {
 ///
 /// Locations are `status`, `header:NAME`, `body` or `body:POINTER` (an RFC
 /// 6901 JSON pointer); in a pointer, every segment of only ASCII digits
-/// becomes `*`. Anything else is returned unchanged.
+/// becomes `*`. In a gRPC message location (`grpc[i]:/path`, see
+/// [`crate::diff`]) every `[N]` (message index, occurrence of a repeated
+/// field) becomes `[*]`, and segments are kept (without a schema they are
+/// field numbers, not indices). Anything else is returned unchanged.
 pub fn generalise_location(location: &str) -> String {
+    if location.starts_with("grpc[") || location.starts_with("grpc:") {
+        return generalise_brackets(location);
+    }
     let Some(pointer) = location
         .strip_prefix("body:")
         .filter(|p| p.starts_with('/'))
@@ -747,6 +753,25 @@ pub fn generalise_location(location: &str) -> String {
         out.push('/');
         out.push_str(if is_number(seg) { "*" } else { seg });
     }
+    out
+}
+
+/// `s` with every `[DIGITS]` replaced by `[*]`.
+fn generalise_brackets(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(open) = rest.find('[') {
+        let (before, after) = rest.split_at(open + 1);
+        out.push_str(before);
+        match after.find(']') {
+            Some(close) if is_number(&after[..close]) => {
+                out.push('*');
+                rest = &after[close..];
+            }
+            _ => rest = after,
+        }
+    }
+    out.push_str(rest);
     out
 }
 

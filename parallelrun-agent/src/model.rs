@@ -309,7 +309,9 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Difference {
     /// `status`, `header:NAME` (name lowercase), `body`, or
-    /// `body:/json/pointer` (RFC 6901).
+    /// `body:/json/pointer` (RFC 6901); for gRPC `grpc-status`,
+    /// `grpc-message`, `grpc-status-details-bin`, and `grpc`, `grpc[i]`,
+    /// `grpc:/path`, `grpc[i]:/path` (see [`crate::diff`]).
     #[serde(rename = "where")]
     pub location: String,
     /// The old side's value; `null` when absent there.

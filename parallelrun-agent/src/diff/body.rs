@@ -91,7 +91,7 @@ pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &m
         classify(content_type(&old.headers).as_deref(), &a),
         classify(content_type(&new.headers).as_deref(), &b),
     ) {
-        (Kind::Json(x), Kind::Json(y)) => json::compare(cfg, &x, &y, sink),
+        (Kind::Json(x), Kind::Json(y)) => json::compare(cfg, "body", &x, &y, sink),
         (Kind::Text(x), Kind::Text(y)) => {
             sink.report(|| {
                 let (old_v, new_v) = line_difference(&x, &y);
@@ -106,7 +106,7 @@ pub(super) fn compare(cfg: &DiffConfig, old: &Response, new: &Response, sink: &m
 /// Compares bodies of which one at least was digested: the other is
 /// digested the same way now, so that identity and an encoded form of the
 /// same bytes still compare equal.
-fn compare_digests(cfg: &DiffConfig, old: &Response, new: &Response, sink: &mut Sink) {
+pub(super) fn compare_digests(cfg: &DiffConfig, old: &Response, new: &Response, sink: &mut Sink) {
     let (a, b) = (digest_of(cfg, old), digest_of(cfg, new));
     if a.same_content(&b) {
         return;
@@ -254,7 +254,7 @@ fn summary(cfg: &DiffConfig, kind: &Kind<'_>) -> Value {
 }
 
 /// `<N bytes, xxh3 PREFIX>`, as [`digest::summary`] shows a digested body.
-fn binary_summary(bytes: &[u8]) -> String {
+pub(super) fn binary_summary(bytes: &[u8]) -> String {
     digest::summary(bytes.len() as u64, xxhash_rust::xxh3::xxh3_128(bytes))
 }
 

@@ -7,9 +7,16 @@ use serde_json::Value;
 use super::{DiffConfig, Sink};
 use crate::model::{Difference, Header};
 
-/// Reports each header name whose joined values differ.
-pub(super) fn compare(cfg: &DiffConfig, old: &[Header], new: &[Header], sink: &mut Sink) {
-    let (old, new) = (by_name(cfg, old), by_name(cfg, new));
+/// Reports each header name whose joined values differ; names in `skip`
+/// (lowercase) are not compared either.
+pub(super) fn compare(
+    cfg: &DiffConfig,
+    skip: &[&str],
+    old: &[Header],
+    new: &[Header],
+    sink: &mut Sink,
+) {
+    let (old, new) = (by_name(cfg, skip, old), by_name(cfg, skip, new));
     let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     for name in names {
         let (a, b) = (old.get(name), new.get(name));
@@ -25,11 +32,11 @@ pub(super) fn compare(cfg: &DiffConfig, old: &[Header], new: &[Header], sink: &m
 
 /// The compared headers by lowercase name, each name's values as compared
 /// ([`joined`]).
-fn by_name(cfg: &DiffConfig, headers: &[Header]) -> BTreeMap<String, Vec<u8>> {
+fn by_name(cfg: &DiffConfig, skip: &[&str], headers: &[Header]) -> BTreeMap<String, Vec<u8>> {
     let mut map: BTreeMap<String, Vec<&[u8]>> = BTreeMap::new();
     for h in headers {
         let name = h.name.to_ascii_lowercase();
-        if !cfg.ignores_header(&name) {
+        if !cfg.ignores_header(&name) && !skip.contains(&name.as_str()) {
             map.entry(name).or_default().push(&h.value);
         }
     }

@@ -86,7 +86,7 @@ impl PointerPattern {
     }
 
     /// Whether the path of unescaped `segments` is matched.
-    fn matches_segments<S: AsRef<str>>(&self, segments: &[S]) -> bool {
+    pub(super) fn matches_segments<S: AsRef<str>>(&self, segments: &[S]) -> bool {
         for (i, pattern) in self.segments.iter().enumerate() {
             match pattern {
                 Segment::Rest => return true,
@@ -138,11 +138,14 @@ fn pointer(segments: &[String]) -> String {
     out
 }
 
-/// Reports the structural differences between two JSON documents.
-pub(super) fn compare(cfg: &DiffConfig, old: &Value, new: &Value, sink: &mut Sink) {
+/// Reports the structural differences between two JSON documents, located
+/// at `root` (`body`, or a gRPC message's `grpc`/`grpc[i]`): `root` for
+/// the whole document, `root:/json/pointer` below it.
+pub(super) fn compare(cfg: &DiffConfig, root: &str, old: &Value, new: &Value, sink: &mut Sink) {
     Walker {
         cfg,
         sink,
+        root,
         path: Vec::new(),
     }
     .node(old, new);
@@ -151,6 +154,7 @@ pub(super) fn compare(cfg: &DiffConfig, old: &Value, new: &Value, sink: &mut Sin
 struct Walker<'a> {
     cfg: &'a DiffConfig,
     sink: &'a mut Sink,
+    root: &'a str,
     /// Unescaped segments of the current node.
     path: Vec<String>,
 }
@@ -205,12 +209,12 @@ impl Walker<'_> {
     }
 
     fn report(&mut self, old: &Value, new: &Value) {
-        let (cfg, path) = (self.cfg, &self.path);
+        let (cfg, root, path) = (self.cfg, self.root, &self.path);
         self.sink.report(|| Difference {
             location: if path.is_empty() {
-                "body".to_owned()
+                root.to_owned()
             } else {
-                format!("body:{}", pointer(path))
+                format!("{root}:{}", pointer(path))
             },
             old: cfg.bounded_json(old),
             new: cfg.bounded_json(new),

@@ -1,14 +1,23 @@
 //! Comparing the old response with the new one.
 //!
-//! [`compare`] reports every [`Difference`] between two [`Response`]s, in
-//! this order:
+//! [`compare`] (or [`compare_with_target`], which also knows the request's
+//! target) reports every [`Difference`] between two [`Response`]s, in this
+//! order:
 //!
 //! 1. `status`: the status codes, as JSON numbers.
 //! 2. `header:NAME`: headers by lowercase name ([`headers`](self#headers)).
 //! 3. `body` / `body:/json/pointer`: the bodies after undoing
 //!    Content-Encoding ([`body`](self#bodies)).
 //!
-//! Trailers, the reason phrase and the HTTP version are not compared.
+//! When both responses are gRPC ([`crate::grpc::is_grpc`]: Content-Type
+//! `application/grpc` or `application/grpc+*`), 3. is replaced by the
+//! call's status and its messages ([`gRPC`](self#grpc)):
+//!
+//! 3. `grpc-status`, `grpc-message`, `grpc-status-details-bin`.
+//! 4. `grpc` / `grpc:/path` / `grpc[i]` / `grpc[i]:/path`: the messages.
+//!
+//! Trailers (but gRPC's status fields), the reason phrase and the HTTP
+//! version are not compared.
 //!
 //! # Headers
 //!
@@ -94,16 +103,66 @@
 //! cancellation decides over every difference kept, and a comparison that
 //! omitted some cannot be all noise.
 //!
+//! # gRPC
+//!
+//! Only when both sides are gRPC; a gRPC response against anything else is
+//! compared as any two responses are (`application/grpc` is a binary
+//! type).
+//!
+//! **Status.** `grpc-status`, `grpc-message` and `grpc-status-details-bin`
+//! are read from the trailers when they carry a `grpc-status`, else from
+//! the headers (a trailers-only response), and compared at their own
+//! locations, never as `header:` (so a status in the trailers and the same
+//! status trailers-only are no difference). `grpc-status` is a JSON number
+//! (the raw text when it is not one, `null` when absent); `grpc-message` is
+//! percent-decoded, an empty one the same as none (shown `null`);
+//! `grpc-status-details-bin` is compared as its text (base64). The gRPC
+//! per-call metadata in [`DEFAULT_IGNORED_HEADERS`] (`grpc-trace-bin`,
+//! `grpc-tags-bin`, `grpc-server-stats-bin`, `grpc-previous-rpc-attempts`)
+//! is ignored like any header; `grpc-encoding` and `grpc-accept-encoding`
+//! are compared (they describe the server, not the call).
+//!
+//! **Messages.** Each body is split into its length-prefixed messages
+//! ([`crate::grpc::split_messages`]: compressed ones decoded per
+//! `grpc-encoding`, at most [`DiffConfig::max_grpc_messages`] messages and
+//! [`DiffConfig::max_decoded_body`] bytes in all; Content-Encoding is not
+//! used by gRPC and not undone). A body that cannot be split, when the
+//! bodies differ, is one `grpc` difference: `undecodable gRPC body: ERROR`
+//! on that side, `N messages, <N bytes, xxh3 PREFIX>` on a side that
+//! splits. Messages are paired by index; when either side has more than one
+//! message each message's location starts `grpc[i]` (from 0), else `grpc`.
+//! A message only one side has is reported at its root with `null` on the
+//! other; equal bytes are no difference. A pair is compared:
+//!
+//! - with [`DiffConfig::schema`], when the method (the target
+//!   `/package.Service/Method` given to [`compare_with_target`]) is in the
+//!   schema and both messages decode as its response type: as JSON (proto
+//!   field names), with the JSON rules above, located `grpc:/item/price`,
+//!   `grpc[2]:/related/0/name` ([`protobuf`](protobuf#with-a-schema));
+//! - else without a schema, as trees of field numbers, located
+//!   `grpc:/2/1[0]/3` (field numbers; `[k]` the k-th occurrence of a field
+//!   that occurs more than once on either side), see
+//!   [`protobuf`](protobuf#comparing-two-trees);
+//! - a message that is not protobuf at all is shown as bytes
+//!   (`"base64:…"` or `<N bytes, xxh3 PREFIX>`), and the pair is one
+//!   difference at its root.
+//!
+//! [`DiffConfig::ignore_pointers`] apply to message paths too. Bodies that
+//! were digested while they arrived are compared by digest, as in
+//! [`Digests`](self#digests).
+//!
 //! Noise cancellation (differences that are not regressions) is in
 //! [`noise`].
 
 mod body;
 pub mod digest;
+mod grpc;
 mod headers;
 mod json;
 pub mod noise;
+pub mod protobuf;
 
-use std::io::Write;
+use std::{io::Write, sync::Arc};
 
 use serde_json::Value;
 
@@ -112,6 +171,7 @@ pub use self::{
     digest::{BodyDigester, DEFAULT_MAX_WHOLE_BODY, DigestPolicy, content_codings, digest_whole},
     json::{PointerPattern, PointerPatternError},
     noise::{EndpointNoise, NoiseThresholds, cancel},
+    protobuf::{Schema, SchemaError},
 };
 use crate::model::{Difference, Response};
 
@@ -151,6 +211,13 @@ pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
     "transfer-encoding",
     "connection",
     "keep-alive",
+    // gRPC per-call metadata: tracing and stats of this one call, and
+    // the client's retry count (`grpc-status` and `grpc-message` are
+    // compared, see the module docs).
+    "grpc-trace-bin",
+    "grpc-tags-bin",
+    "grpc-server-stats-bin",
+    "grpc-previous-rpc-attempts",
 ];
 
 /// What [`compare`] ignores and how much it reports.
@@ -170,11 +237,24 @@ pub struct DiffConfig {
     /// A body that decodes (per Content-Encoding step) to more than this
     /// many bytes is undecodable (decompression bombs).
     pub max_decoded_body: usize,
+    /// A gRPC body of more messages than this is not compared message by
+    /// message (its messages' total decoded size is bounded by
+    /// [`max_decoded_body`](Self::max_decoded_body)).
+    pub max_grpc_messages: usize,
+    /// Bounds on decoding a gRPC message without a schema.
+    pub protobuf_limits: protobuf::Limits,
+    /// Protobuf descriptors by which gRPC messages are decoded by name
+    /// (`--proto-descriptor FILE`, loaded by [`Schema::load`]); without,
+    /// they are decoded by field number. Used by [`compare_with_target`],
+    /// which knows the method.
+    pub schema: Option<Arc<Schema>>,
 }
 
 impl Default for DiffConfig {
     /// [`DEFAULT_IGNORED_HEADERS`], no ignored pointers, values cut at
-    /// 512 bytes, 10 000 differences, bodies decoded up to 64 MiB.
+    /// 512 bytes, 10 000 differences, bodies decoded up to 64 MiB, at most
+    /// 100 000 gRPC messages per body, default [`protobuf::Limits`], no
+    /// schema.
     fn default() -> Self {
         Self {
             ignore_headers: DEFAULT_IGNORED_HEADERS
@@ -185,6 +265,9 @@ impl Default for DiffConfig {
             max_value_len: 512,
             max_differences: 10_000,
             max_decoded_body: 64 << 20,
+            max_grpc_messages: 100_000,
+            protobuf_limits: protobuf::Limits::default(),
+            schema: None,
         }
     }
 }
@@ -266,8 +349,23 @@ impl Comparison {
 }
 
 /// Every difference between `old` and `new` under `cfg` (see the
-/// [module docs](self) for the rules).
+/// [module docs](self) for the rules), not knowing the request: gRPC
+/// messages are compared without [`DiffConfig::schema`]. See
+/// [`compare_with_target`].
 pub fn compare(cfg: &DiffConfig, old: &Response, new: &Response) -> Comparison {
+    compare_with_target(cfg, "", old, new)
+}
+
+/// Every difference between `old` and `new`, the responses to a request
+/// for `target` (the request line's target, HTTP/2's `:path`), under `cfg`
+/// (see the [module docs](self) for the rules). The target is only used to
+/// find a gRPC method's response type in [`DiffConfig::schema`].
+pub fn compare_with_target(
+    cfg: &DiffConfig,
+    target: &str,
+    old: &Response,
+    new: &Response,
+) -> Comparison {
     let mut sink = Sink::new(cfg.max_differences);
     if old.status != new.status {
         sink.report(|| Difference {
@@ -276,8 +374,21 @@ pub fn compare(cfg: &DiffConfig, old: &Response, new: &Response) -> Comparison {
             new: Value::from(new.status),
         });
     }
-    headers::compare(cfg, &old.headers, &new.headers, &mut sink);
-    let body_by_digest = body::compare(cfg, old, new, &mut sink);
+    let is_grpc = crate::grpc::is_grpc(&old.headers) && crate::grpc::is_grpc(&new.headers);
+    let body_by_digest = if is_grpc {
+        headers::compare(
+            cfg,
+            grpc::STATUS_FIELDS,
+            &old.headers,
+            &new.headers,
+            &mut sink,
+        );
+        grpc::compare_status(cfg, old, new, &mut sink);
+        grpc::compare_messages(cfg, target, old, new, &mut sink)
+    } else {
+        headers::compare(cfg, &[], &old.headers, &new.headers, &mut sink);
+        body::compare(cfg, old, new, &mut sink)
+    };
     Comparison {
         body_by_digest,
         ..sink.finish()

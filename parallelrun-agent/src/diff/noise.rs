@@ -22,7 +22,8 @@ use crate::{endpoint::generalise_location, model::Difference};
 /// and those that are noise, given `noise` (old ↔ secondary differences of
 /// the same request). A raw difference is noise when a noise difference has
 /// the same location, is at a JSON prefix of it (`body:/items` covers
-/// `body:/items/3/id`), or is at `body` (covering every body difference).
+/// `body:/items/3/id`), or is at `body` (covering every body difference);
+/// gRPC message locations alike (`grpc[1]:/2` covers `grpc[1]:/2/3`).
 /// Both outputs keep `raw`'s order.
 ///
 /// Linear in the number of differences (times the JSON depth): a response
@@ -38,19 +39,27 @@ pub fn cancel(raw: Vec<Difference>, noise: &[Difference]) -> (Vec<Difference>, V
 
 /// Whether a noise difference at one of `noise` makes one at `raw` noise:
 /// the same location, `body` for any body location, or a JSON pointer
-/// prefix (ending where one of `raw`'s segments ends).
+/// prefix (ending where one of `raw`'s segments ends). gRPC message
+/// locations alike: `grpc[1]` covers `grpc[1]:/2/3`, as do `grpc[1]:/2` and
+/// (a repeated field's occurrences) `grpc[1]:/2/3[0]` by `grpc[1]:/2/3`.
 fn covered(noise: &HashSet<&str>, raw: &str) -> bool {
     if noise.contains(raw) {
         return true;
     }
-    if !raw.starts_with("body:") {
+    let Some((root, _)) = raw.split_once(':') else {
+        return false;
+    };
+    let grpc = root == "grpc" || root.starts_with("grpc[");
+    if root != "body" && !grpc {
         return false;
     }
-    if noise.contains("body") {
+    if noise.contains(root) {
         return true;
     }
     // `body:/a/b/c` is covered by `body:`, `body:/a` and `body:/a/b`.
-    raw.match_indices('/')
+    let path_start = root.len() + 1;
+    raw.match_indices(|c| c == '/' || (grpc && c == '['))
+        .filter(|(i, _)| *i >= path_start)
         .any(|(i, _)| raw.get(..i).is_some_and(|prefix| noise.contains(prefix)))
 }
 

@@ -380,6 +380,13 @@ fn locations_are_generalised() {
         ("status", "status"),
         ("header:x-request-id", "header:x-request-id"),
         ("header:42", "header:42"),
+        ("grpc", "grpc"),
+        ("grpc:/2/1[0]/3", "grpc:/2/1[*]/3"),
+        ("grpc[12]:/2/1[3]", "grpc[*]:/2/1[*]"),
+        ("grpc[1]", "grpc[*]"),
+        ("grpc:/item/related/0", "grpc:/item/related/0"),
+        ("grpc:/a[b]/c[", "grpc:/a[b]/c["),
+        ("grpc-status", "grpc-status"),
     ] {
         assert_eq!(generalise_location(given), shown, "{given}");
     }

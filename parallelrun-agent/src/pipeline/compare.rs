@@ -1,7 +1,8 @@
 //! Deciding one replayed exchange: matched, noise or mismatched, from the
 //! old response, the new one and, with a secondary, the secondary's.
 //!
-//! 1. The old ↔ new differences are found by [`diff::compare`], every one
+//! 1. The old ↔ new differences are found by [`diff::compare_with_target`]
+//!    (the target names a gRPC method's message types), every one
 //!    up to [`DiffConfig::max_differences`] (a memory bound, far above the
 //!    [`MAX_LISTED`] an event lists). None: **matched**.
 //! 2. With a secondary answer, the differences also found old ↔ secondary
@@ -91,13 +92,17 @@ pub(super) fn judge(
     new: &Response,
     secondary: Secondary<'_>,
 ) -> (Verdict, Vec<Difference>) {
-    let raw = diff::compare(cfg, &ex.response, new);
+    let target = &ex.request.target;
+    let raw = diff::compare_with_target(cfg, target, &ex.response, new);
     if raw.is_match() {
         return (Verdict::Matched, Vec::new());
     }
     let (noise_diffs, noise_unchecked) = match secondary {
         Secondary::None => (Vec::new(), None),
-        Secondary::Answered(s) => (diff::compare(cfg, &ex.response, s).differences, None),
+        Secondary::Answered(s) => (
+            diff::compare_with_target(cfg, target, &ex.response, s).differences,
+            None,
+        ),
         Secondary::Failed(kind) => (Vec::new(), Some(kind)),
     };
     // Without a secondary there are no statistics to learn or consult.

@@ -8,7 +8,7 @@ fn pattern(s: &str) -> PointerPattern {
 
 fn diff_with(cfg: &DiffConfig, old: Value, new: Value) -> Vec<Difference> {
     let mut sink = Sink::new(cfg.max_differences);
-    compare(cfg, &old, &new, &mut sink);
+    compare(cfg, "body", &old, &new, &mut sink);
     sink.finish().differences
 }
 
@@ -195,6 +195,7 @@ fn differences_beyond_the_cap_are_counted() {
     let mut sink = Sink::new(cfg.max_differences);
     compare(
         &cfg,
+        "body",
         &json!([1, 2, 3, 4, 5]),
         &json!([0, 0, 0, 0, 0]),
         &mut sink,

@@ -43,6 +43,33 @@ fn cancel_by_pointer_prefix() {
 }
 
 #[test]
+fn cancel_grpc_message_locations() {
+    let (reported, noise) = cancel(
+        vec![
+            d("grpc[1]:/2/3"),
+            d("grpc[1]:/4[0]/1"),
+            d("grpc[1]:/4"),
+            d("grpc[2]:/2/3"),
+            d("grpc[3]"),
+            d("grpc:/5"),
+            d("grpc-status"),
+        ],
+        &[d("grpc[1]:/2"), d("grpc[1]:/4"), d("grpc[3]:/1"), d("grpc")],
+    );
+    assert_eq!(
+        locations(&reported),
+        ["grpc[2]:/2/3", "grpc[3]", "grpc-status"]
+    );
+    assert_eq!(
+        locations(&noise),
+        ["grpc[1]:/2/3", "grpc[1]:/4[0]/1", "grpc[1]:/4", "grpc:/5"]
+    );
+    // `[` is no boundary in a JSON body.
+    let (reported, _) = cancel(vec![d("body:/a[0]")], &[d("body:/a")]);
+    assert_eq!(locations(&reported), ["body:/a[0]"]);
+}
+
+#[test]
 fn cancel_whole_body() {
     let (reported, noise) = cancel(
         vec![d("body"), d("body:/a/0"), d("header:body"), d("status")],
