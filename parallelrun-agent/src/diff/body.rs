@@ -15,7 +15,9 @@ use super::{DiffConfig, Sink, digest, json};
 use crate::model::{BodyDigest, Difference, Header, Response, header};
 
 /// Content types whose bodies are compared by length and hash only: never
-/// JSON or text, whatever their bytes look like.
+/// JSON or text, whatever their bytes look like. `application/grpc` is not
+/// among them: gRPC bodies are kept whole (up to the size kept whole) and
+/// compared message by message (see [`super::grpc`]).
 const BINARY_TYPES: &[&str] = &[
     "application/octet-stream",
     "application/pdf",
@@ -33,7 +35,6 @@ const BINARY_TYPES: &[&str] = &[
     "application/protobuf",
     "application/x-protobuf",
     "application/x-google-protobuf",
-    "application/grpc",
     "application/msgpack",
     "application/x-msgpack",
     "application/cbor",

@@ -11,10 +11,7 @@ use std::{
 use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
 use tracing::warn;
 
-use crate::{
-    metrics::SkipReason,
-    model::{Request, header},
-};
+use crate::{grpc, metrics::SkipReason, model::Request};
 
 /// Which captured requests are replayed.
 #[derive(Clone, Debug)]
@@ -66,7 +63,7 @@ impl Policy {
     pub(super) fn filter(&self, req: &Request) -> Option<SkipReason> {
         let target = req.target.as_str();
         let path = target.split(['?', '#']).next().unwrap_or(target);
-        let allowed = if is_grpc(req) {
+        let allowed = if grpc::is_grpc(&req.headers) {
             self.grpc_methods.iter().any(|g| glob(g, path))
         } else {
             self.methods
@@ -90,15 +87,6 @@ impl Policy {
         }
         None
     }
-}
-
-/// A gRPC call: its `content-type` is `application/grpc` or
-/// `application/grpc+FORMAT` (gRPC over HTTP/2, PROTOCOL-HTTP2.md).
-fn is_grpc(req: &Request) -> bool {
-    header(&req.headers, "content-type").is_some_and(|v| {
-        let v = v.get(..16).unwrap_or_default();
-        v.eq_ignore_ascii_case(b"application/grpc")
-    })
 }
 
 /// Whether `text` matches `pattern`, in which `*` stands for any run of
