@@ -23,6 +23,7 @@ pub mod faults;
 pub mod netns;
 pub mod pcap;
 pub mod server;
+pub mod tcpdump;
 
 /// Deterministic body bytes for a response of `len` bytes: a pattern that
 /// does not repeat with any small period, so misplaced data is caught.
