@@ -20,6 +20,7 @@ pub mod app;
 pub mod browser;
 pub mod client;
 pub mod faults;
+pub mod h2;
 pub mod netns;
 pub mod pcap;
 pub mod server;
