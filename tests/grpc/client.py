@@ -2,11 +2,14 @@
 """A real gRPC client (grpcio) for `shadow.users.v1.Users`: every call on
 one channel, hence one TCP connection (one HTTP/2 connection, a stream per
 call). Get ids 1..N, List M times (each `--list-size` users from id 1),
-Create K users named new-1..new-K. Calls run one after the other, or all
+Create K users named new-1..new-K, then `--missing` Gets of id 0, which the
+server answers with NOT_FOUND. Calls run one after the other, or all
 at once with `--concurrent` (concurrent streams on the connection).
 
 Prints a JSON summary on stdout: the counts, and every answer decoded with
-json_format (field names as in the .proto). Exits non-zero on any RPC error.
+json_format (field names as in the .proto), and the status of each
+`--missing` call. Exits non-zero on any other RPC error, or when a
+`--missing` call does not end in NOT_FOUND.
 Run it with Debian's /usr/bin/python3.
 """
 
@@ -28,6 +31,7 @@ def main():
     p.add_argument("--list", type=int, default=0)
     p.add_argument("--list-size", type=int, default=3)
     p.add_argument("--create", type=int, default=0)
+    p.add_argument("--missing", type=int, default=0, help="Gets of id 0, answered NOT_FOUND")
     p.add_argument("--gzip", action="store_true", help="compress requests, ask for compressed answers")
     p.add_argument("--concurrent", action="store_true", help="start every call before reading any answer")
     p.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
@@ -79,6 +83,15 @@ def main():
                 created = [create(r, **opts) for r in creates]
         except grpc.RpcError as e:
             sys.exit(f"RPC failed: {e.code()}: {e.details()}")
+        missing = []
+        for _ in range(args.missing):
+            try:
+                u = get(classes["GetUserRequest"](id=0), **opts)
+                sys.exit(f"Get of id 0 answered {to_dict(u)} instead of NOT_FOUND")
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    sys.exit(f"Get of id 0 failed with {e.code()}: {e.details()}, not NOT_FOUND")
+                missing.append({"code": e.code().name, "value": e.code().value[0], "details": e.details()})
 
     summary = {
         "target": args.target,
@@ -88,11 +101,13 @@ def main():
             "list": len(listed),
             "list_items": sum(len(l) for l in listed),
             "create": len(created),
-            "calls": len(got) + len(listed) + len(created),
+            "missing": len(missing),
+            "calls": len(got) + len(listed) + len(created) + len(missing),
         },
         "get": [to_dict(u) for u in got],
         "list": [[to_dict(u) for u in l] for l in listed],
         "create": [to_dict(u) for u in created],
+        "missing": missing,
     }
     json.dump(summary, sys.stdout, indent=1)
     print()

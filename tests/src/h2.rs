@@ -77,10 +77,17 @@ impl Nghttpd {
     /// `nghttpd --no-tls -a IP -d DOCROOT PORT` in `ns`; returns once the
     /// port accepts connections. `addr` needs an explicit port.
     pub fn start(ns: &Netns, addr: SocketAddr, docroot: &Path) -> Self {
+        Self::start_with(ns, addr, docroot, &[])
+    }
+
+    /// [`Nghttpd::start`] with more options (`["--echo-upload"]`: answer
+    /// a request with a body with that body).
+    pub fn start_with(ns: &Netns, addr: SocketAddr, docroot: &Path, extra: &[&str]) -> Self {
         assert_ne!(addr.port(), 0, "nghttpd needs an explicit port");
         let mut cmd = ns.command("nghttpd");
         cmd.args(["--no-tls", "-a", &addr.ip().to_string(), "-d"])
             .arg(docroot)
+            .args(extra)
             .arg(addr.port().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -211,7 +218,7 @@ pub fn parse_h2load(text: &str) -> H2load {
 
 /// Runs a client program in `ns` under `timeout`, panicking with its
 /// output when it fails; returns its stdout.
-fn client(ns: &Netns, what: &str, program: &str, args: &[&str]) -> String {
+fn client(ns: &Netns, what: &str, program: &str, args: &[&str]) -> Vec<u8> {
     let out = ns
         .command("timeout")
         .args([CLIENT_LIMIT, program])
@@ -220,7 +227,7 @@ fn client(ns: &Netns, what: &str, program: &str, args: &[&str]) -> String {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{what} failed ({}{}): {program} {args:?}\nstdout:\n{stdout}\nstderr:\n{}",
@@ -232,7 +239,7 @@ fn client(ns: &Netns, what: &str, program: &str, args: &[&str]) -> String {
         },
         String::from_utf8_lossy(&out.stderr)
     );
-    stdout
+    out.stdout
 }
 
 /// `h2load -n REQUESTS -c CLIENTS -m STREAMS URL` in `ns` (h2c with prior
@@ -260,12 +267,15 @@ pub fn h2load_with(
     let mut args = vec!["-n", &n, "-c", &c, "-m", &m];
     args.extend(extra);
     args.extend(urls);
-    parse_h2load(&client(ns, "h2load", "h2load", &args))
+    parse_h2load(&String::from_utf8_lossy(&client(
+        ns, "h2load", "h2load", &args,
+    )))
 }
 
-/// `nghttp ARGS` in `ns` (h2c with prior knowledge for `http://` URLs);
-/// returns its stdout (the bodies, or with `-v` the frames too).
-pub fn nghttp(ns: &Netns, args: &[&str]) -> String {
+/// `nghttp ARGS` in `ns` (h2c with prior knowledge for `http://` URLs;
+/// `["-d", FILE, URL]` POSTs the file); returns its stdout (the bodies, or
+/// with `-v` the frames too).
+pub fn nghttp(ns: &Netns, args: &[&str]) -> Vec<u8> {
     client(ns, "nghttp", "nghttp", args)
 }
 
@@ -418,9 +428,11 @@ impl GrpcServer {
 /// Runs `tests/grpc/client.py --target TARGET --descriptor DESCRIPTOR ARGS`
 /// in `ns` (e.g. `["--get", "3", "--list", "1", "--create", "1",
 /// "--gzip"]`): every call on one connection. Returns its JSON summary:
-/// `counts` (`get`, `list`, `list_items`, `create`, `calls`) and the
+/// `counts` (`get`, `list`, `list_items`, `create`, `missing`, `calls`) and the
 /// answers, decoded (`get`: users, `list`: a list of users per call,
-/// `create`: users). Panics when a call fails.
+/// `create`: users), and `missing`: the status of each `--missing K` call
+/// (a Get of id 0, which must end in NOT_FOUND, gRPC status 5; they come
+/// last). Panics when a call fails otherwise.
 pub fn grpc_client(ns: &Netns, target: &str, descriptor: &Path, args: &[&str]) -> Value {
     let script = grpc_dir().join("client.py");
     let descriptor = descriptor.to_str().expect("UTF-8 path");
@@ -433,8 +445,12 @@ pub fn grpc_client(ns: &Netns, target: &str, descriptor: &Path, args: &[&str]) -
     ];
     all.extend(args);
     let out = client(ns, "gRPC client", PYTHON, &all);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("the gRPC client printed no JSON ({e}):\n{out}"))
+    serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!(
+            "the gRPC client printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out)
+        )
+    })
 }
 
 /// One gRPC message in a stream's DATA: the length-prefixed frame's
