@@ -6,6 +6,8 @@ use std::{net::SocketAddr, time::Instant};
 use parallelrun_tests::{
     body_pattern,
     h2::{self, GRPC_CHANGED_FIELD, GRPC_RANDOM_FIELD, GrpcFlavor, GrpcServer, H2Stream, Nghttpd},
+    netns::Family,
+    tcpdump::Tcpdump,
 };
 use serde_json::Value;
 
@@ -112,6 +114,42 @@ fn nghttpd_serves_100_concurrent_streams_on_one_connection() {
     eprintln!("nghttpd/h2load/tshark: {:?}", started.elapsed());
 }
 
+/// A request body over several DATA frames (and flow-control windows):
+/// nghttpd echoes it, and tshark sees it whole both ways.
+#[test]
+fn nghttp_posts_a_body_that_nghttpd_echoes() {
+    let rig = Rig::start();
+    let docroot = rig.path("docroot");
+    std::fs::create_dir(&docroot).unwrap();
+    let body = body_pattern(100_000);
+    let upload = rig.path("upload.bin");
+    std::fs::write(&upload, &body).unwrap();
+    let server = Nghttpd::start_with(
+        &rig.pair.server,
+        SocketAddr::new(rig.pair.server_ip, 8080),
+        &docroot,
+        &["--echo-upload"],
+    );
+    let mut tcpdump = rig.tcpdump("post");
+    let url = server.url("/echo");
+    let got = h2::nghttp(&rig.pair.client, &["-d", upload.to_str().unwrap(), &url]);
+    tcpdump.stop();
+    assert!(got == body, "echoed {} bytes of {}", got.len(), body.len());
+
+    let streams = h2::tshark_h2_streams(tcpdump.path(), 8080);
+    let posts: Vec<&H2Stream> = streams
+        .iter()
+        .filter(|s| s.method.as_deref() == Some("POST"))
+        .collect();
+    assert_eq!(posts.len(), 1, "streams: {streams:#?}");
+    let s = posts[0];
+    assert_eq!(s.path.as_deref(), Some("/echo"), "{s:?}");
+    assert_eq!(s.status, Some(200), "{s:?}");
+    assert!(s.request_body == body, "request body: {s:?}");
+    assert!(s.response_body == body, "response body: {s:?}");
+    assert!(s.request_ended && s.response_ended, "{s:?}");
+}
+
 /// `user` without the random field.
 fn without_noise(user: &Value) -> Value {
     let mut u = user.clone();
@@ -201,6 +239,8 @@ fn grpc_flavors_answer_as_documented_and_tshark_sees_each_call() {
         &["--gzip"],
     );
     let mut tcpdump = rig.tcpdump("grpc");
+    // The server namespace's loopback: the secondary's own compression.
+    let mut tcpdump_lo = Tcpdump::start(server_ns, "lo", &rig.path("grpc-lo.pcap"));
 
     let calls = [
         "--get",
@@ -213,18 +253,24 @@ fn grpc_flavors_answer_as_documented_and_tshark_sees_each_call() {
         "2",
     ];
     let target = old_addr.to_string();
-    let old = h2::grpc_client(&rig.pair.client, &target, &descriptor, &calls);
+    let mut with_missing = calls.to_vec();
+    with_missing.extend(["--missing", "1"]);
+    let old = h2::grpc_client(&rig.pair.client, &target, &descriptor, &with_missing);
     let mut gzip_calls = calls.to_vec();
     gzip_calls.push("--gzip");
     let old_gzip = h2::grpc_client(&rig.pair.client, &target, &descriptor, &gzip_calls);
     let new = h2::grpc_client(server_ns, "127.0.0.1:50052", &descriptor, &calls);
     let secondary = h2::grpc_client(server_ns, "127.0.0.1:50053", &descriptor, &calls);
     tcpdump.stop();
+    tcpdump_lo.stop();
 
     // The answers, from the request.
     for s in [&old, &old_gzip, &new, &secondary] {
         assert_counts(s, 3, 2, 8, 2);
     }
+    assert_eq!(old["counts"]["missing"], 1, "{old:#}");
+    assert_eq!(old["missing"][0]["code"], "NOT_FOUND", "{old:#}");
+    assert_eq!(old["missing"][0]["value"], 5, "{old:#}");
     for (i, u) in old["get"].as_array().unwrap().iter().enumerate() {
         assert_eq!(u["id"], i + 1, "Get {i}: {u}");
         assert_eq!(u["name"], format!("user-{}", i + 1), "Get {i}: {u}");
@@ -285,15 +331,22 @@ fn grpc_flavors_answer_as_documented_and_tshark_sees_each_call() {
     let mut conns: Vec<_> = streams.iter().map(|s| s.conn).collect();
     conns.dedup();
     assert_eq!(conns.len(), 2, "one connection per client run: {conns:?}");
+    let calls_in_order = ["Get", "Get", "Get", "List", "List", "Create", "Create"];
     for (conn, gzip) in conns.iter().zip([false, true]) {
-        let on: Vec<&H2Stream> = streams.iter().filter(|s| s.conn == *conn).collect();
-        assert_eq!(on.len(), 3 + 2 + 2, "streams on {conn:?}: {on:#?}");
+        let mut on: Vec<&H2Stream> = streams.iter().filter(|s| s.conn == *conn).collect();
+        let mut want: Vec<String> = calls_in_order.iter().map(|m| h2::grpc_path(m)).collect();
+        if !gzip {
+            // The NOT_FOUND call, last: trailers only, no message back.
+            let missing = on.pop().unwrap_or_else(|| panic!("no streams on {conn:?}"));
+            assert_eq!(missing.path.as_deref(), Some(h2::grpc_path("Get").as_str()));
+            assert_eq!(missing.status, Some(200), "{missing:?}");
+            assert_eq!(missing.grpc_status, Some(5), "{missing:?}");
+            assert!(missing.response_messages.is_empty(), "{missing:?}");
+            assert_eq!(missing.response_header("grpc-message"), Some("no user 0"));
+            want.truncate(calls_in_order.len());
+        }
         let paths: Vec<&str> = on.iter().map(|s| s.path.as_deref().unwrap()).collect();
-        let want: Vec<String> = ["Get", "Get", "Get", "List", "List", "Create", "Create"]
-            .iter()
-            .map(|m| h2::grpc_path(m))
-            .collect();
-        assert_eq!(paths, want, "calls in order on {conn:?}");
+        assert_eq!(paths, want, "calls in order on {conn:?}: {on:#?}");
         assert_grpc_streams(&on, 4);
         for s in &on {
             let what = format!("stream {} on {conn:?}", s.stream_id);
@@ -312,5 +365,58 @@ fn grpc_flavors_answer_as_documented_and_tshark_sees_each_call() {
             }
         }
     }
+    // The secondary (`--gzip`) compressed its answers to a plain client.
+    let on_lo = h2::tshark_h2_streams(tcpdump_lo.path(), 50053);
+    assert_eq!(on_lo.len(), 7, "the secondary's streams: {on_lo:#?}");
+    assert_grpc_streams(&on_lo.iter().collect::<Vec<_>>(), 4);
+    for s in &on_lo {
+        assert_eq!(s.request_header("grpc-encoding"), None, "{s:?}");
+        assert_eq!(s.response_header("grpc-encoding"), Some("gzip"), "{s:?}");
+        assert!(s.response_messages.iter().all(|m| m.compressed), "{s:?}");
+    }
     eprintln!("gRPC rig: {:?}", started.elapsed());
+}
+
+/// The same helpers over IPv6: the server binds the veth's v6 address, and
+/// tshark reports the client's v6 end.
+#[test]
+fn grpc_and_h2load_work_over_ipv6() {
+    let rig = Rig::start_with(Family::V6);
+    let descriptor = h2::compile_proto(rig.dir());
+    let grpc_addr = SocketAddr::new(rig.pair.server_ip, 50051);
+    let _grpc = GrpcServer::start(&rig.pair.server, grpc_addr, GrpcFlavor::Old, &descriptor);
+    let docroot = rig.path("docroot");
+    std::fs::create_dir(&docroot).unwrap();
+    std::fs::write(docroot.join("f.bin"), body_pattern(5000)).unwrap();
+    let web = Nghttpd::start(
+        &rig.pair.server,
+        SocketAddr::new(rig.pair.server_ip, 8080),
+        &docroot,
+    );
+    let mut tcpdump = rig.tcpdump("v6");
+    let answers = h2::grpc_client(
+        &rig.pair.client,
+        &grpc_addr.to_string(),
+        &descriptor,
+        &["--get", "2", "--list", "1", "--concurrent"],
+    );
+    let run = h2::h2load(&rig.pair.client, &web.url("/f.bin"), 10, 1, 10);
+    tcpdump.stop();
+    assert_counts(&answers, 2, 1, 3, 0);
+    assert_eq!((run.succeeded, run.status_2xx), (10, 10), "{}", run.text);
+
+    let grpc = h2::tshark_h2_streams(tcpdump.path(), 50051);
+    assert_eq!(grpc.len(), 3, "{grpc:#?}");
+    assert_grpc_streams(&grpc.iter().collect::<Vec<_>>(), 3);
+    let web_streams = h2::tshark_h2_streams(tcpdump.path(), 8080);
+    assert_eq!(web_streams.len(), 10, "{web_streams:#?}");
+    for s in grpc.iter().chain(&web_streams) {
+        let conn = s.conn.unwrap_or_else(|| panic!("no client end: {s:?}"));
+        assert_eq!(conn.ip(), rig.pair.client_ip, "{s:?}");
+    }
+    assert!(
+        web_streams
+            .iter()
+            .all(|s| s.status == Some(200) && s.response_body_len() == 5000)
+    );
 }

@@ -36,10 +36,14 @@ pub struct Rig {
 
 impl Rig {
     pub fn start() -> Self {
+        Self::start_with(Family::V4)
+    }
+
+    pub fn start_with(family: Family) -> Self {
         require_root();
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
-            pair: Pair::new(Family::V4),
+            pair: Pair::new(family),
         }
     }
 
