@@ -50,12 +50,29 @@ pub fn wait_for_port(ns: &Netns, addr: SocketAddr, limit: Duration) {
     assert!(ok, "nothing listens on {addr} after {limit:?}");
 }
 
-/// A child's stderr collected by a thread (so the child never blocks on
+/// A child's output collected by threads (so the child never blocks on
 /// it), for panic messages.
 #[derive(Clone, Default)]
 struct Said(Arc<Mutex<String>>);
 
 impl Said {
+    /// Reads `pipe` to its end on a new thread, calling `on_line` on each
+    /// line too.
+    fn collect(
+        &self,
+        pipe: impl std::io::Read + Send + 'static,
+        mut on_line: impl FnMut(&str) + Send + 'static,
+    ) {
+        let log = self.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                on_line(&line);
+                log.push(&line);
+            }
+        });
+    }
+
     fn push(&self, line: &str) {
         let mut s = self.0.lock().unwrap();
         s.push_str(line);
@@ -71,6 +88,7 @@ impl Said {
 pub struct Nghttpd {
     pub addr: SocketAddr,
     proc: Proc,
+    said: Said,
 }
 
 impl Nghttpd {
@@ -91,14 +109,20 @@ impl Nghttpd {
             .arg(addr.port().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         let mut proc = Proc::spawn("nghttpd", &mut cmd)
             .unwrap_or_else(|e| panic!("{e} (cargo xtask setup installs nghttp2-server)"))
             .with_grace(Duration::ZERO);
+        let said = Said::default();
+        said.collect(proc.take_stderr().expect("stderr is piped"), |_| {});
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = proc.exited() {
-                panic!("nghttpd exited ({st}) before listening on {addr}");
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "nghttpd exited ({st}) before listening on {addr}:\n{}",
+                    said.get()
+                );
             }
             let probe = ns
                 .run(move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
@@ -107,11 +131,17 @@ impl Nghttpd {
             }
             assert!(
                 Instant::now() < end,
-                "nghttpd does not listen on {addr} after 10 s"
+                "nghttpd does not listen on {addr} after 10 s:\n{}",
+                said.get()
             );
             thread::sleep(Duration::from_millis(50));
         }
-        Self { addr, proc }
+        Self { addr, proc, said }
+    }
+
+    /// What nghttpd printed on stderr so far.
+    pub fn output(&self) -> String {
+        self.said.get()
     }
 
     /// `http://ADDR` + `path`.
@@ -368,24 +398,11 @@ impl GrpcServer {
             .unwrap_or_else(|e| panic!("{e} (cargo xtask setup installs python3-grpcio)"))
             .with_grace(Duration::from_secs(1));
         let said = Said::default();
-        let pipe = proc.take_stderr().expect("stderr is piped");
-        let log = said.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                log.push(&line);
-            }
-        });
+        said.collect(proc.take_stderr().expect("stderr is piped"), |_| {});
         let (tx, rx) = mpsc::channel();
-        let stdout = proc.take_stdout().expect("stdout is piped");
-        let log = said.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.trim() == "ready" {
-                    let _ = tx.send(());
-                }
-                log.push(&line);
+        said.collect(proc.take_stdout().expect("stdout is piped"), move |line| {
+            if line.trim() == "ready" {
+                let _ = tx.send(());
             }
         });
         let end = Instant::now() + Duration::from_secs(20);
