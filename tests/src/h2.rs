@@ -638,7 +638,8 @@ fn endpoint(layers: &Value, src: bool) -> Option<SocketAddr> {
 }
 
 /// Every HTTP/2 stream (stream id > 0) of the connections to TCP `port` in
-/// `pcap`, as tshark dissects them, ordered by connection and stream id.
+/// `pcap`, as tshark dissects them, ordered by connection (in the order of
+/// their first stream in the capture) and stream id.
 ///
 /// tshark reads the file with its HTTP/2 dissector forced on the port
 /// (`-d tcp.port==PORT,http2`: h2c with prior knowledge has no upgrade it
@@ -784,6 +785,12 @@ pub fn tshark_h2_streams(pcap: &Path, port: u16) -> Vec<H2Stream> {
         }
     }
     let mut out: Vec<H2Stream> = streams.into_values().collect();
+    let mut conn_start: BTreeMap<Option<SocketAddr>, u64> = BTreeMap::new();
+    for s in &out {
+        let start = conn_start.entry(s.conn).or_insert(s.first_frame);
+        *start = (*start).min(s.first_frame);
+    }
+    out.sort_by_key(|s| (conn_start[&s.conn], s.conn, s.stream_id));
     for s in &mut out {
         s.method = s.request_header(":method").map(str::to_owned);
         s.path = s.request_header(":path").map(str::to_owned);
