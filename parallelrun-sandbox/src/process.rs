@@ -9,7 +9,7 @@
 use std::{
     io,
     os::unix::process::CommandExt as _,
-    process::{Child, ChildStderr, Command, ExitStatus},
+    process::{Child, ChildStderr, ChildStdout, Command, ExitStatus},
     thread,
     time::{Duration, Instant},
 };
@@ -65,6 +65,11 @@ impl Proc {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The child's stdout, when it was piped (once).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
     }
 
     /// The child's stderr, when it was piped (once).

@@ -20,9 +20,11 @@ pub mod app;
 pub mod browser;
 pub mod client;
 pub mod faults;
+pub mod h2;
 pub mod netns;
 pub mod pcap;
 pub mod server;
+pub mod tcpdump;
 
 /// Deterministic body bytes for a response of `len` bytes: a pattern that
 /// does not repeat with any small period, so misplaced data is caught.

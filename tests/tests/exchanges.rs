@@ -18,6 +18,7 @@ use parallelrun_tests::{
     netns::{Family, Pair},
     require_root,
     server::Server,
+    tcpdump::Tcpdump,
 };
 
 const KEEP_ALIVE: &[Req] = &[
@@ -46,53 +47,6 @@ const PIPELINED: &[Req] = &[
     },
     Req::get("/bytes/65536"),
 ];
-
-/// tcpdump writing every packet of an interface to a file (`-U`: per packet).
-struct Tcpdump(std::process::Child, std::path::PathBuf);
-
-impl Tcpdump {
-    fn start(ns: &parallelrun_tests::netns::Netns, iface: &str, path: &std::path::Path) -> Self {
-        let child = ns
-            .command("tcpdump")
-            .args(["-i", iface, "-s", "0", "-B", "65536", "-U", "-w"])
-            .arg(path)
-            .arg("tcp")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tcpdump (cargo xtask setup installs it)");
-        // tcpdump needs a moment to open the interface.
-        thread::sleep(Duration::from_millis(500));
-        Self(child, path.to_owned())
-    }
-
-    /// Stops tcpdump once it has written everything: SIGINT makes it exit
-    /// without reading what is still queued, so wait until the file stops
-    /// growing first.
-    fn stop(&mut self) {
-        let size = || std::fs::metadata(&self.1).map_or(0, |m| m.len());
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut last = size();
-        loop {
-            thread::sleep(Duration::from_millis(500));
-            let now = size();
-            if now == last || std::time::Instant::now() > deadline {
-                break;
-            }
-            last = now;
-        }
-        // SAFETY: kill(2) on our own child. SIGINT makes tcpdump flush.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Tcpdump {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn b64(v: &serde_json::Value) -> Vec<u8> {
     STANDARD

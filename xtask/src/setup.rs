@@ -10,7 +10,10 @@ use crate::util::{is_root, output, status};
 /// Debian packages the build, the integration tests and `cargo xtask
 /// conformance` (tshark) need, besides LLVM: the results tests start a real
 /// Prometheus server (and check the shipped rules with its `promtool`) and
-/// open the HTML report in headless Chromium (with a font to draw it).
+/// open the HTML report in headless Chromium (with a font to draw it). The
+/// HTTP/2 tests drive nghttpd, nghttp and h2load (nghttp2), and a real gRPC
+/// server and client in Debian's Python (grpcio, protobuf) with descriptor
+/// sets compiled by protoc.
 const PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
@@ -19,6 +22,11 @@ const PACKAGES: &[&str] = &[
     "prometheus",
     "chromium",
     "fonts-dejavu-core",
+    "nghttp2-server",
+    "nghttp2-client",
+    "python3-grpcio",
+    "python3-protobuf",
+    "protobuf-compiler",
 ];
 
 pub fn run() -> Result<()> {
