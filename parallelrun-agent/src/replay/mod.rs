@@ -134,11 +134,18 @@ pub enum ReplayError {
     /// protocols.
     #[error("the new service sent an invalid HTTP response: {0}")]
     Http(#[source] HttpError),
+    /// HTTP/2 failed beyond the connection closing: the new service reset
+    /// the stream or ended the connection with an error code (GOAWAY), the
+    /// HTTP/2 layer found a protocol error, or the captured request cannot
+    /// be sent over HTTP/2 (a field the HTTP/2 client refuses, a CONNECT
+    /// tunnel). An HTTP/2 response over the limits is [`Http`](Self::Http).
+    #[error("HTTP/2 exchange with the new service failed: {0}")]
+    Http2(String),
 }
 
 impl ReplayError {
     /// A stable label for metrics: `connect` (including a connect timeout),
-    /// `timeout`, `io`, `closed` or `http`.
+    /// `timeout`, `io`, `closed`, `http` or `http2`.
     pub fn kind(&self) -> &'static str {
         match self {
             ReplayError::Connect { .. } | ReplayError::ConnectTimeout => "connect",
@@ -146,6 +153,7 @@ impl ReplayError {
             ReplayError::Io(_) => "io",
             ReplayError::Closed => "closed",
             ReplayError::Http(_) => "http",
+            ReplayError::Http2(_) => "http2",
         }
     }
 }
