@@ -812,3 +812,5 @@ fn find_source<E: std::error::Error + 'static>(e: &hyper::Error) -> Option<&E> {
     None
 }
 
+#[cfg(test)]
+mod tests;
