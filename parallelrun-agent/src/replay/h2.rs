@@ -50,6 +50,9 @@
 //! an error, or on which the server sent GOAWAY is left for new requests;
 //! the next request opens a new one (reconnect).
 //!
+//! A replay cancelled (dropped, as at the request timeout) resets its
+//! stream with `CANCEL`; the connection goes on for the others.
+//!
 //! A request that the server did not process is sent once more, on
 //! another (or a new) connection: one hyper could not send because its
 //! connection had just ended, one refused with `REFUSED_STREAM`, and one

@@ -190,9 +190,11 @@ pub struct Permit {
 /// [`ReplayConfig::request_timeout`].
 trait ReplayProtocol {
     /// Sends `req` as it was captured and reads the complete response
-    /// (interim responses skipped), parsed by the code that parsed the old
-    /// service's responses of this protocol. Dropping the future cancels
-    /// the exchange; its connection is not reused.
+    /// (interim responses skipped) into the shape the capture side gives
+    /// the old service's responses of this protocol (for HTTP/1, by the
+    /// same parser). Dropping the future cancels the exchange: an HTTP/1
+    /// connection is not reused, an HTTP/2 stream is reset (its connection
+    /// goes on).
     fn send(&self, req: &Request) -> impl Future<Output = Result<Replayed, ReplayError>> + Send;
 
     /// Connections kept open for later requests.
@@ -251,7 +253,8 @@ impl Replayer {
 
     /// Replays `req`, captured in `protocol` (the exchange's), and reads the
     /// response. The permit is held until the exchange ends; dropping the
-    /// future cancels the exchange and closes its connection.
+    /// future cancels the exchange (closes its HTTP/1 connection, resets
+    /// its HTTP/2 stream).
     pub async fn send(
         &self,
         permit: Permit,

@@ -43,6 +43,8 @@ struct Options {
     goaway_after: Option<usize>,
     /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
     max_streams: Option<u32>,
+    /// Requests whose URI ends with this are never answered.
+    stall: Option<&'static str>,
 }
 
 /// A hyper HTTP/2 (h2c) server on 127.0.0.1.
@@ -169,9 +171,13 @@ async fn answer(
         body: collected.to_bytes(),
         trailers,
     };
+    let stall = opts.stall.is_some_and(|s| got.uri.ends_with(s));
+    seen.lock().unwrap().push(got.clone());
+    if stall {
+        std::future::pending::<()>().await;
+    }
     tokio::time::sleep(opts.delay).await;
     let reply = handler(&got);
-    seen.lock().unwrap().push(got);
     match reply {
         Some(reply) => Ok(reply),
         None => Err(io::Error::other("reset")),
@@ -599,6 +605,26 @@ async fn a_reset_stream_is_an_http2_error() {
     // Only the stream was reset.
     send(&r, &get("/fine")).await.unwrap();
     assert_eq!(srv.accepts(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_times_out_and_the_connection_stays() {
+    let opts = Options {
+        stall: Some("/stall"),
+        ..Options::default()
+    };
+    let srv = server_with(opts, ok).await;
+    let r = Replayer::new(ReplayConfig {
+        request_timeout: Duration::from_millis(200),
+        ..config(srv.addr)
+    });
+    let e = send(&r, &get("/stall")).await.unwrap_err();
+    assert!(matches!(e, ReplayError::Timeout), "{e:?}");
+    assert_eq!(r.in_flight(), 0);
+    let got = send(&r, &get("/fine")).await.unwrap();
+    assert_eq!(got.response.body, "hello");
+    assert_eq!(srv.accepts(), 1);
+    assert_eq!(r.idle_connections(), 1);
 }
 
 #[tokio::test]
