@@ -47,8 +47,8 @@
 //! [`ReplayConfig::connect_timeout`]. Connections with no stream in flight
 //! are kept up to [`ReplayConfig::max_idle`]; beyond they are dropped, and
 //! hyper closes them. A connection that the server closed, that ended with
-//! an error, or on which the server sent GOAWAY is left for new requests;
-//! the next request opens a new one (reconnect).
+//! an error, or on which the server sent GOAWAY takes no new stream; the
+//! next request opens a new one (reconnect).
 //!
 //! A replay cancelled (dropped, as at the request timeout) resets its
 //! stream with `CANCEL`; the connection goes on for the others.

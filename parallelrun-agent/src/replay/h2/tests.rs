@@ -651,3 +651,42 @@ async fn idle_connections_beyond_max_idle_are_closed() {
     send(&r, &get("/2")).await.unwrap();
     assert_eq!(srv.accepts(), 2);
 }
+
+#[tokio::test]
+async fn a_refused_stream_is_sent_again() {
+    // A bare h2 server that refuses the first stream of its first
+    // connection (REFUSED_STREAM: not processed, safe to send again).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (a, n) = (Arc::clone(&accepts), Arc::clone(&answered));
+    tokio::spawn(async move {
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            let first_conn = a.fetch_add(1, Ordering::SeqCst) == 0;
+            let n = Arc::clone(&n);
+            tokio::spawn(async move {
+                let mut conn = ::h2::server::handshake(sock).await.unwrap();
+                let mut first_stream = true;
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    if std::mem::take(&mut first_stream) && first_conn {
+                        respond.send_reset(Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let head = hyper::Response::new(());
+                    let mut body = respond.send_response(head, false).unwrap();
+                    body.send_data(Bytes::from_static(b"hello"), true).unwrap();
+                }
+            });
+        }
+    });
+    let r = Replayer::new(config(addr));
+    let got = send(&r, &get("/")).await.unwrap();
+    assert_eq!(got.response.body, "hello");
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+    // The refusing connection takes no new stream: the request went on a
+    // new one.
+    assert_eq!(accepts.load(Ordering::SeqCst), 2);
+}
