@@ -16,9 +16,9 @@
 //! What a replay sends is built from the exchange by the client for the
 //! exchange's [`Protocol`]: [`Replayer::send`] is the one place that chooses
 //! it, and wraps it with what every protocol shares (the in-flight bound
-//! and the request timeout). A client implements `ReplayProtocol`; HTTP/1
-//! is the only one, in two parts along the seam between the protocol and
-//! the connections:
+//! and the request timeout). A client implements `ReplayProtocol`. HTTP/1
+//! comes in two parts along the seam between the protocol and the
+//! connections:
 //!
 //! * `wire`: what is sent and how the answer is read. The request is
 //!   rebuilt as captured (header order and spelling, `Host` override, body
@@ -28,27 +28,33 @@
 //!   connect timeout, the single retry of a stale pooled connection, and
 //!   why this is not hyper's client.
 //!
-//! A second protocol (HTTP/2) plugs in beside them: its [`Protocol`]
-//! variant, a client implementing `ReplayProtocol` (with its own wire format
-//! and its own connections: the HTTP/1 pool, one request per connection at
-//! a time, does not fit a protocol that multiplexes requests over one
-//! connection), a field in the replayer built from the same
-//! [`ReplayConfig`], and an arm in [`Replayer::send`]. It answers with a
-//! [`Replayed`] holding a [`Response`], or a [`ReplayError`], like HTTP/1,
-//! so the diff, noise cancellation, mismatch log and accounting do not
-//! change.
+//! HTTP/2 (h2c with prior knowledge) plugs in beside them:
+//!
+//! * `h2`: the HTTP/2 client, hyper's, on one or a few connections shared
+//!   by every request (HTTP/2 multiplexes them; the HTTP/1 pool, one
+//!   request per connection at a time, does not fit), with the mapping of
+//!   an exchange captured over HTTP/2 onto the request sent and of the
+//!   answer onto a [`Response`]; why this design is in its documentation.
+//!
+//! A protocol plugs in with its [`Protocol`] variant, a client implementing
+//! `ReplayProtocol` (with its own wire format and its own connections), a
+//! field in the replayer built from the same [`ReplayConfig`], and an arm
+//! in [`Replayer::send`]. It answers with a [`Replayed`] holding a
+//! [`Response`], or a [`ReplayError`], like HTTP/1, so the diff, noise
+//! cancellation, mismatch log and accounting do not change.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use self::pool::Http1Pool;
 pub use self::wire::serialize_request;
+use self::{h2::Http2Client, pool::Http1Pool};
 use crate::{
     http::{DigestPolicy, HttpError, HttpLimits},
     model::{Protocol, Request, Response},
 };
 
+mod h2;
 mod pool;
 mod wire;
 
@@ -59,7 +65,8 @@ pub struct ReplayConfig {
     pub target: SocketAddr,
     /// Requests in flight at most; [`Replayer::try_acquire`] refuses beyond.
     pub max_in_flight: usize,
-    /// Idle keep-alive connections kept for reuse.
+    /// Idle keep-alive connections kept for reuse (HTTP/2: connections
+    /// with no stream in flight).
     pub max_idle: usize,
     /// Bound on opening a connection.
     pub connect_timeout: Duration,
@@ -134,11 +141,18 @@ pub enum ReplayError {
     /// protocols.
     #[error("the new service sent an invalid HTTP response: {0}")]
     Http(#[source] HttpError),
+    /// HTTP/2 failed beyond the connection closing: the new service reset
+    /// the stream or ended the connection with an error code (GOAWAY), the
+    /// HTTP/2 layer found a protocol error, or the captured request cannot
+    /// be sent over HTTP/2 (a field the HTTP/2 client refuses, a CONNECT
+    /// tunnel). An HTTP/2 response over the limits is [`Http`](Self::Http).
+    #[error("HTTP/2 exchange with the new service failed: {0}")]
+    Http2(String),
 }
 
 impl ReplayError {
     /// A stable label for metrics: `connect` (including a connect timeout),
-    /// `timeout`, `io`, `closed` or `http`.
+    /// `timeout`, `io`, `closed`, `http` or `http2`.
     pub fn kind(&self) -> &'static str {
         match self {
             ReplayError::Connect { .. } | ReplayError::ConnectTimeout => "connect",
@@ -146,6 +160,7 @@ impl ReplayError {
             ReplayError::Io(_) => "io",
             ReplayError::Closed => "closed",
             ReplayError::Http(_) => "http",
+            ReplayError::Http2(_) => "http2",
         }
     }
 }
@@ -175,9 +190,11 @@ pub struct Permit {
 /// [`ReplayConfig::request_timeout`].
 trait ReplayProtocol {
     /// Sends `req` as it was captured and reads the complete response
-    /// (interim responses skipped), parsed by the code that parsed the old
-    /// service's responses of this protocol. Dropping the future cancels
-    /// the exchange; its connection is not reused.
+    /// (interim responses skipped) into the shape the capture side gives
+    /// the old service's responses of this protocol (for HTTP/1, by the
+    /// same parser). Dropping the future cancels the exchange: an HTTP/1
+    /// connection is not reused, an HTTP/2 stream is reset (its connection
+    /// goes on).
     fn send(&self, req: &Request) -> impl Future<Output = Result<Replayed, ReplayError>> + Send;
 
     /// Connections kept open for later requests.
@@ -197,6 +214,7 @@ struct Inner {
     request_timeout: Duration,
     slots: Arc<Semaphore>,
     http1: Http1Pool,
+    http2: Http2Client,
 }
 
 impl Replayer {
@@ -209,6 +227,7 @@ impl Replayer {
                 max_in_flight,
                 request_timeout: cfg.request_timeout,
                 slots: Arc::new(Semaphore::new(max_in_flight)),
+                http2: Http2Client::new(cfg.clone()),
                 http1: Http1Pool::new(cfg),
             }),
         }
@@ -234,7 +253,8 @@ impl Replayer {
 
     /// Replays `req`, captured in `protocol` (the exchange's), and reads the
     /// response. The permit is held until the exchange ends; dropping the
-    /// future cancels the exchange and closes its connection.
+    /// future cancels the exchange (closes its HTTP/1 connection, resets
+    /// its HTTP/2 stream).
     pub async fn send(
         &self,
         permit: Permit,
@@ -247,8 +267,7 @@ impl Replayer {
         let exchange = async {
             match protocol {
                 Protocol::Http1 => inner.http1.send(req).await,
-                // No HTTP/2 exchange is captured before its client lands.
-                Protocol::Http2 => Err(ReplayError::Closed),
+                Protocol::Http2 => inner.http2.send(req).await,
             }
         };
         tokio::time::timeout(inner.request_timeout, exchange)
@@ -262,9 +281,11 @@ impl Replayer {
         max.saturating_sub(self.inner.slots.available_permits())
     }
 
-    /// Idle connections in the pool.
+    /// Connections kept open for later requests: the idle HTTP/1
+    /// connections in the pool and the open HTTP/2 connections (which take
+    /// new streams whether or not some are in flight).
     pub fn idle_connections(&self) -> usize {
-        self.inner.http1.idle_connections()
+        self.inner.http1.idle_connections() + self.inner.http2.idle_connections()
     }
 }
 

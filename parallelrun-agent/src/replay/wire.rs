@@ -97,7 +97,7 @@ fn keeps_alive(response: &Response) -> bool {
 }
 
 /// The comma-separated options of every `Connection` header, trimmed.
-fn connection_options(headers: &[Header]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn connection_options(headers: &[Header]) -> impl Iterator<Item = &[u8]> {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))

@@ -25,7 +25,7 @@
 //! | `secondary` | object | [`Side`] of the secondary replay; absent when there was none. |
 //! | `differences` | array | [`Difference`]s: `{"where", "old", "new"}`; `null` means absent on that side. At most [`MAX_LISTED`], none of them noise. |
 //! | `omitted` | integer | Differences found beyond those listed; absent when 0. |
-//! | `noise_unchecked` | string | A `mismatch` whose differences were not checked for noise because the secondary gave no response: `secondary KIND`, KIND being how its replay failed (`connect`, `timeout`, `io`, `closed`, `http`). Absent when noise was checked or no secondary is configured. |
+//! | `noise_unchecked` | string | A `mismatch` whose differences were not checked for noise because the secondary gave no response: `secondary KIND`, KIND being how its replay failed (`connect`, `timeout`, `io`, `closed`, `http`, `http2`). Absent when noise was checked or no secondary is configured. |
 //! | `error` | string | Why the replay failed (`replay_error` events); absent otherwise. |
 //!
 //! # Rotation
