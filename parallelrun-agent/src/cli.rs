@@ -301,6 +301,11 @@ pub struct PipelineArgs {
     /// suffix), e.g. /meta/*/requestId. Repeat for several.
     #[arg(long, value_name = "POINTER")]
     pub ignore_pointer: Vec<String>,
+    /// A protobuf FileDescriptorSet (`protoc --include_imports
+    /// --descriptor_set_out=FILE`): gRPC messages are then compared by field
+    /// name (`grpc:/user/name`) instead of field number (`grpc:/1/2`).
+    #[arg(long, value_name = "FILE")]
+    pub proto_descriptor: Option<PathBuf>,
     /// Header whose values are redacted in the log, on top of Authorization,
     /// Proxy-Authorization, Cookie, Set-Cookie and X-Api-Key.
     #[arg(long, value_name = "NAME")]

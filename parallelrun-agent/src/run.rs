@@ -15,7 +15,7 @@ use parallelrun_agent::{
     capture::{
         Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError, sample_threshold,
     },
-    diff::{DiffConfig, PointerPattern, noise::NoiseThresholds},
+    diff::{DiffConfig, PointerPattern, Schema, noise::NoiseThresholds},
     http::{DigestPolicy, HttpConfig, HttpLimits, track::HttpStats},
     metrics::{self, Metrics},
     model::wall_ns,
@@ -121,6 +121,16 @@ impl Setup {
         });
         diff.ignore_headers
             .extend(args.ignore_header.iter().map(|h| h.to_ascii_lowercase()));
+        if let Some(path) = &args.proto_descriptor {
+            let schema = Schema::load(path).with_context(|| {
+                format!(
+                    "--proto-descriptor {}: give a FileDescriptorSet written by protoc \
+                     --include_imports --descriptor_set_out",
+                    path.display()
+                )
+            })?;
+            diff.schema = Some(Arc::new(schema));
+        }
         for p in &args.ignore_pointer {
             let pattern: PointerPattern = p
                 .parse()
