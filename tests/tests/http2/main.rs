@@ -8,14 +8,20 @@
 //! address; other versions on the server namespace's loopback.
 //!
 //! `infra`: the components alone, without the agent, so that a failure in
-//! the agent's tests is never the rig's.
+//! the agent's tests is never the rig's. `h2c`: plain HTTP/2 (nghttpd,
+//! h2load) captured, replayed and compared, and cross-checked with tshark.
+//! `grpc`: gRPC calls compared message by message. `joined`: connections
+//! that began before the agent did.
 
 #![allow(
     unused_crate_dependencies,
     reason = "this target uses a few of its package's dependencies; the library and build check the rest"
 )]
 
+mod grpc;
+mod h2c;
 mod infra;
+mod joined;
 
 use std::path::{Path, PathBuf};
 
