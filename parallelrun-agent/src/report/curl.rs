@@ -24,7 +24,11 @@
 //!   starting with `@` goes in `--data-raw` (not read as a file name);
 //!   `--compressed` when the request accepted an encoding, so the response
 //!   prints readably;
-//! - `HEAD` is `--head` (curl would wait for a body after `-X HEAD`).
+//! - `HEAD` is `--head` (curl would wait for a body after `-X HEAD`);
+//! - an HTTP/2 request (its pseudo-headers `:authority`, `:scheme` among
+//!   the headers) is sent with `--http2-prior-knowledge`, its `:authority`
+//!   as `Host` (curl makes it `:authority` again); pseudo-headers are
+//!   never `-H` (they are not tokens).
 //!
 //! Values redacted in the summary stay `[redacted]`: the command shows
 //! where a secret goes, never the secret. A body not kept whole
@@ -121,6 +125,23 @@ fn build(example: &Example, base: &str) -> Vec<Arg> {
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     };
+    // An HTTP/2 request: sent over h2c, its `:authority` as the Host curl
+    // turns into `:authority` again; the other pseudo-headers are curl's.
+    if has(":authority") || has(":scheme") {
+        a.push(Flag("--http2-prior-knowledge"));
+    }
+    let authority = example
+        .headers
+        .iter()
+        .find(|(n, _)| n == ":authority")
+        .filter(|_| !has("host"));
+    if let Some((_, value)) = authority {
+        a.push(Flag("-H"));
+        a.push(Value(format!(
+            "Host: {}",
+            value.replace(['\r', '\n'], " ").trim()
+        )));
+    }
     for (name, value) in &example.headers {
         let lower = name.to_ascii_lowercase();
         if !is_token(name) || DROPPED.contains(&lower.as_str()) || nominated.contains(&lower) {

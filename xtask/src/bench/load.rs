@@ -2,7 +2,10 @@
 //!
 //! - Saturation (closed loop): `wrk -t2 -c32`, with a Lua script that gives
 //!   every request a unique `?id=THREAD-N` and prints wrk's summary as JSON.
-//! - Fixed rate (open loop, for latency): `oha -q RATE --latency-correction`.
+//! - Fixed rate (open loop, for latency): `oha -q RATE --latency-correction`,
+//!   over HTTP/1.1 or h2c (prior knowledge, `--http-version 2`: the same
+//!   scheduling and latency correction for both protocols, which h2load's
+//!   `--rps` does not give, and percentiles it does not print).
 //!   wrk cannot hold a rate and wrk2 is not packaged in Debian; oha is on
 //!   crates.io (`cargo install oha --locked`), schedules requests at the rate
 //!   and measures latency from each request's scheduled start (no
@@ -95,6 +98,10 @@ pub fn wrk(
 }
 
 /// Open loop at `rate` requests/s for `seconds`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one load's parameters, each named at the call"
+)]
 pub fn oha(
     ns: &Netns,
     dir: &TempDir,
@@ -103,6 +110,7 @@ pub fn oha(
     file: &str,
     rate: u32,
     seconds: u64,
+    h2: bool,
 ) -> Result<LoadResult> {
     let out_path = dir.join("oha.json");
     let mut cmd = ns.command(oha_bin);
@@ -112,13 +120,20 @@ pub fn oha(
         "json",
         "--latency-correction",
     ])
-    .args(["-w", "-c", "64", "-t", "10s"])
-    .arg("-q")
-    .arg(rate.to_string())
-    .arg("-z")
-    .arg(format!("{seconds}s"))
-    .arg("--rand-regex-url")
-    .arg(format!(r"http://{addr}/{file}\?id=[0-9a-f]{{16}}"));
+    .args(["-w", "-t", "10s"]);
+    if h2 {
+        // 64 streams in flight at most, as HTTP/1's 64 connections, over
+        // 8 connections of 8 streams each.
+        cmd.args(["--http-version", "2", "-c", "8", "-p", "8"]);
+    } else {
+        cmd.args(["-c", "64"]);
+    }
+    cmd.arg("-q")
+        .arg(rate.to_string())
+        .arg("-z")
+        .arg(format!("{seconds}s"))
+        .arg("--rand-regex-url")
+        .arg(format!(r"http://{addr}/{file}\?id=[0-9a-f]{{16}}"));
     run_to_file("oha", &mut cmd, &out_path, seconds)?;
     let text = fs::read_to_string(&out_path)?;
     let v: serde_json::Value =
@@ -133,7 +148,7 @@ pub fn oha(
         .unwrap_or(0);
     let pct = |k: &str| v["latencyPercentiles"][k].as_f64().map(|s| s * 1e3);
     Ok(LoadResult {
-        tool: "oha",
+        tool: if h2 { "oha --http-version 2" } else { "oha" },
         target_rate: Some(rate),
         seconds: v["summary"]["total"].as_f64().unwrap_or(0.0),
         responses,

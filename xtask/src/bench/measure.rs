@@ -89,6 +89,15 @@ pub enum Load {
     Saturation,
     /// Open loop at this many requests/s (oha).
     Rate(u32),
+    /// Open loop at this many requests/s over h2c (oha), to the services'
+    /// HTTP/2 port: the agent watches that port and replays there.
+    H2Rate(u32),
+}
+
+impl Load {
+    pub fn h2(self) -> bool {
+        matches!(self, Load::H2Rate(_))
+    }
 }
 
 /// The agent's side of a run (B, C and their variants).
@@ -211,7 +220,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(ctx: &Ctx, cond: Cond) -> Result<Self> {
+    fn start(ctx: &Ctx, cond: Cond, h2: bool) -> Result<Self> {
         let dir = &ctx.topo.dir;
         let stats_path = dir.join("agent-stats.json");
         let err_path = dir.join("agent.err");
@@ -221,7 +230,12 @@ impl Agent {
         if let Some(p) = &summary_path {
             let _ = fs::remove_file(p);
         }
-        let old = format!("{OLD_IP}:{SERVICE_PORT}");
+        let (old, new) = if h2 {
+            (ctx.topo.old_h2_addr(), ctx.topo.new_h2_addr())
+        } else {
+            (ctx.topo.old_addr(), ctx.topo.new_addr())
+        };
+        let old = old.to_string();
         let mut cmd = ctx.topo.old.command(ctx.agent_bin);
         // The agent runs with its default CPU priority (idle).
         match cond {
@@ -230,7 +244,7 @@ impl Agent {
             }
             Cond::C | Cond::Cs | Cond::Cr => {
                 cmd.args(["run", "--no-metrics", "--new"])
-                    .arg(ctx.topo.new_addr().to_string())
+                    .arg(new.to_string())
                     .arg("--log")
                     .arg(dir.join("mismatches.jsonl"));
             }
@@ -344,7 +358,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
     // Statistics are on only while an agent runs (B and C).
     let stats_on = has_agent.then(bpf::enable_stats).transpose()?;
     let agent = if has_agent {
-        Some(Agent::start(ctx, spec.cond)?)
+        Some(Agent::start(ctx, spec.cond, spec.load.h2())?)
     } else {
         None
     };
@@ -380,6 +394,8 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
 
     let addr = if spec.cond == Cond::D {
         ctx.topo.proxy_addr()
+    } else if spec.load.h2() {
+        ctx.topo.old_h2_addr()
     } else {
         ctx.topo.old_addr()
     };
@@ -410,7 +426,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
             spec.size,
             spec.seconds,
         )?,
-        Load::Rate(r) => load::oha(
+        Load::Rate(r) | Load::H2Rate(r) => load::oha(
             &ctx.topo.client,
             &ctx.topo.dir,
             ctx.oha_bin,
@@ -418,6 +434,7 @@ pub fn run(ctx: &mut Ctx, spec: &Spec) -> Result<Run> {
             spec.size,
             r,
             spec.seconds,
+            spec.load.h2(),
         )?,
     };
 

@@ -14,8 +14,10 @@
 //!   completeness phase at fixed rates: A and C alternated at 5000 req/s,
 //!   and A, C and C+ (C with `--summary FILE --summary-every 1`, the
 //!   per-endpoint results kept and written) at 10000 req/s, which tells
-//!   what the summary costs the agent side by side with C. Markdown on
-//!   stdout, JSON under `target/bench/`.
+//!   what the summary costs the agent side by side with C; and A and C over
+//!   h2c at 5000 req/s (nginx's HTTP/2 port, oha `--http-version 2`): how
+//!   complete the HTTP/2 path is and what a comparison costs beside
+//!   HTTP/1's. Markdown on stdout, JSON under `target/bench/`.
 //!
 //! The agent runs at its default CPU priority (idle); the new service
 //! stands in for another machine and runs under SCHED_IDLE, so that on the
@@ -90,6 +92,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The rate of the h2c phase: the 5,000 req/s.
+const H2C_RATE: u32 = 5000;
+
 /// Seconds of fixed-rate load each profiled run samples.
 const PROFILE_SECS: u64 = 10;
 
@@ -124,6 +129,9 @@ struct Plan {
     summary_rate: u32,
     completeness_rounds: u32,
     completeness_secs: u64,
+    /// The h2c rate (1 KiB, A and C alternated, as many rounds and seconds
+    /// as the completeness rates).
+    h2c_rate: u32,
     tcpdump_secs: u64,
     warmup_secs: u64,
 }
@@ -146,6 +154,7 @@ impl Plan {
                 summary_rate: SUMMARY_RATE,
                 completeness_rounds: args.rounds.unwrap_or(1),
                 completeness_secs: 4,
+                h2c_rate: H2C_RATE,
                 tcpdump_secs: 4,
                 warmup_secs: 2,
             }
@@ -166,6 +175,7 @@ impl Plan {
                 summary_rate: SUMMARY_RATE,
                 completeness_rounds: rounds,
                 completeness_secs: 6,
+                h2c_rate: H2C_RATE,
                 tcpdump_secs: 6,
                 warmup_secs: 2,
             }
@@ -190,7 +200,7 @@ impl Plan {
                 .iter()
                 .map(|&r| self.completeness_conds(r).len())
                 .sum();
-            per_round * self.completeness_rounds as usize
+            (per_round + 2) * self.completeness_rounds as usize
         } else {
             0
         };
@@ -474,6 +484,26 @@ fn measure_all(
                     };
                     one(&mut ctx, spec, runs)?;
                 }
+            }
+        }
+        // The same over h2c: A and C alternated, first in turn.
+        for round in 1..=plan.completeness_rounds {
+            let mut conds = [Cond::A, Cond::C];
+            if round % 2 == 0 {
+                conds.reverse();
+            }
+            for cond in conds {
+                let spec = Spec {
+                    size: "1k",
+                    phase: "h2c",
+                    round,
+                    cond,
+                    load: Load::H2Rate(plan.h2c_rate),
+                    seconds: plan.completeness_secs,
+                    with_tcpdump: false,
+                    profile: false,
+                };
+                one(&mut ctx, spec, runs)?;
             }
         }
     }

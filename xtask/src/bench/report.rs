@@ -34,6 +34,7 @@ fn load_label(l: Load) -> String {
     match l {
         Load::Saturation => "saturation".to_owned(),
         Load::Rate(r) => format!("{r} req/s"),
+        Load::H2Rate(r) => format!("{r} req/s h2c"),
     }
 }
 
@@ -47,7 +48,11 @@ fn size_label(s: &str) -> &'static str {
 }
 
 fn load_of(r: &Run) -> Load {
-    r.load.target_rate.map_or(Load::Saturation, Load::Rate)
+    match r.load.target_rate {
+        None => Load::Saturation,
+        Some(q) if r.phase == "h2c" => Load::H2Rate(q),
+        Some(q) => Load::Rate(q),
+    }
 }
 
 /// A progress line for one run.
@@ -313,7 +318,7 @@ fn fixed_rate_rows(runs: &[Run]) -> Vec<FixedRateRow> {
 fn cost_rows(runs: &[Run]) -> Vec<CostRow> {
     let mut rows = Vec::new();
     for size in sizes(runs) {
-        for phase in ["saturation", "latency", "completeness"] {
+        for phase in ["saturation", "latency", "completeness", "h2c"] {
             for cond in [Cond::B, Cond::C, Cond::Cr, Cond::D, Cond::Bs, Cond::Cs] {
                 // One row per load (completeness runs have several rates).
                 let all = select(runs, size, phase, cond);
@@ -464,6 +469,51 @@ fn cost_row<'a>(
             && r.cond == cond
             && load.is_none_or(|l| r.load == load_label(l))
     })
+}
+
+/// h2c at the issue's rate: every request compared with zero drops, the
+/// p99 of C over A's (alternated in the same run) and the agent's CPU per
+/// 1000 compared requests beside HTTP/1's C at the same rate.
+fn h2c_target(runs: &[Run], cost: &[CostRow]) -> Target {
+    let rate = runs
+        .iter()
+        .find(|r| r.phase == "h2c")
+        .and_then(|r| r.load.target_rate)
+        .unwrap_or(5000);
+    let what = format!(
+        "1 KiB over h2c at {rate} req/s: 100 % compared, zero drops (agent CPU per 1k compared \
+         beside HTTP/1's)"
+    );
+    let Some(h2) = cost_row(cost, "1k", "h2c", Cond::C, Some(Load::H2Rate(rate))) else {
+        return not_measured(what);
+    };
+    let of = |cond: Cond| -> Vec<&Run> {
+        runs.iter()
+            .filter(|r| r.phase == "h2c" && r.cond == cond)
+            .collect()
+    };
+    let p99 = ratio(
+        med(&of(Cond::C), |r| r.load.p99_ms),
+        med(&of(Cond::A), |r| r.load.p99_ms),
+    );
+    let http1 = cost_row(cost, "1k", "completeness", Cond::C, Some(Load::Rate(rate)))
+        .and_then(|r| r.cpu_per_1k_compared);
+    let drops = h2.ringbuf_drops.unwrap_or(0) + h2.lost_ring.unwrap_or(0);
+    let cpu = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.3}"));
+    Target {
+        target: what,
+        measured: format!(
+            "{} of {} sent compared over {} runs, {drops} ring-buffer drops and losses; agent \
+             CPU s per 1k compared {} (HTTP/1 {}); p99 C/A {}",
+            n(h2.compared),
+            h2.sent,
+            h2.runs,
+            cpu(h2.cpu_per_1k_compared),
+            cpu(http1),
+            p99.map_or("—".to_owned(), |v| format!("×{v:.2}")),
+        ),
+        met: Some(h2.compared == Some(h2.sent) && h2.sent > 0 && drops == 0),
+    }
 }
 
 fn not_measured(target: String) -> Target {
@@ -652,6 +702,8 @@ fn targets(
             _ => not_measured(what),
         });
     }
+    // h2c at its rate: complete, and what a comparison costs beside HTTP/1's.
+    t.push(h2c_target(runs, cost));
     // Capture-only throughput.
     for &size in &all_sizes {
         let limit = if size == "1m" { 0.90 } else { 0.97 };

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  client ns                 old ns                          new ns
-//!  wrk / oha ── veth ── OLD_IF  old nginx :80  (agent attaches here)
+//!  wrk / oha ── veth ── OLD_IF  old nginx :80, h2c :8082 (agent here)
 //!   10.201.1.2          10.201.1.1  proxy nginx :8080 ──┐
 //!                                   (mirror) ─ veth ────┴── new nginx :80
 //!                       10.201.2.1                        10.201.2.2
@@ -43,6 +43,9 @@ pub const NEW_IP: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
 pub const SERVICE_PORT: u16 = 80;
 pub const PROXY_PORT: u16 = 8080;
 const STATUS_PORT: u16 = 8081;
+/// The old and new services' HTTP/2 port (h2c, prior knowledge: nginx's
+/// `listen … http2` on a plain port).
+pub const H2_PORT: u16 = 8082;
 
 /// Temporary directory name prefix; `-PID` follows.
 pub const TMP_PREFIX: &str = "parallelrun-bench";
@@ -186,6 +189,16 @@ impl Topology {
         SocketAddr::from((NEW_IP, SERVICE_PORT))
     }
 
+    /// The old service over h2c.
+    pub fn old_h2_addr(&self) -> SocketAddr {
+        SocketAddr::from((OLD_IP, H2_PORT))
+    }
+
+    /// The new service over h2c.
+    pub fn new_h2_addr(&self) -> SocketAddr {
+        SocketAddr::from((NEW_IP, H2_PORT))
+    }
+
     pub fn proxy_addr(&self) -> SocketAddr {
         SocketAddr::from((OLD_IP, PROXY_PORT))
     }
@@ -289,6 +302,8 @@ fn server_conf(prefix: &Path, www: &Path, listen: &[SocketAddrV4]) -> Result<std
     c.push_str("  sendfile on;\n  tcp_nopush on;\n  server {\n");
     for l in listen {
         c.push_str(&format!("    listen {l};\n"));
+        let h2 = SocketAddrV4::new(*l.ip(), H2_PORT);
+        c.push_str(&format!("    listen {h2} http2;\n"));
     }
     c.push_str(&format!(
         "    root {};\n    location / {{ }}\n  }}\n  server {{\n    listen 127.0.0.1:{STATUS_PORT};\n    location / {{ stub_status; }}\n  }}\n}}\n",

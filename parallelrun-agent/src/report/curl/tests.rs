@@ -211,3 +211,23 @@ fn an_incomplete_body_is_said_in_a_comment() {
     assert!(line.contains("--data-binary 'ab' # NUL bytes"), "{line}");
     assert_eq!(words_seen_by_sh(&line), args(&e, BASE));
 }
+
+#[test]
+fn an_http2_request_goes_over_h2c_with_its_authority_as_host() {
+    let e = example(
+        "GET",
+        "/users/7",
+        &[
+            (":authority", "svc.internal:50051"),
+            (":scheme", "http"),
+            ("accept", "application/json"),
+            ("user-agent", "grpc-go/1.60"),
+        ],
+        "",
+    );
+    assert_eq!(
+        curl(&e, "http://10.0.0.2:8080"),
+        "curl -sS -X 'GET' 'http://10.0.0.2:8080/users/7' --http2-prior-knowledge -H \
+         'Host: svc.internal:50051' -H 'accept: application/json' -H 'user-agent: grpc-go/1.60'"
+    );
+}
