@@ -505,3 +505,42 @@ fn an_upgrade_to_h2c_makes_the_request_stream_one() {
     assert_eq!(h.tracker.stats().http2.upgraded_connections, 1);
     assert_eq!(h.tracker.stats().upgraded_connections, 0);
 }
+
+/// Rapid reset (CVE-2023-44487's pattern): streams opened and reset at
+/// once, many thousands; each is one lost request, and nothing stays held.
+#[test]
+fn rapid_resets_are_each_counted_and_hold_nothing() {
+    let mut h = Harness::open();
+    h.req(1, &client_start());
+    let mut burst = Vec::new();
+    for i in 0..5_000u32 {
+        let stream = 2 * i + 1;
+        burst.extend(headers(stream, false, &request_block("GET", "/r")));
+        burst.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    h.req(2, &burst);
+    assert_eq!(h.tracker.stats().buffered_bytes, 0);
+    h.close();
+    assert_eq!(h.lost().len(), 5_000);
+    assert!(h.lost().iter().all(|(_, c)| *c == LossCause::Reset));
+    assert_eq!(h.tracker.stats().http2.resets, 5_000);
+}
+
+/// Streams opened and never finished stay bounded by the stream limit;
+/// the ones beyond are lost at once instead of held.
+#[test]
+fn idle_streams_are_bounded() {
+    let mut h = Harness::open();
+    h.req(1, &client_start());
+    for i in 0..1_000u32 {
+        h.req(2, &headers(2 * i + 1, false, &request_block("POST", "/idle")));
+        h.req(2, &data(2 * i + 1, false, b"x"));
+    }
+    let stats = h.tracker.stats();
+    assert_eq!(stats.requests_seen, 1_000);
+    let limit = HttpConfig::default().http2.max_streams;
+    assert_eq!(stats.lost(LossCause::TooLarge), 1_000 - limit as u64);
+    assert!(stats.buffered_bytes <= limit as u64);
+    h.close();
+    assert_eq!(h.tracker.stats().lost(LossCause::Closed), limit as u64);
+}
