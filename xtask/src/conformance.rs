@@ -13,7 +13,7 @@
 //! few by default.
 //!
 //! HTTP/2 in clear text (h2c) is compared too. A port is an h2c server when
-//! a client's payload begins with the connection preface (`PRI *
+//! the first bytes a client sends begin with the connection preface (`PRI *
 //! HTTP/2.0`: prior knowledge), or when it answers `101` with `Upgrade:
 //! h2c`. tshark dissects prior-knowledge ports as HTTP/2 (`-d
 //! tcp.port==P,http2`) and follows upgrades by itself; its requests are the
@@ -411,6 +411,8 @@ fn server_ports(file: &Path) -> Result<Ports> {
             "-T",
             "fields",
             "-e",
+            "tcp.stream",
+            "-e",
             "tcp.srcport",
             "-e",
             "tcp.dstport",
@@ -418,12 +420,24 @@ fn server_ports(file: &Path) -> Result<Ports> {
             "tcp.payload",
         ],
     )?;
+    Ok(classify_ports(&out))
+}
+
+/// [`server_ports`] from tshark's lines of `tcp.stream`, `tcp.srcport`,
+/// `tcp.dstport` and `tcp.payload` (hex), one per segment with a payload.
+fn classify_ports(out: &str) -> Ports {
     let mut ports = Ports::default();
+    // (tcp.stream, port) of the senders seen so far: the preface is prior
+    // knowledge only as a client's first bytes (after an upgrade it is not).
+    let mut spoke: BTreeSet<(&str, &str)> = BTreeSet::new();
     for line in out.lines() {
         let mut f = line.split('\t');
-        let (Some(src), Some(dst), Some(payload)) = (f.next(), f.next(), f.next()) else {
+        let (Some(conn), Some(src), Some(dst), Some(payload)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
         };
+        let first = spoke.insert((conn, src));
         let head = hex_prefix(payload, 16);
         if head.starts_with(b"HTTP/") {
             if let Ok(p) = src.parse() {
@@ -433,7 +447,7 @@ fn server_ports(file: &Path) -> Result<Ports> {
                 }
             }
         } else if head.starts_with(PREFACE_START) {
-            if let Ok(p) = dst.parse() {
+            if first && let Ok(p) = dst.parse() {
                 ports.h2c.insert(p);
             }
         } else if looks_like_request_line(&head)
@@ -444,7 +458,7 @@ fn server_ports(file: &Path) -> Result<Ports> {
     }
     // A prior-knowledge port is HTTP/2 to tshark, not HTTP/1.
     ports.http1.retain(|p| !ports.h2c.contains(p));
-    Ok(ports)
+    ports
 }
 
 /// A response head with `Upgrade: h2c` (any case, optional whitespace).
@@ -829,6 +843,54 @@ mod tests {
         assert!(looks_like_request_line(b"CCM_POST / HTTP"));
         assert!(!looks_like_request_line(b"HTTP/1.1 200 OK"));
         assert!(!looks_like_request_line(b"\x16\x03\x01 tls"));
+    }
+
+    #[test]
+    fn ports_by_protocol() {
+        let hex = |s: &[u8]| s.iter().map(|b| format!("{b:02x}:")).collect::<String>();
+        let lines = [
+            // HTTP/1.1 on 80.
+            ("0", "5000", "80", hex(b"GET / HTTP/1.1\r\n")),
+            ("0", "80", "5000", hex(b"HTTP/1.1 200 OK\r\n")),
+            // Prior knowledge on 8080.
+            (
+                "1",
+                "5001",
+                "8080",
+                hex(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            ),
+            // An upgrade on 8081: the preface after the 101 is no prior knowledge.
+            (
+                "2",
+                "5002",
+                "8081",
+                hex(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n"),
+            ),
+            (
+                "2",
+                "8081",
+                "5002",
+                hex(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"),
+            ),
+            (
+                "2",
+                "5002",
+                "8081",
+                hex(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            ),
+        ];
+        let out: String = lines
+            .iter()
+            .map(|(c, s, d, p)| format!("{c}\t{s}\t{d}\t{p}\n"))
+            .collect();
+        assert_eq!(
+            classify_ports(&out),
+            Ports {
+                http1: BTreeSet::from([80, 8081]),
+                h2c: BTreeSet::from([8080]),
+                upgrade: BTreeSet::from([8081]),
+            }
+        );
     }
 
     #[test]
