@@ -21,6 +21,7 @@ pub mod browser;
 pub mod client;
 pub mod faults;
 pub mod h2;
+pub mod h2raw;
 pub mod netns;
 pub mod pcap;
 pub mod server;
