@@ -152,6 +152,10 @@ fn assert_grpc(r: &Results, old: &[H2Stream], new: &[H2Stream], changed: &str, r
     assert_eq!(r.n("/outcomes/mismatched"), gets + lists, "{ctx}");
     assert_eq!(r.n("/outcomes/matched"), missing, "{ctx}");
     assert_eq!(r.n("/outcomes/noise"), 0, "{ctx}");
+    // The random field of every message answered, cancelled as noise.
+    let messages = gets + lists * LIST_SIZE as u64;
+    assert_eq!(r.n("/outcomes/noise_differences"), messages, "{ctx}");
+    assert_eq!(r.n("/http/http2/connections"), 2, "{ctx}");
 
     // The log: one mismatch per Get or List call, at the changed field of
     // each message and nowhere else (not the random field, not from

@@ -133,6 +133,22 @@ fn concurrent_streams_are_each_compared_and_changed_files_reported_at_body() {
     assert_eq!(r.n("/outcomes/replay_errors"), 0, "{ctx}");
     assert_eq!(r.n("/outcomes/secondary_errors"), 0, "{ctx}");
     assert!(r.log.is_empty(), "{ctx}");
+    // One HTTP/2 connection, followed from its preface, every stream paired.
+    assert_eq!(r.n("/http/http2/connections"), 1, "{ctx}");
+    assert_eq!(r.n("/http/http2/joined_connections"), 0, "{ctx}");
+    assert_eq!(r.n("/http/paired"), REQUESTS as u64, "{ctx}");
+    for p in [
+        "/http/http2/malformed_frames",
+        "/http/http2/header_block_errors",
+        "/http/http2/hpack_errors",
+        "/http/http2/hpack_unknown_entries",
+        "/http/http2/resets",
+        "/http/http2/unknown_stream_frames",
+        "/reassembly/gaps",
+    ] {
+        assert_eq!(r.n(p), 0, "{p}: {ctx}");
+    }
+    assert!(r.n("/http/http2/frames") > 2 * REQUESTS as u64, "{ctx}");
     assert_eq!(r.summary["totals"]["seen"], REQUESTS, "{ctx}");
     assert_eq!(r.summary["totals"]["matched"], REQUESTS, "{ctx}");
     let same_took = started.elapsed();
