@@ -37,8 +37,17 @@ const PLAIN: [&str; 10] = [
     "2",
 ];
 /// The calls of the compressed connection: two Gets and a List, requests
-/// and answers gzip-compressed.
-const GZIP: [&str; 7] = ["--get", "2", "--list", "1", "--list-size", "3", "--gzip"];
+/// and answers gzip-compressed, all started at once (concurrent streams).
+const GZIP: [&str; 8] = [
+    "--get",
+    "2",
+    "--list",
+    "1",
+    "--list-size",
+    "3",
+    "--gzip",
+    "--concurrent",
+];
 
 /// `tests/grpc/users.proto`.
 fn proto() -> String {
@@ -252,6 +261,14 @@ fn assert_grpc(r: &Results, old: &[H2Stream], new: &[H2Stream], changed: &str, r
             .filter(|s| s.request_header("grpc-encoding") == Some("gzip"))
             .collect();
         assert_eq!(gzipped.len(), 3, "{side}: {streams:#?}");
+        if side == "old" {
+            // Concurrent: every call began before the first one ended.
+            let first_end = gzipped.iter().map(|s| s.last_frame).min().unwrap();
+            assert!(
+                gzipped.iter().all(|s| s.first_frame <= first_end),
+                "not concurrent: {gzipped:#?}"
+            );
+        }
         for s in gzipped {
             assert!(
                 !s.response_messages.is_empty() && s.response_messages.iter().all(|m| m.compressed),
