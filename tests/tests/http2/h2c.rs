@@ -12,13 +12,18 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use parallelrun_tests::h2::{self, H2Stream, Nghttpd};
+use parallelrun_tests::{
+    h2::{self, H2Stream, Nghttpd},
+    netns::Family,
+};
 use serde_json::Value;
 
 use crate::Rig;
 
 const NEW: &str = "127.0.0.1:9090";
 const SECONDARY: &str = "127.0.0.1:9091";
+const NEW6: &str = "[::1]:9090";
+const SECONDARY6: &str = "[::1]:9091";
 
 /// The agent's default `--max-diff-body`: response bodies larger than this
 /// are digested as they arrive instead of kept whole.
@@ -388,4 +393,32 @@ fn exchanges_of_a_capture_agree_with_tshark_stream_by_stream() {
             >= 4
     );
     eprintln!("exchanges vs tshark: {:?}", started.elapsed());
+}
+
+/// The same over IPv6: the old service on the veth's v6 address, the agent
+/// capturing v6, replaying to the new service and secondary on the v6
+/// loopback (nghttpd cannot bind 127.0.0.1 where no other address is
+/// IPv4): 100 concurrent streams, each seen, compared and matched.
+#[test]
+fn concurrent_streams_over_ipv6_are_each_compared() {
+    let started = Instant::now();
+    let rig = Rig::start_with(Family::V6);
+    let root = rig.path("root");
+    write_docroot(&root);
+    let ns = &rig.pair.server;
+    let old = Nghttpd::start(ns, SocketAddr::new(rig.pair.server_ip, 8080), &root);
+    let _new = Nghttpd::start(ns, NEW6.parse().unwrap(), &root);
+    let _secondary = Nghttpd::start(ns, SECONDARY6.parse().unwrap(), &root);
+    let agent = rig.run("v6", &old.addr.to_string(), NEW6, SECONDARY6, &[]);
+    load(&rig, &old);
+    let r = rig.stop(agent, "v6");
+    let ctx = r.context();
+    assert_eq!(r.n("/kernel/ringbuf_full_drops"), 0, "{ctx}");
+    assert_eq!(r.n("/requests_seen"), REQUESTS as u64, "{ctx}");
+    assert_eq!(r.n("/outcomes/matched"), REQUESTS as u64, "{ctx}");
+    assert_eq!(r.stats.sum("/outcomes/lost"), 0, "{ctx}");
+    assert_eq!(r.stats.sum("/outcomes/skipped"), 0, "{ctx}");
+    assert_eq!(r.n("/http/http2/connections"), 1, "{ctx}");
+    assert!(r.log.is_empty(), "{ctx}");
+    eprintln!("h2c over IPv6: {:?}", started.elapsed());
 }
