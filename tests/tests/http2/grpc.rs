@@ -350,3 +350,74 @@ fn grpc_calls_over_ipv6_are_compared_by_field_name() {
     );
     eprintln!("gRPC over IPv6: {:?}", started.elapsed());
 }
+
+/// A server-streaming call of 1,000 users (about 590 KB of answer: DATA
+/// over many frames and flow-control windows) compared message by message:
+/// one mismatch, its differences the changed field of each message (as
+/// many as the log lists), the random field noise.
+///
+/// The answer is larger than the default `--max-diff-body` (256 KiB), so
+/// the run raises it: a body over it is digested as it arrives and compared
+/// by digest, and then the random field alone makes the old service and the
+/// secondary differ at the same place as the new version does: the whole
+/// call is cancelled as noise and the change goes unreported.
+#[test]
+fn a_long_server_stream_is_compared_message_by_message() {
+    const USERS: usize = 1000;
+    let started = Instant::now();
+    let rig = Rig::start();
+    let descriptor = h2::compile_proto(rig.dir());
+    let ns = &rig.pair.server;
+    let old_addr = SocketAddr::new(rig.pair.server_ip, 50051);
+    let new_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), NEW_PORT);
+    let secondary_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), SECONDARY_PORT);
+    let _old = GrpcServer::start(ns, old_addr, GrpcFlavor::Old, &descriptor);
+    let _new = GrpcServer::start(ns, new_addr, GrpcFlavor::New, &descriptor);
+    let _secondary = GrpcServer::start(ns, secondary_addr, GrpcFlavor::Secondary, &descriptor);
+    let old = old_addr.to_string();
+    let agent = rig.run(
+        "long",
+        &old,
+        &new_addr.to_string(),
+        &secondary_addr.to_string(),
+        &[
+            "--grpc-method",
+            "/shadow.users.v1.Users/*",
+            "--proto-descriptor",
+            descriptor.to_str().unwrap(),
+            "--max-diff-body",
+            "1MiB",
+        ],
+    );
+    let size = USERS.to_string();
+    let got = h2::grpc_client(
+        &rig.pair.client,
+        &old,
+        &descriptor,
+        &["--list", "1", "--list-size", &size],
+    );
+    assert_eq!(got["counts"]["list_items"], USERS, "{}", got["counts"]);
+    let r = rig.stop(agent, "long");
+    let ctx = r.context();
+    assert_eq!(r.n("/requests_seen"), 1, "{ctx}");
+    assert_eq!(r.n("/outcomes/mismatched"), 1, "{ctx}");
+    assert_eq!(r.stats.sum("/outcomes/lost"), 0, "{ctx}");
+    assert_eq!(r.n("/outcomes/noise_differences"), USERS as u64, "{ctx}");
+    assert_eq!(r.log.len(), 1, "{ctx}");
+    let diffs = r.log[0]["differences"].as_array().expect("differences");
+    assert!(!diffs.is_empty() && diffs.len() <= USERS, "{ctx}");
+    for (i, d) in diffs.iter().enumerate() {
+        assert_eq!(d["where"], at(USERS, i, GRPC_CHANGED_FIELD), "{d:#}");
+    }
+    let ep = r.endpoint(&format!("POST {}", h2::grpc_path("List")));
+    let wheres: Vec<&Value> = locations(ep).iter().map(|l| &l["where"]).collect();
+    assert_eq!(
+        wheres,
+        [
+            &Value::from(format!("grpc[*]:{GRPC_CHANGED_FIELD}")),
+            &Value::from(format!("grpc[*]:/{GRPC_RANDOM_FIELD}"))
+        ],
+        "{ep:#}"
+    );
+    eprintln!("a long gRPC stream: {:?}", started.elapsed());
+}
