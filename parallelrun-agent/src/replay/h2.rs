@@ -69,7 +69,9 @@
 //!   captured `:authority`, else the captured `Host` (HTTP/2 carries it as
 //!   `:authority`), else the target's address. `Host` itself is never sent:
 //!   `:authority` stands for it, and RFC 9113 section 8.3.1 forbids the two
-//!   to differ.
+//!   to differ. A captured IPv6 literal without brackets (h2load writes
+//!   `fd77::1:8080`), which is no valid authority, is sent in brackets
+//!   (`[fd77::1]:8080`) rather than failing the replay.
 //! * The regular fields follow in captured order, except the
 //!   connection-specific ones HTTP/2 forbids (RFC 9113 section 8.2.2):
 //!   `Connection` and the fields it names, `Keep-Alive`,
@@ -491,7 +493,11 @@ fn build_request(
         .or_else(|| header(&req.headers, "host"));
     let authority = match (host_override, captured) {
         (Some(host), _) => Authority::try_from(host),
-        (None, Some(value)) => Authority::try_from(value.as_ref()),
+        (None, Some(value)) => Authority::try_from(value.as_ref()).or_else(|e| {
+            bracketed_ipv6(value)
+                .ok_or(e)
+                .and_then(|v| Authority::try_from(v.as_str()))
+        }),
         (None, None) => Authority::try_from(target.to_string()),
     }
     .map_err(|e| unsendable(format!("invalid :authority: {e}")))?;
@@ -518,6 +524,26 @@ fn build_request(
     *request.version_mut() = Version::HTTP_2;
     *request.headers_mut() = headers;
     Ok(request)
+}
+
+/// A captured authority that is an IPv6 literal without its brackets, as
+/// h2load sends it (`fd77::1:8080` for `http://[fd77::1]:8080/`), put in
+/// brackets: `[fd77::1]:8080`. The last `:N` is taken as the port when what
+/// comes before it is an address (the literal is ambiguous; that is how
+/// such clients write it), else the whole is the address: `[fd77::1]`.
+/// `None` when the value is no IPv6 literal.
+fn bracketed_ipv6(value: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    if let Some((host, port)) = s.rsplit_once(':')
+        && host.parse::<std::net::Ipv6Addr>().is_ok()
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok()
+    {
+        return Some(format!("[{host}]:{port}"));
+    }
+    s.parse::<std::net::Ipv6Addr>().ok()?;
+    Some(format!("[{s}]"))
 }
 
 /// The fields of `fields` that are sent, in order: no pseudo-header (the

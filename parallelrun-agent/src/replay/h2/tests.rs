@@ -508,6 +508,29 @@ async fn host_override_replaces_the_authority() {
     assert_eq!(field(&seen[0].headers, "host"), None);
 }
 
+/// h2load writes an IPv6 authority without brackets (`::1:8089`), which
+/// is no valid authority: it is replayed in brackets, not refused.
+#[tokio::test]
+async fn an_unbracketed_ipv6_authority_is_sent_in_brackets() {
+    let srv = server(ok).await;
+    let r = Replayer::new(config(srv.addr));
+    for (captured, sent) in [
+        ("fd77::1:8080", "http://[fd77::1]:8080/v6"),
+        ("::1:8089", "http://[::1]:8089/v6"),
+        ("fd77::1", "http://[fd77::1]/v6"),
+        ("[fd77::1]:8080", "http://[fd77::1]:8080/v6"),
+    ] {
+        let req = request("GET", "/v6", 0, &[(":authority", captured)], b"");
+        send(&r, &req)
+            .await
+            .unwrap_or_else(|e| panic!("{captured}: {e:?}"));
+        let seen = srv.seen();
+        assert_eq!(seen.last().unwrap().uri, sent, "{captured}");
+    }
+    assert_eq!(bracketed_ipv6(b"old.example:80"), None);
+    assert_eq!(bracketed_ipv6(b"fd77::1:99999"), None);
+}
+
 #[tokio::test]
 async fn the_host_field_stands_for_a_missing_authority() {
     let srv = server(ok).await;
