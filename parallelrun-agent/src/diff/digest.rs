@@ -208,6 +208,92 @@ impl BodyDigester {
     }
 }
 
+/// A response body while it arrives, kept or hashed as a [`DigestPolicy`]
+/// says: hashed from its first byte when its content type is binary or its
+/// declared length passes `max_whole`, else kept until what arrived passes
+/// `max_whole` (what was kept is hashed then). A gRPC body is always kept:
+/// its messages are compared one by one, and a digest would hide a real
+/// change behind a noisy field anywhere in a long stream. Limits on the
+/// body's size are the caller's (each protocol has its own error for them).
+#[derive(Debug)]
+pub struct BodySink {
+    /// Until the body is digested: when to digest it (`None`: never).
+    policy: Option<DigestPolicy>,
+    /// Digested from its first byte.
+    eager: bool,
+    /// Its content codings, for the digester.
+    codings: Vec<String>,
+    kept: Vec<u8>,
+    digester: Option<BodyDigester>,
+    /// Bytes received so far.
+    received: usize,
+}
+
+impl BodySink {
+    /// The sink for a body whose message has `headers` and, if known,
+    /// declares `declared` bytes (Content-Length).
+    pub fn new(policy: Option<DigestPolicy>, headers: &[Header], declared: Option<u64>) -> Self {
+        let policy = policy.filter(|_| !crate::grpc::is_grpc(headers));
+        let eager = policy.is_some_and(|p| {
+            crate::model::header(headers, "content-type")
+                .is_some_and(|v| super::binary_content_type(v))
+                || declared.is_some_and(|len| len > p.max_whole as u64)
+        });
+        let codings = if policy.is_some() {
+            content_codings(headers)
+        } else {
+            Vec::new()
+        };
+        let reserve = declared.map_or(0, |len| usize::try_from(len).unwrap_or(0).min(1 << 20));
+        Self {
+            policy,
+            eager,
+            codings,
+            kept: Vec::with_capacity(if eager { 0 } else { reserve }),
+            digester: None,
+            received: 0,
+        }
+    }
+
+    /// The next bytes of the body.
+    pub fn push(&mut self, data: &[u8]) {
+        self.received = self.received.saturating_add(data.len());
+        if self.digester.is_none()
+            && let Some(policy) = self.policy
+            && !data.is_empty()
+            && (self.eager || self.received > policy.max_whole)
+        {
+            let mut digester =
+                BodyDigester::new(std::mem::take(&mut self.codings), policy.max_decoded);
+            digester.update(&self.kept);
+            self.kept = Vec::new();
+            self.digester = Some(digester);
+        }
+        match &mut self.digester {
+            Some(digester) => digester.update(data),
+            None => self.kept.extend_from_slice(data),
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// Bytes held (of a body kept; 0 once it is digested).
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// The body kept, or the digest (the body then empty).
+    pub fn finish(self) -> (bytes::Bytes, Option<Box<BodyDigest>>) {
+        match self.digester {
+            Some(digester) => (bytes::Bytes::new(), Some(Box::new(digester.finish()))),
+            None => (bytes::Bytes::from(self.kept), None),
+        }
+    }
+}
+
 /// The digest of a body kept whole, as a [`BodyDigester`] would have made
 /// it while the body arrived.
 pub fn digest_whole(headers: &[Header], body: &[u8], max_decoded: usize) -> BodyDigest {

@@ -168,7 +168,9 @@ use serde_json::Value;
 
 pub use self::{
     body::binary_content_type,
-    digest::{BodyDigester, DEFAULT_MAX_WHOLE_BODY, DigestPolicy, content_codings, digest_whole},
+    digest::{
+        BodyDigester, BodySink, DEFAULT_MAX_WHOLE_BODY, DigestPolicy, content_codings, digest_whole,
+    },
     json::{PointerPattern, PointerPatternError},
     noise::{EndpointNoise, NoiseThresholds, cancel},
     protobuf::{Schema, SchemaError},

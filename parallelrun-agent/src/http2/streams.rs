@@ -81,7 +81,7 @@ use super::{
     hpack::{Decoder, DecoderLimits, HeaderList, HpackError, Pseudo},
 };
 use crate::{
-    diff::{BodyDigester, DigestPolicy, binary_content_type, content_codings},
+    diff::{BodySink, DigestPolicy},
     model::{ConnKey, Direction, Exchange, Header, LossCause, Protocol, Request, Response},
     stream::CloseReason,
 };
@@ -274,21 +274,12 @@ impl Side {
     }
 }
 
-/// A response body while it arrives: kept, or hashed (see [`DigestPolicy`]).
-#[derive(Debug)]
-enum Body {
-    Kept(Vec<u8>),
-    Digested(Box<BodyDigester>),
-}
-
 /// What is known of a stream's response.
 #[derive(Debug)]
 struct ResponsePart {
     status: u16,
     headers: Vec<Header>,
-    body: Body,
-    /// Bytes of body as sent.
-    sent: usize,
+    body: BodySink,
     trailers: Vec<Header>,
     ended: bool,
     ts_ns: u64,
@@ -313,14 +304,7 @@ struct Stream {
 
 impl Stream {
     fn held(&self) -> usize {
-        let response = match &self.response {
-            Some(ResponsePart {
-                body: Body::Kept(b),
-                ..
-            }) => b.len(),
-            _ => 0,
-        };
-        self.body.len() + response
+        self.body.len() + self.response.as_ref().map_or(0, |r| r.body.kept())
     }
 
     fn response_ended(&self) -> bool {
@@ -838,15 +822,13 @@ impl H2Conn {
                     return;
                 }
                 let headers: Vec<Header> = fields(list);
-                let body = match digest {
-                    Some(p) if binary(&headers) => Body::Digested(Box::new(digester(p, &headers))),
-                    _ => Body::Kept(Vec::new()),
-                };
+                let declared = crate::model::header(&headers, "content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
+                let body = BodySink::new(digest, &headers, declared);
                 s.response = Some(ResponsePart {
                     status,
                     headers,
                     body,
-                    sent: 0,
                     trailers: Vec::new(),
                     ended: false,
                     ts_ns,
@@ -875,7 +857,6 @@ impl H2Conn {
         data: &[u8],
     ) {
         let max_body = self.limits.max_body;
-        let digest = self.digest;
         let Some(s) = self.streams.get_mut(&stream) else {
             out.counters().unknown_stream_frames += 1;
             return;
@@ -902,26 +883,14 @@ impl H2Conn {
                     self.lose(out, key, stream, LossCause::ParseError);
                     return;
                 };
-                r.sent += data.len();
-                if r.sent > max_body {
+                if r.body.received() + data.len() > max_body {
                     true
                 } else {
-                    match &mut r.body {
-                        Body::Kept(b) => {
-                            b.extend_from_slice(data);
-                            grown = data.len();
-                            if let Some(p) = digest
-                                && b.len() > p.max_whole
-                            {
-                                let mut d = digester(p, &r.headers);
-                                d.update(b);
-                                grown = 0;
-                                self.stream_bytes -= b.len() - data.len();
-                                r.body = Body::Digested(Box::new(d));
-                            }
-                        }
-                        Body::Digested(d) => d.update(data),
-                    }
+                    let before = r.body.kept();
+                    r.body.push(data);
+                    // Kept bytes grow, or drop to 0 when the body starts
+                    // being digested.
+                    self.stream_bytes = self.stream_bytes + r.body.kept() - before;
                     if end_stream {
                         r.ended = true;
                         r.ts_ns = ts_ns;
@@ -990,10 +959,7 @@ impl H2Conn {
         let Some(r) = s.response else {
             return;
         };
-        let (body, digest) = match r.body {
-            Body::Kept(b) => (Bytes::from(b), None),
-            Body::Digested(d) => (Bytes::new(), Some(Box::new(d.finish()))),
-        };
+        let (body, digest) = r.body.finish();
         out.paired(Exchange {
             id: s.id,
             conn: *key,
@@ -1038,7 +1004,7 @@ impl H2Conn {
         let freed = s.held();
         s.body = Vec::new();
         if let Some(r) = &mut s.response {
-            r.body = Body::Kept(Vec::new());
+            r.body = BodySink::new(None, &[], None);
         }
         self.stream_bytes -= freed;
         if done || matches!(cause, LossCause::Reset) {
@@ -1059,8 +1025,7 @@ impl ResponsePart {
         Self {
             status: 0,
             headers: Vec::new(),
-            body: Body::Kept(Vec::new()),
-            sent: 0,
+            body: BodySink::new(None, &[], None),
             trailers: Vec::new(),
             ended: false,
             ts_ns: 0,
@@ -1089,14 +1054,6 @@ fn fields_iter(list: &HeaderList) -> impl Iterator<Item = Header> + '_ {
 
 fn fields(list: &HeaderList) -> Vec<Header> {
     fields_iter(list).collect()
-}
-
-fn binary(headers: &[Header]) -> bool {
-    crate::model::header(headers, "content-type").is_some_and(|v| binary_content_type(v))
-}
-
-fn digester(policy: DigestPolicy, headers: &[Header]) -> BodyDigester {
-    BodyDigester::new(content_codings(headers), policy.max_decoded)
 }
 
 /// Whether `bytes`, the first of a connection's request direction, begin

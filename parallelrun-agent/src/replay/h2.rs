@@ -124,7 +124,7 @@ use std::{
 };
 
 use ::h2::Reason;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::{
     Method, Uri, Version,
@@ -138,7 +138,7 @@ use tokio::net::TcpStream;
 
 use super::{ReplayConfig, ReplayError, ReplayProtocol, Replayed, wire::connection_options};
 use crate::{
-    diff::{BodyDigester, binary_content_type, content_codings},
+    diff::BodySink,
     http::{DigestPolicy, HttpError, HttpLimits},
     model::{BodyDigest, Header, Request, Response, header},
 };
@@ -638,7 +638,7 @@ async fn read_response(
 ) -> Result<Response, ReadError> {
     let (parts, mut incoming) = response.into_parts();
     let headers = fields(&parts.headers, &cfg.limits)?;
-    let mut body = BodySink::new(&cfg.limits, cfg.digest, &headers)?;
+    let mut body = LimitedBody::new(&cfg.limits, cfg.digest, &headers)?;
     let mut trailers = Vec::new();
     while let Some(frame) = incoming.frame().await {
         match frame.map_err(ReadError::Hyper)?.into_data() {
@@ -685,24 +685,15 @@ fn fields(map: &HeaderMap, limits: &HttpLimits) -> Result<Vec<Header>, HttpError
         .collect())
 }
 
-/// A response body while it arrives: kept, or hashed as the
-/// [`DigestPolicy`] says (the rules of the HTTP/1 parser), within
+/// A response body while it arrives ([`BodySink`]: kept, or hashed as the
+/// [`DigestPolicy`] says, the rules of the HTTP/1 parser), within
 /// `max_body`.
-struct BodySink {
+struct LimitedBody {
     max_body: usize,
-    /// Until the body is digested: when to digest it (`None`: never).
-    policy: Option<DigestPolicy>,
-    /// Digested from its first byte (binary, or declared over `max_whole`).
-    eager: bool,
-    /// Its content codings, for the digester.
-    codings: Vec<String>,
-    kept: BytesMut,
-    digester: Option<BodyDigester>,
-    /// Bytes received so far.
-    received: usize,
+    sink: BodySink,
 }
 
-impl BodySink {
+impl LimitedBody {
     fn new(
         limits: &HttpLimits,
         policy: Option<DigestPolicy>,
@@ -714,58 +705,24 @@ impl BodySink {
                 limit: limits.max_body,
             });
         }
-        let eager = policy.is_some_and(|p| {
-            header(headers, "content-type").is_some_and(|v| binary_content_type(v))
-                || declared.is_some_and(|len| len > p.max_whole as u64)
-        });
-        let codings = if policy.is_some() {
-            content_codings(headers)
-        } else {
-            Vec::new()
-        };
-        let reserve = declared.map_or(0, |len| usize::try_from(len).unwrap_or(0));
         Ok(Self {
             max_body: limits.max_body,
-            policy,
-            eager,
-            codings,
-            kept: BytesMut::with_capacity(if eager { 0 } else { reserve }),
-            digester: None,
-            received: 0,
+            sink: BodySink::new(policy, headers, declared),
         })
     }
 
     fn push(&mut self, data: &[u8]) -> Result<(), HttpError> {
-        self.received = self.received.saturating_add(data.len());
-        if self.received > self.max_body {
+        if self.sink.received().saturating_add(data.len()) > self.max_body {
             return Err(HttpError::BodyTooLarge {
                 limit: self.max_body,
             });
         }
-        if self.digester.is_none()
-            && let Some(policy) = self.policy
-            && !data.is_empty()
-            && (self.eager || self.received > policy.max_whole)
-        {
-            let mut digester =
-                BodyDigester::new(std::mem::take(&mut self.codings), policy.max_decoded);
-            digester.update(&self.kept);
-            self.kept = BytesMut::new();
-            self.digester = Some(digester);
-        }
-        match &mut self.digester {
-            Some(digester) => digester.update(data),
-            None => self.kept.extend_from_slice(data),
-        }
+        self.sink.push(data);
         Ok(())
     }
 
-    /// The body kept, or the digest (the body then empty).
     fn finish(self) -> (Bytes, Option<Box<BodyDigest>>) {
-        match self.digester {
-            Some(digester) => (Bytes::new(), Some(Box::new(digester.finish()))),
-            None => (self.kept.freeze(), None),
-        }
+        self.sink.finish()
     }
 }
 

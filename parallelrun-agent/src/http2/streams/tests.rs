@@ -533,7 +533,10 @@ fn idle_streams_are_bounded() {
     let mut h = Harness::open();
     h.req(1, &client_start());
     for i in 0..1_000u32 {
-        h.req(2, &headers(2 * i + 1, false, &request_block("POST", "/idle")));
+        h.req(
+            2,
+            &headers(2 * i + 1, false, &request_block("POST", "/idle")),
+        );
         h.req(2, &data(2 * i + 1, false, b"x"));
     }
     let stats = h.tracker.stats();
