@@ -640,13 +640,14 @@ mod tests {
             [Cond::A, Cond::C, Cond::Cr]
         );
         // 1 size × (2 phases × 6 conditions × 2 rounds + tcpdump), then two
-        // completeness rounds of A C at 5000 and A C C+ at 10000.
-        assert_eq!(plan.total_runs(), 25 + 2 * 5);
+        // completeness rounds of A C at 5000 and A C C+ at 10000, and two
+        // rounds of A C over h2c.
+        assert_eq!(plan.total_runs(), 25 + 2 * 5 + 2 * 2);
         let only = Plan::new(&BenchArgs {
             completeness_only: true,
             rounds: Some(7),
             ..args
         });
-        assert_eq!(only.total_runs(), 7 * 5);
+        assert_eq!(only.total_runs(), 7 * (5 + 2));
     }
 }
