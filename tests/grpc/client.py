@@ -2,8 +2,9 @@
 """A real gRPC client (grpcio) for `shadow.users.v1.Users`: every call on
 one channel, hence one TCP connection (one HTTP/2 connection, a stream per
 call). Get ids 1..N, List M times (each `--list-size` users from id 1),
-Create K users named new-1..new-K, then `--missing` Gets of id 0, which the
-server answers with NOT_FOUND. Calls run one after the other, or all
+Create K users named new-1..new-K, one client-streaming GetMany of ids
+1..`--get-many` and one bidirectional Chat of ids 1..`--chat`, then
+`--missing` Gets of id 0, which the server answers with NOT_FOUND. Calls run one after the other, or all
 at once with `--concurrent` (concurrent streams on the connection).
 
 Prints a JSON summary on stdout: the counts, and every answer decoded with
@@ -32,6 +33,8 @@ def main():
     p.add_argument("--list-size", type=int, default=3)
     p.add_argument("--create", type=int, default=0)
     p.add_argument("--missing", type=int, default=0, help="Gets of id 0, answered NOT_FOUND")
+    p.add_argument("--get-many", type=int, default=0, help="one client-streaming call asking for ids 1..N")
+    p.add_argument("--chat", type=int, default=0, help="one bidirectional call asking for ids 1..N")
     p.add_argument("--gzip", action="store_true", help="compress requests, ask for compressed answers")
     p.add_argument("--concurrent", action="store_true", help="start every call before reading any answer")
     p.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
@@ -63,6 +66,17 @@ def main():
             response_deserializer=user.FromString,
         )
         opts = dict(timeout=args.timeout, metadata=metadata)
+        get_many = channel.stream_unary(
+            users.path("GetMany"),
+            request_serializer=classes["GetUserRequest"].SerializeToString,
+            response_deserializer=classes["UserList"].FromString,
+        )
+        chat = channel.stream_stream(
+            users.path("Chat"),
+            request_serializer=classes["GetUserRequest"].SerializeToString,
+            response_deserializer=user.FromString,
+        )
+        ids = lambda n: (classes["GetUserRequest"](id=i) for i in range(1, n + 1))
 
         try:
             gets = [classes["GetUserRequest"](id=i) for i in range(1, args.get + 1)]
@@ -81,6 +95,8 @@ def main():
                 got = [get(r, **opts) for r in gets]
                 listed = [list(list_(r, **opts)) for r in lists]
                 created = [create(r, **opts) for r in creates]
+            many = [get_many(ids(args.get_many), **opts)] if args.get_many else []
+            chatted = [list(chat(ids(args.chat), **opts))] if args.chat else []
         except grpc.RpcError as e:
             sys.exit(f"RPC failed: {e.code()}: {e.details()}")
         missing = []
@@ -102,12 +118,16 @@ def main():
             "list_items": sum(len(l) for l in listed),
             "create": len(created),
             "missing": len(missing),
-            "calls": len(got) + len(listed) + len(created) + len(missing),
+            "get_many": sum(len(m.users) for m in many),
+            "chat": sum(len(c) for c in chatted),
+            "calls": len(got) + len(listed) + len(created) + len(missing) + len(many) + len(chatted),
         },
         "get": [to_dict(u) for u in got],
         "list": [[to_dict(u) for u in l] for l in listed],
         "create": [to_dict(u) for u in created],
         "missing": missing,
+        "get_many": [to_dict(m) for m in many],
+        "chat": [[to_dict(u) for u in c] for c in chatted],
     }
     json.dump(summary, sys.stdout, indent=1)
     print()

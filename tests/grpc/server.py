@@ -76,6 +76,17 @@ def handlers(classes, flavor, always_gzip):
         tags = list(request.tags) or ["created"]
         return build_user(classes, "old", uid, name=request.name, tags=tags)
 
+    def get_many(requests, context):
+        compress_if_asked(context, always_gzip)
+        answer = classes["UserList"]()
+        answer.users.extend(build_user(classes, flavor, r.id) for r in requests)
+        return answer
+
+    def chat(requests, context):
+        compress_if_asked(context, always_gzip)
+        for r in requests:
+            yield build_user(classes, flavor, r.id)
+
     def unary(fn, req):
         return grpc.unary_unary_rpc_method_handler(
             fn,
@@ -93,6 +104,16 @@ def handlers(classes, flavor, always_gzip):
                 response_serializer=classes["User"].SerializeToString,
             ),
             "Create": unary(create, "CreateUserRequest"),
+            "GetMany": grpc.stream_unary_rpc_method_handler(
+                get_many,
+                request_deserializer=classes["GetUserRequest"].FromString,
+                response_serializer=classes["UserList"].SerializeToString,
+            ),
+            "Chat": grpc.stream_stream_rpc_method_handler(
+                chat,
+                request_deserializer=classes["GetUserRequest"].FromString,
+                response_serializer=classes["User"].SerializeToString,
+            ),
         },
     )
 

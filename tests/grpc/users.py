@@ -11,6 +11,8 @@ METHODS = {
     "Get": ("GetUserRequest", "User", False),
     "List": ("ListUsersRequest", "User", True),
     "Create": ("CreateUserRequest", "User", False),
+    "GetMany": ("GetUserRequest", "UserList", False),
+    "Chat": ("GetUserRequest", "User", True),
 }
 
 
