@@ -357,6 +357,88 @@ pub const GRPC_RANDOM_FIELD: &str = "trace_id";
 /// decoded `User`.
 pub const GRPC_CHANGED_FIELD: &str = "/profile/address/city";
 
+/// Starts one of the tests' Python servers (`script --host IP --port P
+/// ARGS`) in `ns` with Debian's Python, waits for its "ready" line and for
+/// `addr` to accept connections; `hint` says what installs its modules.
+fn start_python(
+    ns: &Netns,
+    name: &str,
+    script: &Path,
+    addr: SocketAddr,
+    args: &[&str],
+    hint: &str,
+) -> (Proc, Said) {
+    let mut cmd = ns.command(PYTHON);
+    cmd.arg(script)
+        .args(["--host", &addr.ip().to_string()])
+        .args(["--port", &addr.port().to_string()])
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut proc = Proc::spawn(name, &mut cmd)
+        .unwrap_or_else(|e| panic!("{e} ({hint})"))
+        .with_grace(Duration::from_secs(1));
+    let said = Said::default();
+    said.collect(proc.take_stderr().expect("stderr is piped"), |_| {});
+    let (tx, rx) = mpsc::channel();
+    said.collect(proc.take_stdout().expect("stdout is piped"), move |line| {
+        if line.trim() == "ready" {
+            let _ = tx.send(());
+        }
+    });
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+            break;
+        }
+        if let Some(st) = proc.exited() {
+            thread::sleep(Duration::from_millis(100));
+            panic!(
+                "{name} exited ({st}) before ready on {addr}:\n{}",
+                said.get()
+            );
+        }
+        assert!(
+            Instant::now() < end,
+            "{name} not ready on {addr} after 20 s:\n{}",
+            said.get()
+        );
+    }
+    wait_for_port(ns, addr, Duration::from_secs(10));
+    (proc, said)
+}
+
+/// An HTTP/1.1 server that switches to HTTP/2 on `Upgrade: h2c`
+/// (`tests/h2c/upgrade_server.py`, on python3-h2), serving `root`'s files:
+/// nghttpd, nginx and grpcio do not take the upgrade. Stopped on drop.
+pub struct UpgradeServer {
+    pub addr: SocketAddr,
+    _proc: Proc,
+    _said: Said,
+}
+
+impl UpgradeServer {
+    pub fn start(ns: &Netns, addr: SocketAddr, root: &Path) -> Self {
+        let root = root.to_string_lossy();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("h2c/upgrade_server.py");
+        let (proc, said) = start_python(
+            ns,
+            "h2c upgrade server",
+            &script,
+            addr,
+            &["--root", &root],
+            "cargo xtask setup installs python3-h2",
+        );
+        Self {
+            addr,
+            _proc: proc,
+            _said: said,
+        }
+    }
+}
+
 /// `tests/grpc/server.py` in a namespace. Killed on drop.
 pub struct GrpcServer {
     pub addr: SocketAddr,
@@ -382,48 +464,18 @@ impl GrpcServer {
         extra: &[&str],
     ) -> Self {
         assert_ne!(addr.port(), 0, "the gRPC server needs an explicit port");
-        let mut cmd = ns.command(PYTHON);
-        cmd.arg(grpc_dir().join("server.py"))
-            .args(["--host", &addr.ip().to_string()])
-            .args(["--port", &addr.port().to_string()])
-            .args(["--flavor", &flavor.to_string()])
-            .arg("--descriptor")
-            .arg(descriptor)
-            .args(extra)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn(&format!("gRPC server ({flavor})"), &mut cmd)
-            .unwrap_or_else(|e| panic!("{e} (cargo xtask setup installs python3-grpcio)"))
-            .with_grace(Duration::from_secs(1));
-        let said = Said::default();
-        said.collect(proc.take_stderr().expect("stderr is piped"), |_| {});
-        let (tx, rx) = mpsc::channel();
-        said.collect(proc.take_stdout().expect("stdout is piped"), move |line| {
-            if line.trim() == "ready" {
-                let _ = tx.send(());
-            }
-        });
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                break;
-            }
-            if let Some(st) = proc.exited() {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "gRPC server ({flavor}) exited ({st}) before ready on {addr}:\n{}",
-                    said.get()
-                );
-            }
-            assert!(
-                Instant::now() < end,
-                "gRPC server ({flavor}) not ready on {addr} after 20 s:\n{}",
-                said.get()
-            );
-        }
-        wait_for_port(ns, addr, Duration::from_secs(10));
+        let flavor_arg = flavor.to_string();
+        let descriptor = descriptor.to_string_lossy();
+        let mut args = vec!["--flavor", &flavor_arg, "--descriptor", &descriptor];
+        args.extend_from_slice(extra);
+        let (proc, said) = start_python(
+            ns,
+            &format!("gRPC server ({flavor})"),
+            &grpc_dir().join("server.py"),
+            addr,
+            &args,
+            "cargo xtask setup installs python3-grpcio",
+        );
         Self {
             addr,
             flavor,

@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "nghttp2-server",
     "nghttp2-client",
     "python3-grpcio",
+    "python3-h2",
     "python3-protobuf",
     "protobuf-compiler",
 ];
