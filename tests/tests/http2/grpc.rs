@@ -9,10 +9,12 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
     time::Instant,
 };
 
 use parallelrun_tests::{
+    agent::Agent,
     h2::{self, GRPC_CHANGED_FIELD, GRPC_RANDOM_FIELD, GrpcFlavor, GrpcServer, H2Stream},
     tcpdump::Tcpdump,
 };
@@ -107,27 +109,67 @@ fn at(count: usize, i: usize, path: &str) -> String {
     }
 }
 
+/// The three flavors, started on the rig's server side: the old one on the
+/// veth address (where the agent watches), the new version and the
+/// secondary on the server namespace's loopback; stopped on drop.
+struct Flavors {
+    descriptor: PathBuf,
+    old: SocketAddr,
+    new: SocketAddr,
+    secondary: SocketAddr,
+    _servers: [GrpcServer; 3],
+}
+
+impl Flavors {
+    fn start(rig: &Rig) -> Self {
+        let descriptor = h2::compile_proto(rig.dir());
+        let ns = &rig.pair.server;
+        let old = SocketAddr::new(rig.pair.server_ip, 50051);
+        let loopback: IpAddr = if rig.pair.server_ip.is_ipv6() {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        };
+        let new = SocketAddr::new(loopback, NEW_PORT);
+        let secondary = SocketAddr::new(loopback, SECONDARY_PORT);
+        let servers = [
+            GrpcServer::start(ns, old, GrpcFlavor::Old, &descriptor),
+            GrpcServer::start(ns, new, GrpcFlavor::New, &descriptor),
+            GrpcServer::start(ns, secondary, GrpcFlavor::Secondary, &descriptor),
+        ];
+        Self {
+            descriptor,
+            old,
+            new,
+            secondary,
+            _servers: servers,
+        }
+    }
+
+    /// The agent on the rig, replaying to these flavors, with `args`.
+    fn run(&self, rig: &Rig, name: &str, args: &[&str]) -> Agent {
+        let (old, new, secondary) = (
+            self.old.to_string(),
+            self.new.to_string(),
+            self.secondary.to_string(),
+        );
+        rig.run(name, &old, &new, &secondary, args)
+    }
+
+    fn descriptor(&self) -> &str {
+        self.descriptor.to_str().expect("a UTF-8 temp path")
+    }
+}
+
 /// One live run against the three flavors: the plain and the compressed
 /// connection, with `--grpc-method` allowing Get and List, and `extra`
 /// options. Returns the results, and tshark's streams of the old service
 /// (veth) and of the new one (the server namespace's loopback).
 fn grpc_run(rig: &Rig, name: &str, extra: &[&str]) -> (Results, Vec<H2Stream>, Vec<H2Stream>) {
-    let descriptor = h2::compile_proto(rig.dir());
+    let flavors = Flavors::start(rig);
     let ns = &rig.pair.server;
-    let old_addr = SocketAddr::new(rig.pair.server_ip, 50051);
-    let loopback: IpAddr = if rig.pair.server_ip.is_ipv6() {
-        Ipv6Addr::LOCALHOST.into()
-    } else {
-        Ipv4Addr::LOCALHOST.into()
-    };
-    let new_addr = SocketAddr::new(loopback, NEW_PORT);
-    let secondary_addr = SocketAddr::new(loopback, SECONDARY_PORT);
-    let _old = GrpcServer::start(ns, old_addr, GrpcFlavor::Old, &descriptor);
-    let _new = GrpcServer::start(ns, new_addr, GrpcFlavor::New, &descriptor);
-    let _secondary = GrpcServer::start(ns, secondary_addr, GrpcFlavor::Secondary, &descriptor);
     let mut on_veth = rig.tcpdump(name);
     let mut on_lo = Tcpdump::start(ns, "lo", &rig.path(&format!("{name}-lo.pcap")));
-    let old = old_addr.to_string();
     let mut args = vec![
         "--grpc-method",
         "/shadow.users.v1.Users/Get",
@@ -135,13 +177,13 @@ fn grpc_run(rig: &Rig, name: &str, extra: &[&str]) -> (Results, Vec<H2Stream>, V
         "/shadow.users.v1.Users/List",
     ];
     args.extend_from_slice(extra);
-    let (new, secondary) = (new_addr.to_string(), secondary_addr.to_string());
-    let agent = rig.run(name, &old, &new, &secondary, &args);
+    let agent = flavors.run(rig, name, &args);
+    let (old, descriptor) = (flavors.old.to_string(), &flavors.descriptor);
 
-    let plain = h2::grpc_client(&rig.pair.client, &old, &descriptor, &PLAIN);
+    let plain = h2::grpc_client(&rig.pair.client, &old, descriptor, &PLAIN);
     assert_eq!(plain["counts"]["missing"], 2, "{plain:#}");
     assert_eq!(plain["counts"]["create"], 2, "{plain:#}");
-    let gzip = h2::grpc_client(&rig.pair.client, &old, &descriptor, &GZIP);
+    let gzip = h2::grpc_client(&rig.pair.client, &old, descriptor, &GZIP);
     assert_eq!(gzip["counts"]["get"], 2, "{gzip:#}");
     let r = rig.stop(agent, name);
     on_veth.stop();
@@ -365,32 +407,23 @@ fn a_long_server_stream_is_compared_message_by_message() {
     const USERS: usize = 1000;
     let started = Instant::now();
     let rig = Rig::start();
-    let descriptor = h2::compile_proto(rig.dir());
-    let ns = &rig.pair.server;
-    let old_addr = SocketAddr::new(rig.pair.server_ip, 50051);
-    let new_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), NEW_PORT);
-    let secondary_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), SECONDARY_PORT);
-    let _old = GrpcServer::start(ns, old_addr, GrpcFlavor::Old, &descriptor);
-    let _new = GrpcServer::start(ns, new_addr, GrpcFlavor::New, &descriptor);
-    let _secondary = GrpcServer::start(ns, secondary_addr, GrpcFlavor::Secondary, &descriptor);
-    let old = old_addr.to_string();
-    let agent = rig.run(
+    let flavors = Flavors::start(&rig);
+    let old = flavors.old.to_string();
+    let agent = flavors.run(
+        &rig,
         "long",
-        &old,
-        &new_addr.to_string(),
-        &secondary_addr.to_string(),
         &[
             "--grpc-method",
             "/shadow.users.v1.Users/*",
             "--proto-descriptor",
-            descriptor.to_str().unwrap(),
+            flavors.descriptor(),
         ],
     );
     let size = USERS.to_string();
     let got = h2::grpc_client(
         &rig.pair.client,
         &old,
-        &descriptor,
+        &flavors.descriptor,
         &["--list", "1", "--list-size", &size],
     );
     assert_eq!(got["counts"]["list_items"], USERS, "{}", got["counts"]);
@@ -426,33 +459,24 @@ fn a_long_server_stream_is_compared_message_by_message() {
 fn client_and_bidi_streaming_calls_are_replayed_whole_and_compared() {
     let started = Instant::now();
     let rig = Rig::start();
-    let descriptor = h2::compile_proto(rig.dir());
-    let ns = &rig.pair.server;
-    let old_addr = SocketAddr::new(rig.pair.server_ip, 50051);
-    let new_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), NEW_PORT);
-    let secondary_addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), SECONDARY_PORT);
-    let _old = GrpcServer::start(ns, old_addr, GrpcFlavor::Old, &descriptor);
-    let _new = GrpcServer::start(ns, new_addr, GrpcFlavor::New, &descriptor);
-    let _secondary = GrpcServer::start(ns, secondary_addr, GrpcFlavor::Secondary, &descriptor);
-    let old = old_addr.to_string();
-    let agent = rig.run(
+    let flavors = Flavors::start(&rig);
+    let old = flavors.old.to_string();
+    let agent = flavors.run(
+        &rig,
         "streaming",
-        &old,
-        &new_addr.to_string(),
-        &secondary_addr.to_string(),
         &[
             "--grpc-method",
             "/shadow.users.v1.Users/GetMany",
             "--grpc-method",
             "/shadow.users.v1.Users/Chat",
             "--proto-descriptor",
-            descriptor.to_str().unwrap(),
+            flavors.descriptor(),
         ],
     );
     let got = h2::grpc_client(
         &rig.pair.client,
         &old,
-        &descriptor,
+        &flavors.descriptor,
         &["--get-many", "3", "--chat", "4"],
     );
     assert_eq!(got["counts"]["get_many"], 3, "{}", got["counts"]);
