@@ -11,7 +11,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 
-use parallelrun_agent::{endpoint::Pattern, service::ServiceAddr};
+use parallelrun_agent::{capture::IfaceSelector, endpoint::Pattern, service::ServiceAddr};
 
 use crate::priority::Priority;
 
@@ -146,9 +146,10 @@ pub struct ResultsArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["iface", "pcap"])))]
 pub struct ExchangesArgs {
-    /// Capture live on this interface.
-    #[arg(long, value_name = "IFACE")]
-    pub iface: Option<String>,
+    /// Capture live on this interface, or on those matching this pattern
+    /// (`*`, `?`), followed as they come and go. Repeat for several.
+    #[arg(long, value_name = "IFACE", value_parser = parse_iface)]
+    pub iface: Vec<String>,
     /// Or read this pcap/pcapng file.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -250,7 +251,7 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "GET,HEAD,OPTIONS", value_parser = parse_method)]
     pub methods: Vec<String>,
     /// gRPC methods to replay, as globs over `/package.Service/Method`
-    /// (`*` matches anything), e.g. `/shop.v1.Catalog/Get*`. Repeat for
+    /// (`*` matches anything, `?` one character), e.g. `/shop.v1.Catalog/Get*`. Repeat for
     /// several. None by default: gRPC calls are all POST and may have
     /// effects, so each must be asked for; --methods does not apply to them.
     #[arg(long, value_name = "GLOB", value_parser = parse_grpc_method)]
@@ -369,8 +370,12 @@ pub struct TailArgs {
 pub struct CaptureArgs {
     /// Interface to attach to: the old service's own (requests arrive on
     /// ingress) or a host-side veth facing it (the reverse); `lo` works too.
-    #[arg(long, value_name = "IFACE")]
-    pub iface: String,
+    /// Or a pattern (`*`, `?`, e.g. 'veth*'): every matching interface is
+    /// attached as it appears and detached as it goes, without a restart.
+    /// A name must exist and its removal stops the run; a pattern may
+    /// match nothing yet. Repeat for several.
+    #[arg(long, value_name = "IFACE", required = true, value_parser = parse_iface)]
+    pub iface: Vec<String>,
     /// Old service to observe: IP:PORT, [IPV6]:PORT or :PORT for any address.
     /// Repeat for several.
     #[arg(long = "old", value_name = "ADDR:PORT", required = true)]
@@ -430,7 +435,7 @@ impl Cli {
         match &self.command {
             Command::Run(a) => Some(a.priority.priority),
             Command::Record(a) => Some(a.priority.priority),
-            Command::Exchanges(a) if a.iface.is_some() => Some(a.priority.priority),
+            Command::Exchanges(a) if !a.iface.is_empty() => Some(a.priority.priority),
             Command::Exchanges(_)
             | Command::Replay(_)
             | Command::Tail(_)
@@ -507,6 +512,13 @@ pub fn parse_path_prefix(s: &str) -> Result<String, String> {
         return Err(format!("'{s}': a path prefix starts with '/', e.g. /api/"));
     }
     Ok(s.to_owned())
+}
+
+/// Parses an `--iface` value: an interface name or a pattern over names.
+pub fn parse_iface(s: &str) -> Result<String, String> {
+    IfaceSelector::new(&[s])
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a `--grpc-method` glob: a path, `/package.Service/Method`, in

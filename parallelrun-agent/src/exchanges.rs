@@ -12,7 +12,10 @@ use std::{
 use anyhow::Context as _;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use parallelrun_agent::{
-    capture::{Capture, CaptureConfig, Clock, Segment, SegmentError},
+    capture::{
+        Capture, CaptureConfig, Clock, Follower, IfaceSelector, InterfaceStats, Segment,
+        SegmentError,
+    },
     http::{HttpConfig, HttpLimits, HttpTracker},
     model::{Exchange, Header, Outcome, Protocol, Response, wall_ns},
     pcap::read::PcapSource,
@@ -136,7 +139,7 @@ impl live::Handler for Live {
         self.w.drain(&mut self.r);
     }
 
-    async fn tick(&mut self, _capture: &Capture) {
+    async fn tick(&mut self, _capture: &Capture, _interfaces: &InterfaceStats) {
         self.r.expire(wall_ns());
         self.w.drain(&mut self.r);
     }
@@ -161,7 +164,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         ..HttpConfig::default()
     };
     let reassembly = ReassemblyConfig {
-        lossless_capture: args.iface.is_some(),
+        lossless_capture: !args.iface.is_empty(),
         ..ReassemblyConfig::default()
     };
     let mut r = Reassembler::new(reassembly, HttpTracker::new(http));
@@ -180,9 +183,9 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         }
         info!(stats = ?source.stats(), "pcap read");
         source.warn_if_nothing_found();
-    } else if let Some(iface) = &args.iface {
-        let mut capture = Capture::attach(&CaptureConfig {
-            iface: iface.clone(),
+    } else {
+        let (mut capture, follower) = Follower::start(&CaptureConfig {
+            iface: IfaceSelector::new(&args.iface)?,
             services: args.old.clone(),
             ring_bytes: args.ring_size,
             sample_threshold: parallelrun_common::SAMPLE_ALL,
@@ -193,7 +196,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
             clock: capture.clock(),
             malformed: 0,
         };
-        stopped = Some(live::run(&mut capture, args.duration, &mut h).await?);
+        stopped = Some(live::run(&mut capture, follower, args.duration, &mut h).await?);
         kernel = Some(capture.kernel_counters());
         (r, w, malformed) = (h.r, h.w, h.malformed);
     }
@@ -211,6 +214,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
         "http": http,
         "reassembly": r.stats(),
         "kernel": kernel,
+        "interfaces": stopped.as_ref().map(|s| s.interfaces),
         "malformed_records": malformed,
     });
     eprintln!(
@@ -223,10 +227,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.stats_json {
         write_json(p, &summary)?;
     }
-    match (stopped, &args.iface) {
-        (Some(stopped), Some(iface)) => stopped.into_result(iface),
-        _ => Ok(()),
-    }
+    stopped.map_or(Ok(()), live::Stopped::into_result)
 }
 
 fn write_json(path: &Path, v: &Value) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@ use tracing_subscriber as _;
 pub mod capture;
 pub mod diff;
 pub mod endpoint;
+pub mod glob;
 pub mod grpc;
 pub mod http;
 pub mod http2;

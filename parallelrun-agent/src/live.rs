@@ -1,12 +1,14 @@
-//! The loop every live command runs: read the ring buffer in batches until
-//! a signal, the end of `--duration` or the interface's removal, then detach
-//! and hand what is still in the ring to the same handler, so that records
-//! read at shutdown are counted exactly as those read before it.
+//! The loop every live command runs: read the ring buffer in batches and
+//! follow the interfaces (attach to those that appear, detach from those
+//! that go) until a signal, the end of `--duration` or the removal of an
+//! interface given by name, then detach and hand what is still in the ring
+//! to the same handler, so that records read at shutdown are counted
+//! exactly as those read before it.
 
 use std::time::Duration;
 
 use parallelrun_agent::{
-    capture::{Capture, CaptureError, Clock, Segment, SegmentError},
+    capture::{Capture, CaptureError, Clock, Follower, InterfaceStats, Segment, SegmentError},
     http::HttpTracker,
     model::TcpSegment,
     pipeline::Pipeline,
@@ -27,8 +29,8 @@ pub trait Handler {
     /// After each batch of records.
     async fn batch(&mut self) {}
 
-    /// Once a second, with the capture for its counters.
-    async fn tick(&mut self, _capture: &Capture) {}
+    /// Once a second, with the capture and the interfaces' counters.
+    async fn tick(&mut self, _capture: &Capture, _interfaces: &InterfaceStats) {}
 
     /// Stop early, with this reason (e.g. the output cannot be written).
     fn stop(&self) -> Option<&'static str> {
@@ -38,44 +40,50 @@ pub trait Handler {
 
 /// How a live loop ended.
 pub struct Stopped {
-    interface_removed: bool,
+    /// The interface given by name whose removal stopped the capture.
+    removed: Option<String>,
+    /// The interfaces followed, counted.
+    pub interfaces: InterfaceStats,
 }
 
 impl Stopped {
-    /// The command's result once its summary is out: an error when the
-    /// interface disappeared under the capture.
-    pub fn into_result(self, iface: &str) -> anyhow::Result<()> {
-        if self.interface_removed {
-            return Err(CaptureError::InterfaceRemoved(iface.to_owned()).into());
+    /// The command's result once its summary is out: an error when an
+    /// interface given by name disappeared under the capture.
+    pub fn into_result(self) -> anyhow::Result<()> {
+        match self.removed {
+            Some(name) => Err(CaptureError::InterfaceRemoved(name).into()),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
-/// Runs `h` over `capture` until it is time to stop, then detaches and
-/// drains the ring into `h`.
+/// Runs `h` over `capture`, kept attached by `follower`, until it is time
+/// to stop, then detaches and drains the ring into `h`.
 pub async fn run(
     capture: &mut Capture,
+    mut follower: Follower,
     duration: Option<Duration>,
     h: &mut impl Handler,
 ) -> anyhow::Result<Stopped> {
     let mut shutdown = Shutdown::new(duration)?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let removed = capture.removed();
-    tokio::pin!(removed);
-    let mut interface_removed = false;
+    let mut removed = None;
     let reason = loop {
         tokio::select! {
             r = capture.next_batch(BATCH, |s| h.record(s)) => {
                 r?;
                 h.batch().await;
             }
-            _ = tick.tick() => h.tick(capture).await,
-            () = &mut removed => {
-                interface_removed = true;
-                break "interface removed";
-            }
+            ev = follower.next_event() => match follower.apply(ev?, capture) {
+                Ok(()) => {}
+                Err(CaptureError::InterfaceRemoved(name)) => {
+                    removed = Some(name);
+                    break "interface removed";
+                }
+                Err(e) => return Err(e.into()),
+            },
+            _ = tick.tick() => h.tick(capture, &follower.stats()).await,
             reason = shutdown.wait() => break reason,
         }
         if let Some(reason) = h.stop() {
@@ -85,7 +93,10 @@ pub async fn run(
     info!(reason, "stopping");
     capture.detach();
     capture.drain(|s| h.record(s));
-    Ok(Stopped { interface_removed })
+    Ok(Stopped {
+        removed,
+        interfaces: follower.stats(),
+    })
 }
 
 /// Where live segments go: reassembly alone (`exchanges`) or the whole

@@ -15,6 +15,8 @@
 //! | `ring_buffer_drops_total` | counter | |
 //! | `kernel_packets_seen_total`, `kernel_packets_matched_total`, `kernel_records_total`, `kernel_payload_bytes_total`, `kernel_truncated_total`, `kernel_read_errors_total`, `kernel_malformed_total`, `kernel_sampled_out_total` | counter | |
 //! | `reassembly_connections`, `reassembly_buffered_bytes` | gauge | |
+//! | `interfaces_attached` | gauge | |
+//! | `interface_attaches_total`, `interface_detaches_total`, `interface_attach_errors_total` | counter | |
 //! | `old_latency_seconds`, `new_latency_seconds` | histogram | |
 //!
 //! and, when the run keeps per-endpoint results, the series of
@@ -56,7 +58,11 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{capture::KernelCounters, model::LossCause, summary::Results};
+use crate::{
+    capture::{InterfaceStats, KernelCounters},
+    model::LossCause,
+    summary::Results,
+};
 
 mod endpoints;
 
@@ -194,6 +200,11 @@ pub struct Metrics {
     kernel_seen: Mutex<[u64; COUNTER_COUNT as usize]>,
     connections: Gauge,
     buffered_bytes: Gauge,
+    interfaces_attached: Gauge,
+    /// Attaches, detaches and attach errors, as in [`InterfaceStats`].
+    interfaces: [Counter; 3],
+    /// Interface totals already added to `interfaces`.
+    interfaces_seen: Mutex<[u64; 3]>,
     old_latency: Histogram,
     new_latency: Histogram,
 }
@@ -297,6 +308,27 @@ impl Metrics {
             Unit::Bytes,
             buffered_bytes.clone(),
         );
+        let interfaces_attached = Gauge::default();
+        registry.register(
+            "interfaces_attached",
+            "Interfaces the capture is attached to now",
+            interfaces_attached.clone(),
+        );
+        let interfaces = [
+            (
+                "interface_attaches",
+                "Interfaces attached to (once per appearance)",
+            ),
+            (
+                "interface_detaches",
+                "Interfaces detached from (gone, or renamed out of --iface)",
+            ),
+            (
+                "interface_attach_errors",
+                "Interfaces matching --iface that could not be attached (see the agent's warning)",
+            ),
+        ]
+        .map(|(name, help)| counter(&mut registry, name, help));
         let old_latency = Histogram::new(LATENCY_BUCKETS);
         registry.register_with_unit(
             "old_latency",
@@ -331,6 +363,9 @@ impl Metrics {
             kernel_seen: Mutex::new([0; COUNTER_COUNT as usize]),
             connections,
             buffered_bytes,
+            interfaces_attached,
+            interfaces,
+            interfaces_seen: Mutex::new([0; 3]),
             old_latency,
             new_latency,
         })
@@ -409,6 +444,24 @@ impl Metrics {
                 self.kernel[i].inc_by(delta);
             }
             seen[i] = now;
+        }
+    }
+
+    /// Takes the running totals of the interfaces followed and adds what
+    /// they grew by since the last call (as [`Metrics::set_kernel`]).
+    pub fn set_interfaces(&self, stats: &InterfaceStats) {
+        self.interfaces_attached
+            .set(i64::try_from(stats.attached).unwrap_or(i64::MAX));
+        let mut seen = self
+            .interfaces_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let totals = [stats.attaches, stats.detaches, stats.attach_errors];
+        for ((counter, seen), now) in self.interfaces.iter().zip(seen.iter_mut()).zip(totals) {
+            if now > *seen {
+                counter.inc_by(now - *seen);
+            }
+            *seen = now;
         }
     }
 

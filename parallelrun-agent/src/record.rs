@@ -11,7 +11,8 @@ use tracing::{trace, warn};
 
 use parallelrun_agent::{
     capture::{
-        Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError, sample_threshold,
+        CaptureConfig, Clock, Follower, IfaceSelector, InterfaceStats, KernelCounters, Segment,
+        SegmentError, sample_threshold,
     },
     pcap::{PcapError, PcapSink},
 };
@@ -35,6 +36,7 @@ struct Summary {
     seconds: f64,
     kernel: KernelCounters,
     agent: AgentCounters,
+    interfaces: InterfaceStats,
 }
 
 /// Turns segments into pcap packets, counting as it goes.
@@ -96,12 +98,12 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         None => None,
     };
     let cfg = CaptureConfig {
-        iface: args.capture.iface,
+        iface: IfaceSelector::new(&args.capture.iface)?,
         services: args.capture.old,
         ring_bytes: args.capture.ring_size,
         sample_threshold: sample_threshold(args.sample),
     };
-    let mut capture = Capture::attach(&cfg)?;
+    let (mut capture, follower) = Follower::start(&cfg)?;
     let mut rec = Recorder {
         sink,
         clock: capture.clock(),
@@ -109,7 +111,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         write_error: None,
     };
     let started = Instant::now();
-    let stopped = live::run(&mut capture, args.duration, &mut rec).await?;
+    let stopped = live::run(&mut capture, follower, args.duration, &mut rec).await?;
     if let Some(e) = rec.write_error {
         return Err(e).context("the capture stopped; the pcap file is incomplete");
     }
@@ -122,6 +124,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         kernel: capture.kernel_counters(),
         agent: rec.counters,
+        interfaces: stopped.interfaces,
     };
     let target = args.pcap.as_ref().map_or_else(
         || "nowhere (--discard)".to_owned(),
@@ -132,7 +135,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
         fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    stopped.into_result(&cfg.iface)
+    stopped.into_result()
 }
 
 fn print_summary(s: &Summary, pcap: &str) {

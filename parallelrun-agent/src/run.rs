@@ -13,7 +13,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use parallelrun_agent::{
     capture::{
-        Capture, CaptureConfig, Clock, KernelCounters, Segment, SegmentError, sample_threshold,
+        Capture, CaptureConfig, Clock, Follower, IfaceSelector, InterfaceStats, KernelCounters,
+        Segment, SegmentError, sample_threshold,
     },
     diff::{DiffConfig, PointerPattern, Schema, noise::NoiseThresholds},
     http::{DigestPolicy, HttpConfig, HttpLimits, track::HttpStats},
@@ -54,6 +55,8 @@ struct Stats<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel: Option<KernelCounters>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    interfaces: Option<InterfaceStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pcap: Option<ReadStats>,
     malformed_records: u64,
 }
@@ -69,6 +72,7 @@ impl<'a> Stats<'a> {
             http: p.http_stats(),
             reassembly: p.reassembly_stats(),
             kernel: None,
+            interfaces: None,
             pcap: None,
             malformed_records: 0,
         }
@@ -287,9 +291,10 @@ impl live::Handler for Live<'_> {
         self.pipeline.dispatch().await;
     }
 
-    async fn tick(&mut self, capture: &Capture) {
+    async fn tick(&mut self, capture: &Capture, interfaces: &InterfaceStats) {
         let pipeline = &mut *self.pipeline;
         self.metrics.set_kernel(&capture.kernel_counters());
+        self.metrics.set_interfaces(interfaces);
         if let Some(cap) = self.max_rss {
             let rss = memory::rss_bytes().unwrap_or(0);
             // Hysteresis: stop shedding once 10 % under the cap.
@@ -322,10 +327,11 @@ impl live::Handler for Live<'_> {
 
 /// `parallelrun run`: live from the ring buffer.
 pub async fn live(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let input = format!("iface:{}", args.capture.iface);
+    let iface = IfaceSelector::new(&args.capture.iface)?;
+    let input = format!("iface:{}", iface.describe());
     let mut setup = Setup::new(&args.pipeline, &args.capture.old, false, input).await?;
-    let mut capture = Capture::attach(&CaptureConfig {
-        iface: args.capture.iface.clone(),
+    let (mut capture, follower) = Follower::start(&CaptureConfig {
+        iface,
         services: args.capture.old.clone(),
         ring_bytes: args.capture.ring_size,
         sample_threshold: connection_threshold(&args.pipeline),
@@ -342,12 +348,14 @@ pub async fn live(args: RunArgs) -> anyhow::Result<ExitCode> {
         malformed: 0,
         max_rss: args.max_memory,
     };
-    let stopped = live::run(&mut capture, args.duration, &mut h).await?;
+    let stopped = live::run(&mut capture, follower, args.duration, &mut h).await?;
     let malformed = h.malformed;
     let pipeline = &mut setup.pipeline;
     pipeline.finish().await;
     let mut stats = Stats::new(pipeline, started);
     stats.kernel = Some(capture.kernel_counters());
+    stats.interfaces = Some(stopped.interfaces);
+    setup.metrics.set_interfaces(&stopped.interfaces);
     stats.malformed_records = malformed;
     let code = finish(
         &stats,
@@ -355,7 +363,7 @@ pub async fn live(args: RunArgs) -> anyhow::Result<ExitCode> {
         &setup.log_path,
         args.pipeline.stats_json.as_deref(),
     )?;
-    stopped.into_result(&args.capture.iface)?;
+    stopped.into_result()?;
     Ok(code)
 }
 

@@ -41,6 +41,12 @@ impl Agent {
     /// Starts `parallelrun ARGS` in `ns` and waits until it reports that it
     /// is attached (panics with its output if it exits first).
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
+        Self::start_until(ns, args, " attached")
+    }
+
+    /// Starts `parallelrun ARGS` in `ns` and waits until a line of its log
+    /// contains `ready` (panics with its output if it exits first).
+    pub fn start_until(ns: &Netns, args: &[&str], ready: &str) -> Self {
         let mut cmd = ns.command(binary());
         cmd.args(args)
             .env("RUST_LOG", "info")
@@ -57,10 +63,11 @@ impl Agent {
         let (ready_tx, ready_rx) = mpsc::channel();
         let pipe = proc.take_stderr().expect("the agent's stderr is piped");
         let log = stderr.clone();
+        let marker = ready.to_owned();
         thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.contains(" attached") {
+                if line.contains(&marker) {
                     let _ = ready_tx.send(());
                 }
                 let mut l = log.lock().unwrap();
@@ -80,7 +87,7 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "agent did not attach within 30 s:\n{}",
+                "agent did not log {ready:?} within 30 s:\n{}",
                 agent.stderr()
             );
         }

@@ -81,7 +81,7 @@ fn link_type(name: &CString) -> io::Result<u16> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: fd is a socket, req a valid ifreq with a NUL-terminated name.
-    let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let ret = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR as _, &mut req) };
     let err = io::Error::last_os_error();
     // SAFETY: fd is the socket opened above, closed exactly once, here.
     unsafe { libc::close(fd) };

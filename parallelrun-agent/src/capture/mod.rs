@@ -1,17 +1,22 @@
 //! Kernel side of the pipeline: load the TC program, tell it which old
-//! services to watch, attach it to an interface and read captured segments
-//! from its ring buffer.
+//! services to watch, attach it to the interfaces followed ([`follow`]) and
+//! read captured segments from its ring buffer.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod attach_set;
+mod follow;
 mod iface;
+mod links;
 mod sample;
 mod segment;
+mod select;
 #[cfg(test)]
 pub(crate) use segment::tests as segment_tests;
 #[cfg(test)]
 mod tests;
 
 use std::{
+    collections::BTreeMap,
     io,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -19,7 +24,10 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, SchedClassifier, TcAttachType, tc},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, SchedClassifierLinkId},
+    },
     util::KernelVersion,
 };
 use parallelrun_common::{
@@ -30,16 +38,20 @@ use tokio::io::unix::AsyncFd;
 use tracing::{debug, info, warn};
 
 pub use self::{
+    attach_set::{Action, AttachSet},
+    follow::{Follower, InterfaceStats},
     iface::{Interface, InterfaceError},
+    links::{Link, LinkEvent, LinkWatcher, LinksError},
     sample::{conn_hash, conn_sampled, sample_threshold},
     segment::{Segment, SegmentError},
+    select::{IfaceSelector, SelectorError},
 };
 use crate::service::ServiceAddr;
 
 /// What to capture and where.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
-    pub iface: String,
+    pub iface: IfaceSelector,
     pub services: Vec<ServiceAddr>,
     /// Ring buffer size in bytes: a power of two and a multiple of the page size.
     pub ring_bytes: u32,
@@ -54,6 +66,16 @@ pub struct CaptureConfig {
 pub enum CaptureError {
     #[error(transparent)]
     Interface(#[from] InterfaceError),
+    #[error(transparent)]
+    Links(#[from] LinksError),
+    #[error(
+        "{iface} has a {l2_len}-byte link-layer header but this capture was loaded for {loaded}-byte ones (its first interface); follow raw IP interfaces (tun, wireguard) and Ethernet ones with an agent each"
+    )]
+    LinkLayer {
+        iface: String,
+        l2_len: u32,
+        loaded: u32,
+    },
     #[error("give at least one old service with --old IP:PORT or --old :PORT")]
     NoServices,
     #[error("at most {MAX_SERVICES} old services can be watched at once, got {0}")]
@@ -90,38 +112,50 @@ pub enum CaptureError {
     Io(#[from] io::Error),
 }
 
-/// The attached program and its maps. Dropping it (or [`Capture::detach`])
-/// removes the program from the interface; TCX links also vanish when the
-/// process dies, so a killed agent leaves nothing behind.
+/// The loaded program, its maps and the interfaces it is attached to.
+/// Dropping it (or [`Capture::detach`]) removes the program from every
+/// interface; TCX links also vanish when the process dies, so a killed
+/// agent leaves nothing behind.
 pub struct Capture {
     ebpf: Option<Ebpf>,
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     clock: Clock,
-    iface: String,
-    /// The interface's index at attach time.
-    ifindex: u32,
+    /// The `L2_LEN` the program was loaded with.
+    l2_len: u32,
+    /// Whether the kernel has TCX (else: clsact qdiscs over netlink).
+    tcx: bool,
+    /// The links made on each interface, by interface index.
+    attached: BTreeMap<u32, Attachment>,
     /// `drop_epoch` of the last record read (see [`Segment::drops_before`]).
     drop_epoch: u32,
 }
 
-impl Capture {
-    /// Loads, configures and attaches. On error nothing stays attached: links
-    /// made before the failure are owned by the `Ebpf` value dropped here.
-    pub fn attach(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
-        if cfg.services.is_empty() {
-            return Err(CaptureError::NoServices);
-        }
-        if cfg.services.len() > MAX_SERVICES as usize {
-            return Err(CaptureError::TooManyServices(cfg.services.len()));
-        }
-        let page = page_size();
-        if !cfg.ring_bytes.is_power_of_two() || (cfg.ring_bytes as usize) < page {
-            return Err(CaptureError::RingSize(cfg.ring_bytes, page));
-        }
-        let iface = Interface::lookup(&cfg.iface)?;
-        check_privileges()?;
+/// The program's links on one interface.
+struct Attachment {
+    name: String,
+    links: Vec<SchedClassifierLinkId>,
+}
 
+/// Checks what can be checked before anything is loaded.
+fn check_config(cfg: &CaptureConfig) -> Result<(), CaptureError> {
+    if cfg.services.is_empty() {
+        return Err(CaptureError::NoServices);
+    }
+    if cfg.services.len() > MAX_SERVICES as usize {
+        return Err(CaptureError::TooManyServices(cfg.services.len()));
+    }
+    let page = page_size();
+    if !cfg.ring_bytes.is_power_of_two() || (cfg.ring_bytes as usize) < page {
+        return Err(CaptureError::RingSize(cfg.ring_bytes, page));
+    }
+    Ok(())
+}
+
+impl Capture {
+    /// Loads and configures the program for interfaces whose link-layer
+    /// header is `l2_len` bytes long, attached nowhere yet.
+    fn load(cfg: &CaptureConfig, l2_len: u32) -> Result<Self, CaptureError> {
         let object: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/parallelrun"));
         if object.is_empty() {
             return Err(CaptureError::Load(
@@ -130,7 +164,6 @@ impl Capture {
                     .into(),
             ));
         }
-        let l2_len = iface.l2_len;
         let wakeup_bytes = wakeup_threshold(cfg.ring_bytes);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("EVENTS", cfg.ring_bytes)
@@ -176,11 +209,7 @@ impl Capture {
         )
         .map_err(|e| CaptureError::Load(e.to_string()))?;
 
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut("parallelrun")
-            .ok_or_else(|| missing("program parallelrun"))?
-            .try_into()
-            .map_err(|e: ProgramError| CaptureError::Load(e.to_string()))?;
+        let prog = program(&mut ebpf)?;
         prog.load().map_err(classify_program_error)?;
         if let Ok(info) = prog.info() {
             debug!(
@@ -198,9 +227,46 @@ impl Capture {
                 "kernel older than 6.6: attaching through a clsact qdisc (netlink), which \
                  survives the agent if it is killed; prefer a kernel with TCX"
             );
-            if let Err(e) = tc::qdisc_add_clsact(&cfg.iface) {
-                debug!("clsact qdisc on {}: {e} (already present?)", cfg.iface);
-            }
+        }
+        info!(
+            services = %cfg.services.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            ring_bytes = cfg.ring_bytes,
+            l2_len,
+            "TC program ready"
+        );
+        Ok(Self {
+            ebpf: Some(ebpf),
+            ring: register(ring)?,
+            counters,
+            clock: Clock::now(),
+            l2_len,
+            tcx,
+            attached: BTreeMap::new(),
+            drop_epoch: 0,
+        })
+    }
+
+    /// Attaches the program to `iface` (both directions; ingress only on
+    /// loopback). On error nothing stays attached to it.
+    fn attach_iface(&mut self, iface: &Interface) -> Result<(), CaptureError> {
+        if iface.l2_len != self.l2_len {
+            return Err(CaptureError::LinkLayer {
+                iface: iface.name.clone(),
+                l2_len: iface.l2_len,
+                loaded: self.l2_len,
+            });
+        }
+        if self.attached.contains_key(&iface.index) {
+            return Ok(());
+        }
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or_else(|| CaptureError::Load("the capture was detached".into()))?;
+        if !self.tcx
+            && let Err(e) = tc::qdisc_add_clsact(&iface.name)
+        {
+            debug!("clsact qdisc on {}: {e} (already present?)", iface.name);
         }
         // On loopback every packet passes egress and then ingress: one hook
         // sees each segment exactly once.
@@ -212,38 +278,62 @@ impl Capture {
                 (TcAttachType::Egress, "egress"),
             ]
         };
+        let prog = program(ebpf)?;
+        let mut links = Vec::with_capacity(hooks.len());
         for &(hook, name) in hooks {
-            prog.attach(&cfg.iface, hook)
-                .map_err(|e| CaptureError::Attach {
-                    iface: cfg.iface.clone(),
-                    hook: name,
-                    reason: error_chain(&e),
-                })?;
+            match prog.attach(&iface.name, hook) {
+                Ok(id) => links.push(id),
+                Err(e) => {
+                    for id in links {
+                        let _ = prog.detach(id);
+                    }
+                    return Err(CaptureError::Attach {
+                        iface: iface.name.clone(),
+                        hook: name,
+                        reason: error_chain(&e),
+                    });
+                }
+            }
         }
         let hooks: Vec<_> = hooks.iter().map(|&(_, n)| n).collect();
-        info!(
-            iface = %cfg.iface,
-            hooks = %hooks.join(","),
-            services = %cfg.services.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-            ring_bytes = cfg.ring_bytes,
-            "attached"
+        info!(iface = %iface.name, index = iface.index, hooks = %hooks.join(","), "attached");
+        self.attached.insert(
+            iface.index,
+            Attachment {
+                name: iface.name.clone(),
+                links,
+            },
         );
-        Ok(Self {
-            ebpf: Some(ebpf),
-            ring: register(ring)?,
-            counters,
-            clock: Clock::now(),
-            iface: cfg.iface.clone(),
-            ifindex: iface.index,
-            drop_epoch: 0,
-        })
+        Ok(())
     }
 
-    /// Removes the program from the interface. The ring buffer and counters
-    /// stay readable, so what was captured before can still be drained.
+    /// Removes the program from the interface of this index, if attached
+    /// (its links are closed; the kernel already dropped them if the
+    /// interface is gone).
+    fn detach_iface(&mut self, index: u32) {
+        let Some(att) = self.attached.remove(&index) else {
+            return;
+        };
+        if let Some(prog) = self.ebpf.as_mut().and_then(|e| program(e).ok()) {
+            for id in att.links {
+                if let Err(e) = prog.detach(id) {
+                    debug!(iface = %att.name, "detaching: {} (the interface is gone?)", error_chain(&e));
+                }
+            }
+        }
+        info!(iface = %att.name, index, "detached");
+    }
+
+    /// Removes the program from every interface. The ring buffer and
+    /// counters stay readable, so what was captured before can still be
+    /// drained.
     pub fn detach(&mut self) {
         if self.ebpf.take().is_some() {
-            info!(iface = %self.iface, "detached");
+            let names: Vec<_> = std::mem::take(&mut self.attached)
+                .into_values()
+                .map(|a| a.name)
+                .collect();
+            info!(ifaces = %names.join(","), "detached");
         }
     }
 
@@ -290,22 +380,6 @@ impl Capture {
             &mut self.drop_epoch,
             &mut f,
         )
-    }
-
-    /// Resolves once the interface attached to is gone (deleted, or
-    /// replaced by another of the same name): the kernel removed the program
-    /// with it and nothing more will be captured. Checked once a second; the
-    /// future owns what it needs, so it can run beside [`Capture::next_batch`].
-    pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let (name, index) = (self.iface.clone(), self.ifindex);
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if Interface::lookup(&name).map_or(true, |i| i.index != index) {
-                    return;
-                }
-            }
-        }
     }
 
     /// Kernel counters summed over all CPUs.
@@ -475,6 +549,14 @@ fn check_privileges() -> Result<(), CaptureError> {
             missing.join(", ")
         )))
     }
+}
+
+/// The TC program in `ebpf`.
+fn program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, CaptureError> {
+    ebpf.program_mut("parallelrun")
+        .ok_or_else(|| missing("program parallelrun"))?
+        .try_into()
+        .map_err(|e: ProgramError| CaptureError::Load(e.to_string()))
 }
 
 fn missing(what: &str) -> CaptureError {

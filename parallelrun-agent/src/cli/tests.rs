@@ -185,3 +185,34 @@ fn live_commands_default_to_idle_priority_and_offline_ones_run_as_started() {
     .unwrap_err();
     assert!(err.to_string().contains("idle"), "{err}");
 }
+
+#[test]
+fn iface_is_repeatable_and_takes_patterns() {
+    let args = run_args(&["--iface", "veth*", "--iface", "tun?"]).unwrap();
+    assert_eq!(args.capture.iface, ["lo", "veth*", "tun?"]);
+    for bad in ["a/b*", "name with space", "muchtoolongname*"] {
+        let err = run_args(&["--iface", bad]).unwrap_err().to_string();
+        assert!(
+            err.contains("not a valid interface name or pattern"),
+            "{bad}: {err}"
+        );
+    }
+    let Command::Exchanges(args) = Cli::try_parse_from([
+        "parallelrun",
+        "exchanges",
+        "--iface",
+        "veth*",
+        "--iface",
+        "eth0",
+        "--old",
+        ":80",
+        "--out",
+        "x",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not exchanges");
+    };
+    assert_eq!(args.iface, ["veth*", "eth0"]);
+}

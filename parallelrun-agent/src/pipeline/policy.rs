@@ -11,7 +11,7 @@ use std::{
 use rand::{Rng as _, SeedableRng as _, rngs::SmallRng};
 use tracing::warn;
 
-use crate::{grpc, metrics::SkipReason, model::Request};
+use crate::{glob::glob, grpc, metrics::SkipReason, model::Request};
 
 /// Which captured requests are replayed.
 #[derive(Clone, Debug)]
@@ -21,8 +21,8 @@ pub struct Policy {
     pub methods: Vec<String>,
     /// gRPC calls (requests with a `content-type` of `application/grpc`,
     /// all POST) are replayed only when their path, `/package.Service/Method`,
-    /// matches one of these globs (`*` matches any run of characters,
-    /// `/` included). None by default: like POST, a call may have effects
+    /// matches one of these globs ([`crate::glob`]: `*` matches any run of
+    /// characters, `/` included, `?` one character). None by default: like POST, a call may have effects
     /// the new service must not repeat. [`Policy::methods`] does not apply
     /// to them.
     pub grpc_methods: Vec<String>,
@@ -87,39 +87,6 @@ impl Policy {
         }
         None
     }
-}
-
-/// Whether `text` matches `pattern`, in which `*` stands for any run of
-/// characters. Written here because that is all `--grpc-method` needs:
-/// method paths have no character classes or alternatives worth a glob
-/// crate. Greedy with backtracking to the last star: linear in practice,
-/// O(pattern × text) at worst.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut i, mut j) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while j < t.len() {
-        match p.get(i) {
-            Some(b'*') => {
-                star = Some((i, j));
-                i += 1;
-            }
-            Some(&c) if c == t[j] => {
-                i += 1;
-                j += 1;
-            }
-            _ => match star {
-                Some((si, sj)) => {
-                    i = si + 1;
-                    j = sj + 1;
-                    star = Some((si, sj + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(i..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
 /// Chooses the requests [`Policy::sample`] replays: each independently,
