@@ -121,6 +121,32 @@ fn kernel_totals_are_not_counted_twice() {
     );
 }
 
+#[test]
+fn interface_totals_become_a_gauge_and_counters_without_double_counting() {
+    let m = Metrics::new();
+    let mut stats = InterfaceStats {
+        attached: 2,
+        attaches: 2,
+        ..InterfaceStats::default()
+    };
+    m.set_interfaces(&stats);
+    m.set_interfaces(&stats);
+    stats.attached = 1;
+    stats.attaches = 3;
+    stats.detaches = 2;
+    stats.attach_errors = 1;
+    m.set_interfaces(&stats);
+    let text = m.encode();
+    for (series, want) in [
+        ("parallelrun_interfaces_attached", "1"),
+        ("parallelrun_interface_attaches_total", "3"),
+        ("parallelrun_interface_detaches_total", "2"),
+        ("parallelrun_interface_attach_errors_total", "1"),
+    ] {
+        assert_eq!(sample(&text, series).as_deref(), Some(want), "{series}");
+    }
+}
+
 async fn get(addr: SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();

@@ -218,7 +218,17 @@ fn a_missing_name_or_a_bad_pattern_fails_clearly() {
     let env = Env::new();
     let run = |iface: &[&str]| {
         let mut cmd = env.pair.server.command(parallelrun_tests::agent::binary());
-        cmd.args(["run", "--old", ":8080", "--new", NEW, "--no-metrics"]);
+        let log = env.dir.path().join("log.jsonl");
+        cmd.args([
+            "run",
+            "--old",
+            ":8080",
+            "--new",
+            NEW,
+            "--no-metrics",
+            "--log",
+        ])
+        .arg(log);
         for i in iface {
             cmd.args(["--iface", i]);
         }
