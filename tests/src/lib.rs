@@ -26,6 +26,7 @@ pub mod netns;
 pub mod pcap;
 pub mod server;
 pub mod tcpdump;
+pub mod tun;
 
 /// Deterministic body bytes for a response of `len` bytes: a pattern that
 /// does not repeat with any small period, so misplaced data is caught.

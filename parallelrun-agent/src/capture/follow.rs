@@ -2,12 +2,13 @@
 //! `--iface` and keeps it attached to them as links appear and disappear.
 //!
 //! Rules:
-//! - One loaded program and one ring buffer serve every followed
-//!   interface. Its link-layer header length (`L2_LEN`, fixed at load) is
-//!   that of the first plain name given, else of the first matching link
-//!   present at start, else Ethernet's (14 bytes). A link with another
-//!   length (raw IP next to Ethernet) is refused: counted as an attach
-//!   error, with a warning saying to run a second agent for it.
+//! - One loaded program and one ring buffer serve every followed interface
+//!   of one link-layer header length (`L2_LEN`, fixed at load). The first
+//!   is loaded at start, for the length of the first plain name given, else
+//!   of the first matching link present, else Ethernet's (14 bytes); an
+//!   interface of another length (raw IP next to Ethernet) gets a second
+//!   program with a ring of its own (another `--ring-size`) when it is
+//!   first attached.
 //! - A plain name must exist at start and attach, or the start fails; its
 //!   removal stops the capture ([`CaptureError::InterfaceRemoved`]). A
 //!   pattern's links are attached and detached without stopping anything,
@@ -80,7 +81,7 @@ impl Follower {
                     .map(|i| i.l2_len)
             })
             .unwrap_or(DEFAULT_L2_LEN);
-        let mut capture = Capture::load(cfg, l2_len)?;
+        let mut capture = Capture::new(cfg, l2_len)?;
         let mut follower = Self {
             watcher,
             set: AttachSet::new(selector.clone()),

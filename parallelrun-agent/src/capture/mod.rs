@@ -7,6 +7,7 @@ mod attach_set;
 mod follow;
 mod iface;
 mod links;
+mod program;
 mod sample;
 mod segment;
 mod select;
@@ -16,27 +17,23 @@ pub(crate) use segment::tests as segment_tests;
 mod tests;
 
 use std::{
-    collections::BTreeMap,
     io,
+    task::Poll,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{
-        ProgramError, SchedClassifier, TcAttachType,
-        tc::{self, SchedClassifierLinkId},
-    },
+    Ebpf,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, SchedClassifier},
     util::KernelVersion,
 };
-use parallelrun_common::{
-    COUNTER_COUNT, Counter, MAX_SERVICES, PORT_BITMAP_LEN, ServiceKey, set_port,
-};
+use parallelrun_common::{COUNTER_COUNT, Counter, MAX_SERVICES};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use self::program::Program;
 pub use self::{
     attach_set::{Action, AttachSet},
     follow::{Follower, InterfaceStats},
@@ -68,14 +65,6 @@ pub enum CaptureError {
     Interface(#[from] InterfaceError),
     #[error(transparent)]
     Links(#[from] LinksError),
-    #[error(
-        "{iface} has a {l2_len}-byte link-layer header but this capture was loaded for {loaded}-byte ones (its first interface); follow raw IP interfaces (tun, wireguard) and Ethernet ones with an agent each"
-    )]
-    LinkLayer {
-        iface: String,
-        l2_len: u32,
-        loaded: u32,
-    },
     #[error("give at least one old service with --old IP:PORT or --old :PORT")]
     NoServices,
     #[error("at most {MAX_SERVICES} old services can be watched at once, got {0}")]
@@ -112,29 +101,19 @@ pub enum CaptureError {
     Io(#[from] io::Error),
 }
 
-/// The loaded program, its maps and the interfaces it is attached to.
-/// Dropping it (or [`Capture::detach`]) removes the program from every
-/// interface; TCX links also vanish when the process dies, so a killed
-/// agent leaves nothing behind.
+/// The loaded programs (one per link-layer header length met, see
+/// [`program`]) and the clock of their timestamps. Dropping it (or
+/// [`Capture::detach`]) removes them from every interface; TCX links also
+/// vanish when the process dies, so a killed agent leaves nothing behind.
 pub struct Capture {
-    ebpf: Option<Ebpf>,
-    ring: AsyncFd<RingBuf<MapData>>,
-    counters: PerCpuArray<MapData, u64>,
+    cfg: CaptureConfig,
+    programs: Vec<Program>,
     clock: Clock,
-    /// The `L2_LEN` the program was loaded with.
-    l2_len: u32,
     /// Whether the kernel has TCX (else: clsact qdiscs over netlink).
     tcx: bool,
-    /// The links made on each interface, by interface index.
-    attached: BTreeMap<u32, Attachment>,
-    /// `drop_epoch` of the last record read (see [`Segment::drops_before`]).
-    drop_epoch: u32,
-}
-
-/// The program's links on one interface.
-struct Attachment {
-    name: String,
-    links: Vec<SchedClassifierLinkId>,
+    /// The program read first by the next [`Capture::next_batch`], so that
+    /// a busy ring does not starve the others.
+    next: usize,
 }
 
 /// Checks what can be checked before anything is loaded.
@@ -153,74 +132,9 @@ fn check_config(cfg: &CaptureConfig) -> Result<(), CaptureError> {
 }
 
 impl Capture {
-    /// Loads and configures the program for interfaces whose link-layer
-    /// header is `l2_len` bytes long, attached nowhere yet.
-    fn load(cfg: &CaptureConfig, l2_len: u32) -> Result<Self, CaptureError> {
-        let object: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/parallelrun"));
-        if object.is_empty() {
-            return Err(CaptureError::Load(
-                "this binary was built with AYA_BUILD_SKIP=1 and carries no eBPF program; \
-                 rebuild without it (`cargo xtask build`)"
-                    .into(),
-            ));
-        }
-        let wakeup_bytes = wakeup_threshold(cfg.ring_bytes);
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("EVENTS", cfg.ring_bytes)
-            .override_global("L2_LEN", &l2_len, true)
-            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-            .override_global("SAMPLE_THRESHOLD", &cfg.sample_threshold, true)
-            .load(object)
-            .map_err(|e| classify_load_error(&e))?;
-
-        {
-            let mut services: HashMap<_, ServiceKey, u8> = HashMap::try_from(
-                ebpf.map_mut("SERVICES")
-                    .ok_or_else(|| missing("map SERVICES"))?,
-            )
-            .map_err(|e| CaptureError::Load(e.to_string()))?;
-            for s in &cfg.services {
-                services
-                    .insert(s.key(), 1, 0)
-                    .map_err(|e| CaptureError::Load(format!("configuring {s}: {e}")))?;
-            }
-        }
-        {
-            // The ports' bitmap, the kernel's prefilter in front of SERVICES.
-            let mut bitmap = [0u8; PORT_BITMAP_LEN];
-            for s in &cfg.services {
-                set_port(&mut bitmap, s.key().port);
-            }
-            let mut ports: Array<_, [u8; PORT_BITMAP_LEN]> =
-                Array::try_from(ebpf.map_mut("PORTS").ok_or_else(|| missing("map PORTS"))?)
-                    .map_err(|e| CaptureError::Load(e.to_string()))?;
-            ports
-                .set(0, bitmap, 0)
-                .map_err(|e| CaptureError::Load(format!("configuring the port bitmap: {e}")))?;
-        }
-        let ring = RingBuf::try_from(
-            ebpf.take_map("EVENTS")
-                .ok_or_else(|| missing("map EVENTS"))?,
-        )
-        .map_err(|e| CaptureError::Load(e.to_string()))?;
-        let counters = PerCpuArray::try_from(
-            ebpf.take_map("COUNTERS")
-                .ok_or_else(|| missing("map COUNTERS"))?,
-        )
-        .map_err(|e| CaptureError::Load(e.to_string()))?;
-
-        let prog = program(&mut ebpf)?;
-        prog.load().map_err(classify_program_error)?;
-        if let Ok(info) = prog.info() {
-            debug!(
-                xlated_insns = info.size_translated().map(|b| b / 8),
-                verified_insns = info.verified_instruction_count(),
-                wakeup_bytes,
-                sample_threshold = cfg.sample_threshold,
-                "TC program loaded"
-            );
-        }
-
+    /// Loads the program for interfaces whose link-layer header is
+    /// `l2_len` bytes long, attached nowhere yet.
+    fn new(cfg: &CaptureConfig, l2_len: u32) -> Result<Self, CaptureError> {
         let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         if !tcx {
             warn!(
@@ -228,117 +142,52 @@ impl Capture {
                  survives the agent if it is killed; prefer a kernel with TCX"
             );
         }
-        info!(
-            services = %cfg.services.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-            ring_bytes = cfg.ring_bytes,
-            l2_len,
-            "TC program ready"
-        );
+        let first = Program::load(cfg, l2_len)?;
         Ok(Self {
-            ebpf: Some(ebpf),
-            ring: register(ring)?,
-            counters,
+            cfg: cfg.clone(),
+            programs: vec![first],
             clock: Clock::now(),
-            l2_len,
             tcx,
-            attached: BTreeMap::new(),
-            drop_epoch: 0,
+            next: 0,
         })
     }
 
-    /// Attaches the program to `iface` (both directions; ingress only on
-    /// loopback). On error nothing stays attached to it.
+    /// Attaches to `iface` the program of its link-layer header length,
+    /// loaded (with a ring buffer of its own) if none is yet.
     fn attach_iface(&mut self, iface: &Interface) -> Result<(), CaptureError> {
-        if iface.l2_len != self.l2_len {
-            return Err(CaptureError::LinkLayer {
-                iface: iface.name.clone(),
-                l2_len: iface.l2_len,
-                loaded: self.l2_len,
-            });
-        }
-        if self.attached.contains_key(&iface.index) {
-            return Ok(());
-        }
-        let ebpf = self
-            .ebpf
-            .as_mut()
-            .ok_or_else(|| CaptureError::Load("the capture was detached".into()))?;
-        if !self.tcx
-            && let Err(e) = tc::qdisc_add_clsact(&iface.name)
-        {
-            debug!("clsact qdisc on {}: {e} (already present?)", iface.name);
-        }
-        // On loopback every packet passes egress and then ingress: one hook
-        // sees each segment exactly once.
-        let hooks: &[(TcAttachType, &'static str)] = if iface.loopback {
-            &[(TcAttachType::Ingress, "ingress")]
-        } else {
-            &[
-                (TcAttachType::Ingress, "ingress"),
-                (TcAttachType::Egress, "egress"),
-            ]
-        };
-        let prog = program(ebpf)?;
-        let mut links = Vec::with_capacity(hooks.len());
-        for &(hook, name) in hooks {
-            match prog.attach(&iface.name, hook) {
-                Ok(id) => links.push(id),
-                Err(e) => {
-                    for id in links {
-                        let _ = prog.detach(id);
-                    }
-                    return Err(CaptureError::Attach {
-                        iface: iface.name.clone(),
-                        hook: name,
-                        reason: error_chain(&e),
-                    });
-                }
+        let i = match self.programs.iter().position(|p| p.l2_len == iface.l2_len) {
+            Some(i) => i,
+            None => {
+                info!(
+                    iface = %iface.name,
+                    l2_len = iface.l2_len,
+                    "another link-layer header length: loading a second program with its own ring buffer"
+                );
+                self.programs.push(Program::load(&self.cfg, iface.l2_len)?);
+                self.programs.len() - 1
             }
-        }
-        let hooks: Vec<_> = hooks.iter().map(|&(_, n)| n).collect();
-        info!(iface = %iface.name, index = iface.index, hooks = %hooks.join(","), "attached");
-        self.attached.insert(
-            iface.index,
-            Attachment {
-                name: iface.name.clone(),
-                links,
-            },
-        );
-        Ok(())
+        };
+        self.programs[i].attach_iface(iface, self.tcx)
     }
 
-    /// Removes the program from the interface of this index, if attached
-    /// (its links are closed; the kernel already dropped them if the
-    /// interface is gone).
+    /// Removes the program from the interface of this index, if attached.
     fn detach_iface(&mut self, index: u32) {
-        let Some(att) = self.attached.remove(&index) else {
-            return;
-        };
-        if let Some(prog) = self.ebpf.as_mut().and_then(|e| program(e).ok()) {
-            for id in att.links {
-                if let Err(e) = prog.detach(id) {
-                    debug!(iface = %att.name, "detaching: {} (the interface is gone?)", error_chain(&e));
-                }
-            }
+        for p in &mut self.programs {
+            p.detach_iface(index);
         }
-        info!(iface = %att.name, index, "detached");
     }
 
-    /// Removes the program from every interface. The ring buffer and
+    /// Removes the programs from every interface. The ring buffers and
     /// counters stay readable, so what was captured before can still be
     /// drained.
     pub fn detach(&mut self) {
-        if self.ebpf.take().is_some() {
-            let names: Vec<_> = std::mem::take(&mut self.attached)
-                .into_values()
-                .map(|a| a.name)
-                .collect();
-            info!(ifaces = %names.join(","), "detached");
+        for p in &mut self.programs {
+            p.detach();
         }
     }
 
     /// Waits until records are available, then hands up to `max` of them to
-    /// `f` in order. Returns how many were handed over.
+    /// `f`, in order within each ring. Returns how many were handed over.
     ///
     /// A segment that follows records the kernel dropped (ring buffer full)
     /// has `drops_before` set, so the holes it reveals are blamed on them.
@@ -348,45 +197,53 @@ impl Capture {
         mut f: impl FnMut(Result<Segment<'_>, SegmentError>),
     ) -> Result<usize, CaptureError> {
         loop {
+            let n = self.read(max, &mut f);
+            if n > 0 {
+                return Ok(n);
+            }
             // The kernel wakes us only when a batch is waiting (see the TC
             // program); below that, records are collected by this poll.
-            match tokio::time::timeout(POLL_EVERY, self.ring.readable_mut()).await {
-                Ok(guard) => {
-                    let mut guard = guard?;
-                    let n = read_records(guard.get_inner_mut(), max, &mut self.drop_epoch, &mut f);
-                    if n < max {
-                        // Drained: wait for the next wake-up or poll.
-                        guard.clear_ready();
-                    }
-                    if n > 0 {
-                        return Ok(n);
+            // Readiness is cleared before the rings are read again, so a
+            // record written meanwhile wakes us anew.
+            let ready = std::future::poll_fn(|cx| {
+                for p in &self.programs {
+                    if let Poll::Ready(r) = p.poll_ready(cx) {
+                        return Poll::Ready(r);
                     }
                 }
-                Err(_elapsed) => {
-                    let n = read_records(self.ring.get_mut(), max, &mut self.drop_epoch, &mut f);
-                    if n > 0 {
-                        return Ok(n);
-                    }
-                }
+                Poll::Pending
+            });
+            if let Ok(r) = tokio::time::timeout(POLL_EVERY, ready).await {
+                r?;
             }
         }
     }
 
-    /// Hands every record already in the ring buffer to `f` without waiting.
-    pub fn drain(&mut self, mut f: impl FnMut(Result<Segment<'_>, SegmentError>)) -> usize {
-        read_records(
-            self.ring.get_mut(),
-            usize::MAX,
-            &mut self.drop_epoch,
-            &mut f,
-        )
+    /// Up to `max` records from the rings, the first one taken in turn.
+    fn read(&mut self, max: usize, f: &mut impl FnMut(Result<Segment<'_>, SegmentError>)) -> usize {
+        let count = self.programs.len();
+        let mut n = 0;
+        for k in 0..count {
+            let i = (self.next + k) % count;
+            n += self.programs[i].read(max - n, f);
+            if n >= max {
+                break;
+            }
+        }
+        self.next = (self.next + 1) % count.max(1);
+        n
     }
 
-    /// Kernel counters summed over all CPUs.
+    /// Hands every record already in the ring buffers to `f` without waiting.
+    pub fn drain(&mut self, mut f: impl FnMut(Result<Segment<'_>, SegmentError>)) -> usize {
+        self.read(usize::MAX, &mut f)
+    }
+
+    /// Kernel counters summed over all CPUs and programs.
     pub fn kernel_counters(&self) -> KernelCounters {
         let mut out = KernelCounters::default();
-        for c in Counter::ALL {
-            out.0[c as usize] = sum_counter(&self.counters, c);
+        for p in &self.programs {
+            p.add_counters(&mut out);
         }
         out
     }

@@ -13,6 +13,7 @@ use parallelrun_tests::{
     app::{App, Flavor},
     faults,
     netns::{Netns, unique},
+    tun::TunLink,
 };
 
 use crate::fixture::{Env, NEW, assert_user, get_on};
@@ -81,30 +82,52 @@ fn interface_removed_stops_record_and_exchanges_too() {
     }
 }
 
-/// One app behind a host-side veth of the node: its own namespace, the old
-/// service in it, the veth's host end (named `host_if`) in the node.
+/// One app behind a host-side veth (or tun device) of the node: its own
+/// namespace, the old service in it, the link's host end (named `host_if`)
+/// in the node.
 struct NodeApp {
     host_if: String,
     old: App,
+    _tun: Option<TunLink>,
     _ns: Netns,
 }
 
 impl NodeApp {
-    /// App number `n` (1..) on the subnet 10.91.n.0/24.
+    /// App number `n` (1..) behind a veth, on the subnet 10.91.n.0/24.
     fn start(node: &Netns, host_if: String, n: u8) -> Self {
         let ns = Netns::new("pra");
         let peer = unique("pp");
         node.add_veth(&host_if, &peer, &ns)
             .unwrap_or_else(|e| panic!("{e}"));
+        Self::serve(node, host_if, ns, &peer, n, None)
+    }
+
+    /// App number `n` behind a raw IP link (tun devices) instead.
+    fn start_tun(node: &Netns, host_if: String, n: u8) -> Self {
+        let ns = Netns::new("pra");
+        let peer = unique("pt");
+        let tun = TunLink::new(node, &host_if, &ns, &peer);
+        Self::serve(node, host_if, ns, &peer, n, Some(tun))
+    }
+
+    fn serve(
+        node: &Netns,
+        host_if: String,
+        ns: Netns,
+        peer: &str,
+        n: u8,
+        tun: Option<TunLink>,
+    ) -> Self {
         let ip = |host| IpAddr::V4(Ipv4Addr::new(10, 91, n, host));
         node.address(&host_if, ip(2), 24)
             .unwrap_or_else(|e| panic!("{e}"));
-        ns.address(&peer, ip(1), 24)
+        ns.address(peer, ip(1), 24)
             .unwrap_or_else(|e| panic!("{e}"));
         let old = App::start(&ns, SocketAddr::new(ip(1), 8080), Flavor::Old);
         Self {
             host_if,
             old,
+            _tun: tun,
             _ns: ns,
         }
     }
@@ -141,8 +164,9 @@ fn await_log(agent: &Agent, words: &[&str]) {
 /// interface exists: it waits, attaches to each matching veth as it
 /// appears (two, then a third after one is deleted), detaches from the
 /// deleted one without stopping, and every request through any of them is
-/// replayed and compared; a raw IP device that matches too is refused and
-/// counted; the stats count 3 attaches and 1 detach, and
+/// replayed and compared, an app behind a raw IP link (tun) included (a
+/// second program and ring for it); the stats count 4 attaches and 1
+/// detach, and
 /// nothing goes unaccounted, a connection left open on the deleted veth
 /// included.
 #[test]
@@ -194,14 +218,11 @@ fn a_pattern_follows_interfaces_as_they_come_and_go() {
     let c = NodeApp::start(&node, format!("{prefix}c"), 3);
     await_log(&agent, &[" attached", &format!("iface={}", c.host_if)]);
     c.traffic(&node, 300, 5);
-    // A raw IP device matching too: the loaded program expects Ethernet
-    // headers, so it is refused, counted, and the run goes on.
-    let tun = format!("{prefix}t");
-    node.ip(&["tuntap", "add", "dev", &tun, "mode", "tun"]);
-    await_log(
-        &agent,
-        &["not following this interface", &format!("iface={tun}")],
-    );
+    // An app behind a raw IP link: no link-layer header, so a second
+    // program with its own ring is loaded for it.
+    let d = NodeApp::start_tun(&node, format!("{prefix}u"), 4);
+    await_log(&agent, &[" attached", &format!("iface={}", d.host_if)]);
+    d.traffic(&node, 500, 5);
     a.traffic(&node, 400, 5);
     thread::sleep(Duration::from_millis(300));
     agent.stop();
@@ -209,13 +230,13 @@ fn a_pattern_follows_interfaces_as_they_come_and_go() {
     let s = Stats::read(&stats);
     let stderr = agent.stderr();
     s.assert_accounted();
-    assert_eq!(s.n("/requests_seen"), 21, "{:#}\n{stderr}", s.0);
-    assert_eq!(s.n("/outcomes/matched"), 21, "{:#}\n{stderr}", s.0);
-    assert_eq!(s.n("/interfaces/attaches"), 3, "{:#}", s.0);
+    assert_eq!(s.n("/requests_seen"), 26, "{:#}\n{stderr}", s.0);
+    assert_eq!(s.n("/outcomes/matched"), 26, "{:#}\n{stderr}", s.0);
+    assert_eq!(s.n("/interfaces/attaches"), 4, "{:#}", s.0);
     assert_eq!(s.n("/interfaces/detaches"), 1, "{:#}", s.0);
-    assert_eq!(s.n("/interfaces/attached"), 2, "{:#}", s.0);
-    assert_eq!(s.n("/interfaces/attach_errors"), 1, "{:#}", s.0);
-    assert!(stderr.contains("with an agent each"), "{stderr}");
+    assert_eq!(s.n("/interfaces/attached"), 3, "{:#}", s.0);
+    assert_eq!(s.n("/interfaces/attach_errors"), 0, "{:#}", s.0);
+    assert!(stderr.contains("loading a second program"), "{stderr}");
     assert_eq!(s.n("/kernel/ringbuf_full_drops"), 0, "{:#}", s.0);
     assert!(!stderr.contains("was removed"), "{stderr}");
 }
