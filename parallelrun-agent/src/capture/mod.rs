@@ -35,10 +35,9 @@ use tracing::{info, warn};
 
 use self::program::Program;
 pub use self::{
-    attach_set::{Action, AttachSet},
     follow::{Follower, InterfaceStats},
     iface::{Interface, InterfaceError},
-    links::{Link, LinkEvent, LinkWatcher, LinksError},
+    links::{Link, LinkEvent, LinksError},
     sample::{conn_hash, conn_sampled, sample_threshold},
     segment::{Segment, SegmentError},
     select::{IfaceSelector, SelectorError},
