@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod pcap;
 pub mod pipeline;
+pub mod private_file;
 pub mod reassembly;
 pub mod redact;
 pub mod replay;
