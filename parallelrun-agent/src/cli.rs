@@ -11,7 +11,12 @@ use std::{
 
 use clap::{Args, Parser, Subcommand};
 
-use parallelrun_agent::{capture::IfaceSelector, endpoint::Pattern, service::ServiceAddr};
+use parallelrun_agent::{
+    capture::IfaceSelector,
+    endpoint::Pattern,
+    replay::{MarkerHeader, marker},
+    service::ServiceAddr,
+};
 
 use crate::priority::Priority;
 
@@ -294,6 +299,18 @@ pub struct PipelineArgs {
     /// Rewrite the Host header of replayed requests (default: as captured).
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// The header that marks every replayed request as a shadow, so the new
+    /// service can keep replayed writes away from shared storage; a captured
+    /// header of that name is replaced.
+    #[arg(long, value_name = "NAME: VALUE", default_value = marker::DEFAULT_HEADER)]
+    pub shadow_header: MarkerHeader,
+    /// Replay without the shadow marker header.
+    #[arg(long)]
+    pub no_shadow_header: bool,
+    /// Also append `-shadow` to the host's name (`api:8080` becomes
+    /// `api-shadow:8080`), as Envoy's request mirroring does.
+    #[arg(long)]
+    pub shadow_host_suffix: bool,
     /// Header not compared (case-insensitive, `*` wildcard), on top of the
     /// built-in list of per-response values. Repeat for several.
     #[arg(long, value_name = "NAME")]

@@ -19,6 +19,7 @@ use parallelrun_agent::{
     http::{HttpConfig, HttpLimits, HttpTracker},
     model::{Exchange, Header, Outcome, Protocol, Response, wall_ns},
     pcap::read::PcapSource,
+    private_file,
     reassembly::{Reassembler, ReassemblyConfig},
 };
 use serde_json::{Value, json};
@@ -150,8 +151,8 @@ impl live::Handler for Live {
 }
 
 pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
-    let file =
-        File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let file = private_file::create(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let mut w = Writer {
         out: BufWriter::new(file),
         error: None,
@@ -231,7 +232,7 @@ pub async fn run(args: ExchangesArgs) -> anyhow::Result<()> {
 }
 
 fn write_json(path: &Path, v: &Value) -> anyhow::Result<()> {
-    std::fs::write(path, serde_json::to_vec_pretty(v)?)
+    private_file::write(path, &serde_json::to_vec_pretty(v)?)
         .with_context(|| format!("writing {}", path.display()))
 }
 

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod pcap;
 pub mod pipeline;
+pub mod private_file;
 pub mod reassembly;
 pub mod redact;
 pub mod replay;

@@ -1,9 +1,6 @@
 //! `parallelrun record`: captured segments straight into a pcap file.
 
-use std::{
-    fs,
-    time::{Instant, UNIX_EPOCH},
-};
+use std::time::{Instant, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -15,6 +12,7 @@ use parallelrun_agent::{
         SegmentError, sample_threshold,
     },
     pcap::{PcapError, PcapSink},
+    private_file,
 };
 
 use crate::{cli::RecordArgs, live};
@@ -132,7 +130,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<()> {
     );
     print_summary(&summary, &target);
     if let Some(path) = &args.stats_json {
-        fs::write(path, serde_json::to_vec_pretty(&summary)?)
+        private_file::write(path, &serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     stopped.into_result()

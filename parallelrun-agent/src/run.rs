@@ -2,7 +2,6 @@
 //! command-line edges of the pipeline, built the same way from their flags.
 
 use std::{
-    fs,
     net::SocketAddr,
     path::Path,
     process::ExitCode,
@@ -22,8 +21,9 @@ use parallelrun_agent::{
     model::wall_ns,
     pcap::read::{PcapSource, ReadStats},
     pipeline::{self, AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
+    private_file,
     reassembly::{ReassemblyConfig, ReassemblyStats},
-    replay::{ReplayConfig, Replayer},
+    replay::{ReplayConfig, Replayer, ShadowMarker},
     report::log::{LogConfig, MismatchLog},
     service::ServiceAddr,
     shutdown::Shutdown,
@@ -171,6 +171,10 @@ impl Setup {
                 max_idle: args.max_in_flight.get(),
                 request_timeout: args.timeout,
                 host_override: args.host.clone(),
+                marker: ShadowMarker {
+                    header: (!args.no_shadow_header).then(|| args.shadow_header.clone()),
+                    host_suffix: args.shadow_host_suffix,
+                },
                 limits,
                 digest,
                 ..ReplayConfig::new(target)
@@ -501,7 +505,7 @@ fn finish(
     }
     eprintln!("  mismatch log: {}", log.display());
     if let Some(path) = stats_json {
-        fs::write(path, serde_json::to_vec_pretty(s)?)
+        private_file::write(path, &serde_json::to_vec_pretty(s)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let decision = match results {

@@ -5,6 +5,7 @@ use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use parallelrun_agent::{
+    private_file,
     report::{html, table},
     summary::{
         Summary, file, merge,
@@ -33,7 +34,7 @@ fn load(files: &[PathBuf]) -> anyhow::Result<Summary> {
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     let summary = load(&args.files)?;
     if let Some(path) = &args.html {
-        std::fs::write(path, html::render(&summary))
+        private_file::write(path, html::render(&summary).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("report: {}", path.display());
     }

@@ -19,6 +19,9 @@
 //! - `POST /orders`: reads the body, then 201 `{"created":true}`.
 //! - anything else: 404.
 //!
+//! Each instance also keeps how the requests it served were marked: their
+//! `Host` and their fields whose name ends in `-shadow` ([`App::marks`]).
+//!
 //! An instance can be made slow ([`App::set_delay`]): its answers to the
 //! paths under a prefix wait a fixed time, as a secondary on a busier host
 //! would. It counts the requests it is working on at once
@@ -76,6 +79,37 @@ struct Counts {
     answered: Mutex<BTreeMap<String, u64>>,
     /// Paths under this prefix are answered after this delay.
     delay: Mutex<Option<(String, Duration)>>,
+    /// The first [`MAX_MARKS`] requests' marks.
+    marks: Mutex<Vec<Marks>>,
+}
+
+/// How many requests' [`Marks`] an instance keeps.
+const MAX_MARKS: usize = 10_000;
+
+/// What a request carried that tells a replay from production.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marks {
+    pub path: String,
+    pub host: Option<String>,
+    /// Fields whose name ends in `-shadow` (lowercase), in order.
+    pub shadow: Vec<(String, String)>,
+}
+
+impl Marks {
+    fn of(req: &Request<Incoming>) -> Self {
+        let text =
+            |v: &hyper::header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        Self {
+            path: req.uri().path().to_owned(),
+            host: req.headers().get("host").map(text),
+            shadow: req
+                .headers()
+                .iter()
+                .filter(|(name, _)| name.as_str().ends_with("-shadow"))
+                .map(|(name, value)| (name.as_str().to_owned(), text(value)))
+                .collect(),
+        }
+    }
 }
 
 impl Counts {
@@ -191,6 +225,11 @@ impl App {
         self.counts.peak_in_flight.load(Ordering::Relaxed)
     }
 
+    /// The marks of the requests served so far (the first [`MAX_MARKS`]).
+    pub fn marks(&self) -> Vec<Marks> {
+        self.counts.marks.lock().unwrap().clone()
+    }
+
     /// Answers returned so far (after their delay) to paths starting with
     /// `path_prefix`. Below [`App::hits`] while requests are being handled,
     /// or when a delayed request's connection closed before its answer.
@@ -261,6 +300,12 @@ async fn handle(
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    {
+        let mut marks = counts.marks.lock().unwrap();
+        if marks.len() < MAX_MARKS {
+            marks.push(Marks::of(&req));
+        }
+    }
     // Read any request body whole before answering (keep-alive continues).
     let _ = req.into_body().collect().await;
     *counts.hits.lock().unwrap().entry(path.clone()).or_default() += 1;

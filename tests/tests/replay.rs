@@ -214,6 +214,77 @@ fn parallel_keep_alive(
         .collect()
 }
 
+/// Every replay carries the shadow marker, production requests never do;
+/// the marker and Envoy's `-shadow` host suffix are configurable.
+#[test]
+fn replayed_requests_carry_the_shadow_marker() {
+    let host = |m: &parallelrun_tests::app::Marks| m.host.clone().unwrap_or_default();
+    // The default: `X-Parallelrun-Shadow: 1`, the captured Host.
+    let mut r = Rig::start(Some(Flavor::New), &[]);
+    r.fetch(&[("GET", "/users/1", b""), ("GET", "/same/a", b"")]);
+    let results = r.stop();
+    results.assert_accounted();
+    let old = r.old.marks();
+    assert_eq!(old.len(), 2);
+    assert!(old.iter().all(|m| m.shadow.is_empty()), "{old:?}");
+    for marks in [r.new_app().marks(), r.secondary.marks()] {
+        assert_eq!(marks.len(), 2, "{marks:?}");
+        for m in &marks {
+            assert_eq!(
+                m.shadow,
+                [("x-parallelrun-shadow".to_owned(), "1".to_owned())]
+            );
+            assert_eq!(host(m), "old.test");
+        }
+    }
+
+    // Another header, the host suffix; and none at all.
+    let mut r = Rig::start(
+        Some(Flavor::New),
+        &[
+            "--shadow-header",
+            "X-Env-Shadow: replay",
+            "--shadow-host-suffix",
+        ],
+    );
+    r.fetch(&[("GET", "/users/2", b"")]);
+    r.stop().assert_accounted();
+    let seen = r.new_app().marks();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].shadow,
+        [("x-env-shadow".to_owned(), "replay".to_owned())]
+    );
+    assert_eq!(host(&seen[0]), "old.test-shadow");
+
+    let mut r = Rig::start(Some(Flavor::New), &["--no-shadow-header"]);
+    r.fetch(&[("GET", "/users/3", b"")]);
+    r.stop().assert_accounted();
+    let seen = r.new_app().marks();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].shadow.is_empty(), "{seen:?}");
+}
+
+/// The mismatch log, the summary and the stats hold production traffic:
+/// readable by their owner only, also when the log existed before.
+#[test]
+fn files_the_agent_writes_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut r = Rig::start(Some(Flavor::New), &["--summary", summary.to_str().unwrap()]);
+    r.fetch(&[("GET", "/status", b"")]);
+    r.stop().assert_accounted();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for file in [
+        r.dir.path().join("mismatches.jsonl"),
+        r.dir.path().join("stats.json"),
+        summary,
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
 /// Two identical versions under thousands of keep-alive requests (JSON,
 /// chunked, gzip-encoded, 1 MiB bodies, per-response headers) never produce
 /// a mismatch: every request is seen, replayed once and matched.

@@ -21,7 +21,7 @@ use pcap_file::{
     pcap::{PcapHeader, PcapPacket, PcapWriter},
 };
 
-use crate::capture::Segment;
+use crate::{capture::Segment, private_file};
 
 /// Largest TCP payload in one synthesized IPv4 packet (65535 - 20 - 20); the
 /// IPv6 limit (65535 - 20) is larger, so this serves both.
@@ -52,7 +52,7 @@ pub struct PcapSink<W: Write> {
 
 impl PcapSink<BufWriter<File>> {
     pub fn create(path: &Path) -> Result<Self, PcapError> {
-        let file = File::create(path).map_err(|source| PcapError::Create {
+        let file = private_file::create(path).map_err(|source| PcapError::Create {
             path: path.display().to_string(),
             source,
         })?;

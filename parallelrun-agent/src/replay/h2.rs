@@ -71,7 +71,11 @@
 //!   `:authority` stands for it, and RFC 9113 section 8.3.1 forbids the two
 //!   to differ. A captured IPv6 literal without brackets (h2load writes
 //!   `fd77::1:8080`), which is no valid authority, is sent in brackets
-//!   (`[fd77::1]:8080`) rather than failing the replay.
+//!   (`[fd77::1]:8080`) rather than failing the replay. With the shadow
+//!   marker's host suffix on, `-shadow` follows its name
+//!   ([`ShadowMarker`]).
+//! * The shadow marker's header, lowercased, replaces any captured field of
+//!   its name.
 //! * The regular fields follow in captured order, except the
 //!   connection-specific ones HTTP/2 forbids (RFC 9113 section 8.2.2):
 //!   `Connection` and the fields it names, `Keep-Alive`,
@@ -109,6 +113,7 @@
 //! [`ReplayError::Http2`].
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     error::Error as _,
     future::poll_fn,
@@ -136,7 +141,9 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use super::{ReplayConfig, ReplayError, ReplayProtocol, Replayed, wire::connection_options};
+use super::{
+    ReplayConfig, ReplayError, ReplayProtocol, Replayed, ShadowMarker, wire::connection_options,
+};
 use crate::{
     diff::BodySink,
     http::{DigestPolicy, HttpError, HttpLimits},
@@ -403,7 +410,7 @@ impl ReplayProtocol for Http2Client {
     /// process it (see the module docs).
     async fn send(&self, req: &Request) -> Result<Replayed, ReplayError> {
         let host = self.cfg.host_override.as_deref();
-        let request = build_request(req, host, self.cfg.target)?;
+        let request = build_request(req, host, &self.cfg.marker, self.cfg.target)?;
         let lease = self.checkout().await?;
         let reused = lease.reused;
         let result = match self.attempt(lease, request).await {
@@ -413,7 +420,7 @@ impl ReplayProtocol for Http2Client {
                     error = %failed.error,
                     "HTTP/2 request to the new service was not processed; sending it again"
                 );
-                let request = build_request(req, host, self.cfg.target)?;
+                let request = build_request(req, host, &self.cfg.marker, self.cfg.target)?;
                 let lease = self.checkout().await?;
                 self.attempt(lease, request).await.map_err(|f| f.error)
             }
@@ -474,6 +481,7 @@ fn header_list_size(limits: &HttpLimits) -> u32 {
 fn build_request(
     req: &Request,
     host_override: Option<&str>,
+    marker: &ShadowMarker,
     target: SocketAddr,
 ) -> Result<hyper::Request<ReplayBody>, ReplayError> {
     let unsendable =
@@ -485,20 +493,22 @@ fn build_request(
             "CONNECT opens a tunnel, which is not replayed".into(),
         ));
     }
+    // An IPv6 literal captured without brackets is bracketed before the
+    // marker's suffix goes after its name.
     let captured = req
         .headers
         .iter()
         .find(|h| h.name == ":authority")
         .map(|h| &h.value)
-        .or_else(|| header(&req.headers, "host"));
-    let authority = match (host_override, captured) {
-        (Some(host), _) => Authority::try_from(host),
-        (None, Some(value)) => Authority::try_from(value.as_ref()).or_else(|e| {
-            bracketed_ipv6(value)
-                .ok_or(e)
-                .and_then(|v| Authority::try_from(v.as_str()))
-        }),
-        (None, None) => Authority::try_from(target.to_string()),
+        .or_else(|| header(&req.headers, "host"))
+        .map(|value| match Authority::try_from(value.as_ref()) {
+            Ok(_) => Cow::Borrowed(&value[..]),
+            Err(_) => bracketed_ipv6(value)
+                .map_or(Cow::Borrowed(&value[..]), |v| Cow::Owned(v.into_bytes())),
+        });
+    let authority = match marker.host(captured.as_deref(), host_override) {
+        Some(host) => Authority::try_from(host.as_ref()),
+        None => Authority::try_from(target.to_string()),
     }
     .map_err(|e| unsendable(format!("invalid :authority: {e}")))?;
     let path = if req.target.is_empty() {
@@ -513,7 +523,16 @@ fn build_request(
         .path_and_query(path)
         .build()
         .map_err(|e| unsendable(format!("invalid URI: {e}")))?;
-    let headers = field_map(&req.headers, req.body.len()).map_err(unsendable)?;
+    let mut headers = field_map(&req.headers, req.body.len()).map_err(unsendable)?;
+    if let Some(m) = &marker.header {
+        // Parsed as a valid field when configured (see `MarkerHeader`).
+        let name = HeaderName::from_bytes(m.lowercase_name().as_bytes())
+            .map_err(|_| unsendable(format!("invalid marker header name {:?}", m.name)))?;
+        let value = HeaderValue::from_str(&m.value)
+            .map_err(|_| unsendable(format!("invalid value of the marker header {}", m.name)))?;
+        // Replaces every captured field of that name.
+        headers.insert(name, value);
+    }
     let trailers = field_map(&req.trailers, req.body.len()).map_err(unsendable)?;
     let mut request = hyper::Request::new(ReplayBody {
         data: req.body.clone(),

@@ -47,14 +47,18 @@ use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use self::wire::serialize_request;
 use self::{h2::Http2Client, pool::Http1Pool};
+pub use self::{
+    marker::{MarkerError, MarkerHeader, ShadowMarker},
+    wire::serialize_request,
+};
 use crate::{
     http::{DigestPolicy, HttpError, HttpLimits},
     model::{Protocol, Request, Response},
 };
 
 mod h2;
+pub mod marker;
 mod pool;
 mod wire;
 
@@ -74,6 +78,8 @@ pub struct ReplayConfig {
     pub request_timeout: Duration,
     /// Replaces the captured `Host` header (added when the request has none).
     pub host_override: Option<String>,
+    /// How every replayed request is marked as one ([`ShadowMarker`]).
+    pub marker: ShadowMarker,
     /// Limits on the responses read.
     pub limits: HttpLimits,
     /// Which response bodies are hashed while they are read instead of
@@ -93,7 +99,8 @@ impl ReplayConfig {
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// The defaults for `target`: 64 in flight, 32 idle connections, 2 s to
-    /// connect, 10 s per exchange, the captured Host, default HTTP limits.
+    /// connect, 10 s per exchange, the captured Host, the default shadow
+    /// marker header, default HTTP limits.
     pub fn new(target: SocketAddr) -> Self {
         Self {
             target,
@@ -102,6 +109,7 @@ impl ReplayConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             host_override: None,
+            marker: ShadowMarker::default_header(),
             limits: HttpLimits::default(),
             digest: None,
         }

@@ -217,7 +217,12 @@ impl ReplayProtocol for Http1Pool {
             Some(conn) => (conn, true),
             None => (self.connect().await?, false),
         };
-        serialize_request(req, self.cfg.host_override.as_deref(), &mut conn.out);
+        serialize_request(
+            req,
+            self.cfg.host_override.as_deref(),
+            &self.cfg.marker,
+            &mut conn.out,
+        );
         match self.round_trip(&mut conn, &req.method).await {
             Ok(done) => Ok(self.finish(conn, done)),
             Err(failed) if failed.retryable && reused => {

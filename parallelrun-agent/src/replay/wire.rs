@@ -27,7 +27,7 @@
 
 use std::io::Write as _;
 
-use super::ReplayError;
+use super::{ReplayError, ShadowMarker};
 use crate::{
     http::{DigestPolicy, HttpError, HttpLimits, ResponseParser},
     model::{Header, Request, Response},
@@ -144,7 +144,10 @@ fn captured_start_line(req: &Request) -> Option<&[u8]> {
 ///   `Upgrade` (an upgraded connection cannot be compared);
 /// * `Host` as captured, or replaced in place by `host_override` (later
 ///   `Host` headers dropped; added first when the request had none); CR, LF
-///   and NUL are removed from the override;
+///   and NUL are removed from the override; with `-shadow` after its name
+///   when the marker asks (see [`ShadowMarker`]);
+/// * the marker's header last among the captured ones, a captured header of
+///   its name dropped;
 /// * no `Connection` header for HTTP/1.1 (keep-alive is its default);
 ///   `Connection: keep-alive` for HTTP/1.0, so that the connection can be
 ///   pooled;
@@ -153,7 +156,12 @@ fn captured_start_line(req: &Request) -> Option<&[u8]> {
 ///   carry one); the captured `Content-Length`, `Transfer-Encoding` and
 ///   `Trailer` headers are dropped, and so are the trailer fields of a
 ///   chunked body (a `Content-Length` body cannot carry them).
-pub fn serialize_request(req: &Request, host_override: Option<&str>, out: &mut Vec<u8>) {
+pub fn serialize_request(
+    req: &Request,
+    host_override: Option<&str>,
+    marker: &ShadowMarker,
+    out: &mut Vec<u8>,
+) {
     match captured_start_line(req) {
         // As it was on the wire: a line servers accept though it is not
         // strictly HTTP/1.x (`GET / HTTP/1.`, `GET /path`) is replayed as
@@ -171,26 +179,31 @@ pub fn serialize_request(req: &Request, host_override: Option<&str>, out: &mut V
         }
     }
     out.extend_from_slice(b"\r\n");
-    let write_host = |out: &mut Vec<u8>, name: &str, host: &str| {
+    let write_host = |out: &mut Vec<u8>, name: &str, host: &[u8]| {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend(host.bytes().filter(|b| !matches!(b, b'\r' | b'\n' | 0)));
+        out.extend(host.iter().filter(|&&b| !matches!(b, b'\r' | b'\n' | 0)));
         out.extend_from_slice(b"\r\n");
     };
-    let has_host = req
+    let captured_host = req
         .headers
         .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("host"));
+        .find(|h| h.name.eq_ignore_ascii_case("host"));
+    // Rewritten when overridden or suffixed; `None` keeps every captured
+    // `Host` as it was.
+    let rewritten = (host_override.is_some() || marker.host_suffix)
+        .then(|| marker.host(captured_host.map(|h| &h.value[..]), host_override))
+        .flatten();
     let mut host_written = false;
-    if let Some(host) = host_override
-        && !has_host
+    if let Some(host) = &rewritten
+        && captured_host.is_none()
     {
         write_host(out, "Host", host);
         host_written = true;
     }
     for h in &req.headers {
         if h.name.eq_ignore_ascii_case("host") {
-            if let Some(host) = host_override {
+            if let Some(host) = &rewritten {
                 if !host_written {
                     write_host(out, &h.name, host);
                     host_written = true;
@@ -199,12 +212,19 @@ pub fn serialize_request(req: &Request, host_override: Option<&str>, out: &mut V
             }
         } else if NOT_REPLAYED.iter().any(|n| h.name.eq_ignore_ascii_case(n))
             || connection_options(&req.headers).any(|o| o.eq_ignore_ascii_case(h.name.as_bytes()))
+            || marker.replaces(&h.name)
         {
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(&h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(m) = &marker.header {
+        out.extend_from_slice(m.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(m.value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if req.version == 0 {

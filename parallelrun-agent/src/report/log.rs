@@ -48,6 +48,7 @@ use serde_json::Value;
 pub use crate::redact::{REDACTED, SECRET_QUERY_WORDS, redact_query};
 use crate::{
     model::Difference,
+    private_file,
     redact::{cut_string, cut_value},
 };
 
@@ -318,11 +319,7 @@ impl MismatchLog {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(open_err)?;
+        let file = private_file::open(path, OpenOptions::new().append(true)).map_err(open_err)?;
         let size = file.metadata().map_err(open_err)?.len();
         self.size = size;
         self.needs_newline = size > 0 && !ends_with_newline(path);

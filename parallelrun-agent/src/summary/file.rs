@@ -20,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 use super::{Counts, FORMAT, Summary, VERSION};
+use crate::private_file;
 
 /// Why a summary file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +76,7 @@ pub fn write_as(path: &Path, summary: &Summary, pretty: bool) -> Result<(), Summ
     ));
     let tmp = path.with_file_name(tmp_name);
     let written = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = private_file::create(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)

@@ -272,7 +272,8 @@ async fn status_headers_and_body_round_trip() {
         seen[0].headers,
         [
             ("content-type".to_owned(), "text/plain".to_owned()),
-            ("x-custom".to_owned(), "yes".to_owned())
+            ("x-custom".to_owned(), "yes".to_owned()),
+            ("x-parallelrun-shadow".to_owned(), "1".to_owned())
         ]
     );
     assert_eq!(seen[0].body, "ping");
@@ -508,6 +509,41 @@ async fn host_override_replaces_the_authority() {
     assert_eq!(field(&seen[0].headers, "host"), None);
 }
 
+#[tokio::test]
+async fn the_shadow_marker_replaces_a_captured_field_and_suffixes_the_authority() {
+    let srv = server(ok).await;
+    let r = Replayer::new(ReplayConfig {
+        marker: ShadowMarker {
+            header: "X-Shadow: replay".parse().ok(),
+            host_suffix: true,
+        },
+        ..config(srv.addr)
+    });
+    for (captured, sent) in [
+        ("shop.example:8080", "http://shop.example-shadow:8080/m"),
+        // Bracketed, and then no name is left to suffix.
+        ("fd77::1:8080", "http://[fd77::1]:8080/m"),
+    ] {
+        let req = request(
+            "GET",
+            "/m",
+            0,
+            &[(":authority", captured), ("x-shadow", "forged")],
+            b"",
+        );
+        send(&r, &req).await.unwrap();
+        let seen = srv.seen();
+        let last = seen.last().unwrap();
+        assert_eq!(last.uri, sent);
+        let marks: Vec<_> = last
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "x-shadow")
+            .collect();
+        assert_eq!(marks, [&("x-shadow".to_owned(), "replay".to_owned())]);
+    }
+}
+
 /// h2load writes an IPv6 authority without brackets (`::1:8089`), which
 /// is no valid authority: it is replayed in brackets, not refused.
 #[tokio::test]
@@ -565,7 +601,13 @@ async fn connection_specific_fields_are_dropped() {
     );
     send(&r, &req).await.unwrap();
     let seen = srv.seen();
-    assert_eq!(seen[0].headers, [("x-kept".to_owned(), "1".to_owned())]);
+    assert_eq!(
+        seen[0].headers,
+        [
+            ("x-kept".to_owned(), "1".to_owned()),
+            ("x-parallelrun-shadow".to_owned(), "1".to_owned())
+        ]
+    );
     assert_eq!(seen[0].body, "abc");
 }
 

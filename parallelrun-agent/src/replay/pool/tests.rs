@@ -19,7 +19,7 @@ async fn returns_the_response_with_its_body() {
     assert!(got.latency_ns > 0);
     assert_eq!(
         srv.requests(),
-        ["GET /x HTTP/1.1\r\nHost: old.example\r\n\r\n"]
+        ["GET /x HTTP/1.1\r\nHost: old.example\r\nX-Parallelrun-Shadow: 1\r\n\r\n"]
     );
     assert_eq!(r.in_flight(), 0);
 }
@@ -196,8 +196,8 @@ async fn host_override_reaches_the_server() {
     assert_eq!(
         srv.requests(),
         [
-            "GET /a HTTP/1.1\r\nHost: new.example\r\n\r\n",
-            "GET /b HTTP/1.1\r\nHost: new.example\r\n\r\n"
+            "GET /a HTTP/1.1\r\nHost: new.example\r\nX-Parallelrun-Shadow: 1\r\n\r\n",
+            "GET /b HTTP/1.1\r\nHost: new.example\r\nX-Parallelrun-Shadow: 1\r\n\r\n"
         ]
     );
 }

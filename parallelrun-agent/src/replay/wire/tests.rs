@@ -4,9 +4,56 @@ use super::*;
 use crate::replay::tests::request;
 
 fn serialized(req: &Request, host_override: Option<&str>) -> String {
+    marked(req, host_override, &ShadowMarker::none())
+}
+
+fn marked(req: &Request, host_override: Option<&str>, marker: &ShadowMarker) -> String {
     let mut out = Vec::new();
-    serialize_request(req, host_override, &mut out);
+    serialize_request(req, host_override, marker, &mut out);
     String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn the_marker_header_is_added_once_and_a_captured_one_is_dropped() {
+    let req = request(
+        "POST",
+        "/orders",
+        1,
+        &[
+            ("Host", "shop.example:8080"),
+            ("x-parallelrun-shadow", "0"),
+            ("Accept", "*/*"),
+        ],
+        b"{}",
+    );
+    assert_eq!(
+        marked(&req, None, &ShadowMarker::default_header()),
+        "POST /orders HTTP/1.1\r\nHost: shop.example:8080\r\nAccept: */*\r\n\
+         X-Parallelrun-Shadow: 1\r\nContent-Length: 2\r\n\r\n{}"
+    );
+}
+
+#[test]
+fn the_host_suffix_applies_to_the_captured_host_and_to_the_override() {
+    let marker = ShadowMarker {
+        header: "X-Shadow: yes".parse().ok(),
+        host_suffix: true,
+    };
+    let req = request("GET", "/", 1, &[("host", "shop.example:8080")], b"");
+    assert_eq!(
+        marked(&req, None, &marker),
+        "GET / HTTP/1.1\r\nhost: shop.example-shadow:8080\r\nX-Shadow: yes\r\n\r\n"
+    );
+    assert_eq!(
+        marked(&req, Some("new.internal"), &marker),
+        "GET / HTTP/1.1\r\nhost: new.internal-shadow\r\nX-Shadow: yes\r\n\r\n"
+    );
+    // No Host captured: none is made up (HTTP/1.0).
+    let bare = request("GET", "/", 0, &[], b"");
+    assert_eq!(
+        marked(&bare, None, &marker),
+        "GET / HTTP/1.0\r\nX-Shadow: yes\r\nConnection: keep-alive\r\n\r\n"
+    );
 }
 
 #[test]
