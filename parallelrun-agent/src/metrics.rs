@@ -58,7 +58,7 @@ use tracing::{debug, warn};
 
 use crate::{capture::KernelCounters, model::LossCause, summary::Results};
 
-mod endpoints;
+pub mod endpoints;
 
 /// Upper bounds of the latency histograms, in seconds: 0.5 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 15] = [

@@ -27,6 +27,7 @@
 pub mod file;
 pub mod latency;
 pub mod merge;
+pub mod prometheus;
 pub mod record;
 pub mod verdict;
 
