@@ -90,13 +90,8 @@ pub struct PrometheusArgs {
     pub prometheus: Option<String>,
     /// With --prometheus: the agents of the fleet, as a label matcher
     /// (e.g. '{job="parallelrun"}'). Default: every agent scraped.
-    #[arg(
-        long,
-        value_name = "MATCHER",
-        default_value = "",
-        requires = "prometheus"
-    )]
-    pub prometheus_selector: String,
+    #[arg(long, value_name = "MATCHER")]
+    pub prometheus_selector: Option<String>,
 }
 
 /// The rules of a cutover verdict: `verdict`, and `run`/`replay

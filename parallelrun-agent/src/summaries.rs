@@ -23,7 +23,15 @@ pub const VERDICT_ERROR: u8 = 3;
 /// Reads, checks and merges `files`, or reads the fleet from Prometheus.
 fn load(files: &[PathBuf], fleet: &PrometheusArgs) -> anyhow::Result<Summary> {
     if let Some(url) = &fleet.prometheus {
-        return from_prometheus(url, &fleet.prometheus_selector);
+        return from_prometheus(
+            url,
+            fleet.prometheus_selector.as_deref().unwrap_or_default(),
+        );
+    }
+    if fleet.prometheus_selector.is_some() {
+        anyhow::bail!(
+            "--prometheus-selector picks agents in Prometheus: give --prometheus URL too"
+        );
     }
     let mut read = Vec::with_capacity(files.len());
     for path in files {
