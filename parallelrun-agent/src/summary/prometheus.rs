@@ -44,7 +44,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use super::{
-    EndpointSummary, FORMAT, Latency, RegressionRule, Rules, Source, Summary, VERSION,
+    Counts, EndpointSummary, FORMAT, Latency, RegressionRule, Rules, Source, Summary, VERSION,
     merge::{self, rules_difference},
 };
 
@@ -181,10 +181,33 @@ pub async fn read(
 /// The fleet's summary from the answers (see the [module docs](self)).
 pub fn summary(answers: Answers) -> Result<Summary, FleetError> {
     let (rules, sources) = rules(&answers.rules)?;
-    let mut endpoints: BTreeMap<String, EndpointSummary> = BTreeMap::new();
-    for s in &answers.requests {
+    let mut endpoints = BTreeMap::new();
+    add_outcomes(&mut endpoints, &answers.requests)?;
+    add_by(&mut endpoints, SKIPPED, "reason", &answers.skipped, |c| {
+        &mut c.skipped_by
+    })?;
+    add_by(&mut endpoints, LOST, "cause", &answers.lost, |c| {
+        &mut c.lost_by
+    })?;
+    add_latencies(&mut endpoints, &answers.buckets)?;
+    let (endpoints, totals) = merge::finish(endpoints, &rules);
+    Ok(Summary {
+        format: FORMAT.to_owned(),
+        version: VERSION,
+        rules,
+        sources,
+        totals,
+        endpoints,
+    })
+}
+
+type Endpoints = BTreeMap<String, EndpointSummary>;
+
+/// Each endpoint's outcomes, and `seen` and `compared` derived from them.
+fn add_outcomes(endpoints: &mut Endpoints, samples: &[Sample]) -> Result<(), FleetError> {
+    for s in samples {
         let n = count(REQUESTS, s)?;
-        let c = &mut entry(&mut endpoints, label(REQUESTS, s, "endpoint")?).counts;
+        let c = &mut entry(endpoints, label(REQUESTS, s, "endpoint")?).counts;
         let field = match label(REQUESTS, s, "outcome")? {
             "matched" => &mut c.matched,
             "mismatched" => &mut c.mismatched,
@@ -200,37 +223,46 @@ pub fn summary(answers: Answers) -> Result<Summary, FleetError> {
             }
         };
         *field = field.saturating_add(n);
+    }
+    for e in endpoints.values_mut() {
+        let c = &mut e.counts;
         c.compared = c
             .matched
             .saturating_add(c.mismatched)
             .saturating_add(c.noise);
-        c.seen = c
-            .compared
-            .saturating_add(c.skipped)
-            .saturating_add(c.lost)
-            .saturating_add(c.replay_errors);
+        c.seen = [c.skipped, c.lost, c.replay_errors]
+            .into_iter()
+            .fold(c.compared, u64::saturating_add);
     }
-    for (metric, samples, by) in [
-        (SKIPPED, &answers.skipped, "reason"),
-        (LOST, &answers.lost, "cause"),
-    ] {
-        for s in samples {
-            let n = count(metric, s)?;
-            if n == 0 {
-                continue;
-            }
-            let c = &mut entry(&mut endpoints, label(metric, s, "endpoint")?).counts;
-            let map = if metric == SKIPPED {
-                &mut c.skipped_by
-            } else {
-                &mut c.lost_by
-            };
-            let v = map.entry(label(metric, s, by)?.to_owned()).or_default();
-            *v = v.saturating_add(n);
+    Ok(())
+}
+
+/// Each endpoint's counts by `label` (a reason, a cause) into `map`.
+fn add_by(
+    endpoints: &mut Endpoints,
+    metric: &'static str,
+    by: &str,
+    samples: &[Sample],
+    map: fn(&mut Counts) -> &mut BTreeMap<String, u64>,
+) -> Result<(), FleetError> {
+    for s in samples {
+        let n = count(metric, s)?;
+        if n == 0 {
+            continue;
         }
+        let counts = &mut entry(endpoints, label(metric, s, "endpoint")?).counts;
+        let v = map(counts)
+            .entry(label(metric, s, by)?.to_owned())
+            .or_default();
+        *v = v.saturating_add(n);
     }
-    let mut buckets: BTreeMap<(String, String), Vec<(f64, u64)>> = BTreeMap::new();
-    for s in &answers.buckets {
+    Ok(())
+}
+
+/// Each endpoint's latency histograms, from their cumulative buckets.
+fn add_latencies(endpoints: &mut Endpoints, samples: &[Sample]) -> Result<(), FleetError> {
+    let mut buckets: BTreeMap<(&str, &str), Vec<(f64, u64)>> = BTreeMap::new();
+    for s in samples {
         let le = match label(LATENCY_BUCKET, s, "le")? {
             "+Inf" => f64::INFINITY,
             v => v
@@ -243,8 +275,8 @@ pub fn summary(answers: Answers) -> Result<Summary, FleetError> {
                 })?,
         };
         let key = (
-            label(LATENCY_BUCKET, s, "endpoint")?.to_owned(),
-            label(LATENCY_BUCKET, s, "side")?.to_owned(),
+            label(LATENCY_BUCKET, s, "endpoint")?,
+            label(LATENCY_BUCKET, s, "side")?,
         );
         buckets
             .entry(key)
@@ -252,8 +284,8 @@ pub fn summary(answers: Answers) -> Result<Summary, FleetError> {
             .push((le, count(LATENCY_BUCKET, s)?));
     }
     for ((name, side), mut cumulative) in buckets {
-        let latency = &mut entry(&mut endpoints, &name).latency;
-        let into = match side.as_str() {
+        let latency = &mut entry(endpoints, name).latency;
+        let into = match side {
             "old" => &mut latency.old,
             "new" => &mut latency.new,
             "secondary" => &mut latency.secondary,
@@ -267,21 +299,11 @@ pub fn summary(answers: Answers) -> Result<Summary, FleetError> {
         cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
         *into = from_buckets(&cumulative);
     }
-    let (endpoints, totals) = merge::finish(endpoints, &rules);
-    Ok(Summary {
-        format: FORMAT.to_owned(),
-        version: VERSION,
-        rules,
-        sources,
-        totals,
-        endpoints,
-    })
+    Ok(())
 }
 
-fn entry<'a>(
-    endpoints: &'a mut BTreeMap<String, EndpointSummary>,
-    name: &str,
-) -> &'a mut EndpointSummary {
+/// The endpoint `name`, made empty if it is new.
+fn entry<'a>(endpoints: &'a mut Endpoints, name: &str) -> &'a mut EndpointSummary {
     endpoints
         .entry(name.to_owned())
         .or_insert_with(|| EndpointSummary::empty(name))
