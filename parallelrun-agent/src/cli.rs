@@ -56,8 +56,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Summary files (several agents or runs are merged).
-    #[arg(value_name = "SUMMARY", required = true)]
+    #[arg(value_name = "SUMMARY", required_unless_present = "prometheus")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub fleet: PrometheusArgs,
     /// Also write one self-contained HTML page (charts, top differing
     /// fields, copy-as-curl) to this file.
     #[arg(long, value_name = "FILE")]
@@ -73,13 +75,28 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct VerdictCmdArgs {
     /// Summary files (several agents or runs are merged).
-    #[arg(value_name = "SUMMARY", required = true)]
+    #[arg(value_name = "SUMMARY", required_unless_present = "prometheus")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub fleet: PrometheusArgs,
     #[command(flatten)]
     pub rules: VerdictArgs,
     /// Print the verdict as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A fleet's results read from Prometheus instead of summary files.
+#[derive(Debug, Args)]
+pub struct PrometheusArgs {
+    /// Read the results of every agent Prometheus scrapes from its HTTP API
+    /// (http://HOST:PORT), summed per endpoint, instead of summary files.
+    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    pub prometheus: Option<String>,
+    /// With --prometheus: the agents of the fleet, as a label matcher
+    /// (e.g. '{job="parallelrun"}'). Default: every agent scraped.
+    #[arg(long, value_name = "MATCHER")]
+    pub prometheus_selector: Option<String>,
 }
 
 /// The rules of a cutover verdict: `verdict`, and `run`/`replay

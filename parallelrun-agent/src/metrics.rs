@@ -64,7 +64,7 @@ use crate::{
     summary::Results,
 };
 
-mod endpoints;
+pub mod endpoints;
 
 /// Upper bounds of the latency histograms, in seconds: 0.5 ms to 30 s.
 pub const LATENCY_BUCKETS: [f64; 15] = [

@@ -8,21 +8,32 @@ use parallelrun_agent::{
     private_file,
     report::{html, table},
     summary::{
-        Summary, file, merge,
+        Summary, file, merge, prometheus,
         verdict::{self, Decision},
     },
 };
 
 use crate::{
-    cli::{ReportArgs, VerdictCmdArgs},
+    cli::{PrometheusArgs, ReportArgs, VerdictCmdArgs},
     results::verdict_rules,
 };
 
 /// `verdict`'s exit code when the summaries or flags cannot be used.
 pub const VERDICT_ERROR: u8 = 3;
 
-/// Reads, checks and merges `files`.
-fn load(files: &[PathBuf]) -> anyhow::Result<Summary> {
+/// Reads, checks and merges `files`, or reads the fleet from Prometheus.
+fn load(files: &[PathBuf], fleet: &PrometheusArgs) -> anyhow::Result<Summary> {
+    if let Some(url) = &fleet.prometheus {
+        return from_prometheus(
+            url,
+            fleet.prometheus_selector.as_deref().unwrap_or_default(),
+        );
+    }
+    if fleet.prometheus_selector.is_some() {
+        anyhow::bail!(
+            "--prometheus-selector picks agents in Prometheus: give --prometheus URL too"
+        );
+    }
     let mut read = Vec::with_capacity(files.len());
     for path in files {
         read.push((path.clone(), file::read(path)?));
@@ -30,9 +41,25 @@ fn load(files: &[PathBuf]) -> anyhow::Result<Summary> {
     Ok(merge::merge(read)?)
 }
 
+/// The fleet's summary as Prometheus has it now; a runtime of this thread
+/// for the queries only.
+fn from_prometheus(url: &str, selector: &str) -> anyhow::Result<Summary> {
+    let client = prometheus::api::Client::new(url)?;
+    let selector = prometheus::Selector::parse(selector)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs_f64();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime for the Prometheus queries")?;
+    Ok(runtime.block_on(prometheus::read(&client, &selector, now))?)
+}
+
 /// `parallelrun report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let summary = load(&args.files)?;
+    let summary = load(&args.files, &args.fleet)?;
     if let Some(path) = &args.html {
         private_file::write(path, html::render(&summary).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -54,7 +81,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
 /// `parallelrun verdict`: the decision's exit code (0, 1, 2), or 3 when the
 /// summaries cannot be used.
 pub fn verdict(args: VerdictCmdArgs) -> ExitCode {
-    let summary = match load(&args.files) {
+    let summary = match load(&args.files, &args.fleet) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -24,6 +24,7 @@ pub mod h2;
 pub mod h2raw;
 pub mod netns;
 pub mod pcap;
+pub mod prometheus;
 pub mod server;
 pub mod tcpdump;
 pub mod tun;

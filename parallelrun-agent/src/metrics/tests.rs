@@ -220,3 +220,33 @@ async fn bind_error_names_the_address_and_the_fix() {
     assert!(msg.contains(&addr.to_string()), "{msg}");
     assert!(msg.contains("--metrics 127.0.0.1:PORT"), "{msg}");
 }
+
+/// The per-endpoint series carry the skip reasons and loss causes, and
+/// `rules_info` the rules, as the summary has them.
+#[test]
+fn endpoint_series_carry_reasons_causes_and_rules() {
+    let mut results = crate::summary::record::tests::results(10, 5);
+    results.skipped("GET /a", "sample");
+    results.skipped("GET /a", "sample");
+    results.lost("GET /a", "timeout");
+    let rules = results.rules().clone();
+    let metrics = Metrics::with_endpoints(Some(Arc::new(Mutex::new(results))));
+    let text = metrics.encode();
+    let series = |s: &str| sample(&text, s).unwrap_or_else(|| panic!("no {s} in\n{text}"));
+    assert_eq!(
+        series(r#"parallelrun_endpoint_skipped_total{endpoint="GET /a",reason="sample"}"#),
+        "2"
+    );
+    assert_eq!(
+        series(r#"parallelrun_endpoint_lost_total{endpoint="GET /a",cause="timeout"}"#),
+        "1"
+    );
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("parallelrun_rules_info{"))
+        .unwrap_or_else(|| panic!("no rules_info in\n{text}"));
+    assert!(info.ends_with(" 1"), "{info}");
+    for (k, v) in endpoints::rules_labels(&rules) {
+        assert!(info.contains(&format!("{k}=\"{v}\"")), "{k}: {info}");
+    }
+}

@@ -63,6 +63,15 @@ impl Latency {
             .saturating_record((ns / 1000).clamp(LOWEST_US, HIGHEST_US));
     }
 
+    /// Records `n` latencies of `us` microseconds at once (clamped as
+    /// [`Latency::record_ns`]; a bucket's count saturates).
+    pub fn record_us_n(&mut self, us: u64, n: u64) {
+        self.hist.saturating_record_n(
+            us.clamp(LOWEST_US, HIGHEST_US),
+            u32::try_from(n).unwrap_or(u32::MAX),
+        );
+    }
+
     pub fn count(&self) -> u64 {
         self.hist.len()
     }

@@ -4,7 +4,9 @@
 //! its endpoint ([`Results`], bounded) → a [`Summary`] snapshot, written
 //! atomically as JSON (`--summary FILE`, [`file`]) → read back, several
 //! merged into one ([`merge`]) → rendered ([`crate::report::table`],
-//! [`crate::report::html`]) or judged ([`verdict`]).
+//! [`crate::report::html`]) or judged ([`verdict`]). A fleet's summary can
+//! also be rebuilt from the agents' metrics in Prometheus ([`prometheus`]:
+//! counts exactly, latencies from buckets).
 //!
 //! # Invariants (checked on every summary read, see [`file::read`])
 //!
@@ -27,6 +29,7 @@
 pub mod file;
 pub mod latency;
 pub mod merge;
+pub mod prometheus;
 pub mod record;
 pub mod verdict;
 
