@@ -15,6 +15,9 @@ use parallelrun_agent::{endpoint::Pattern, service::ServiceAddr};
 
 use crate::priority::Priority;
 
+mod nats;
+pub use nats::{FleetArgs, NatsArgs};
+
 #[derive(Debug, Parser)]
 #[command(name = "parallelrun", version, about, long_about = None)]
 pub struct Cli {
@@ -51,8 +54,10 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Summary files (several agents or runs are merged).
-    #[arg(value_name = "SUMMARY", required = true)]
+    #[arg(value_name = "SUMMARY", required_unless_present = "url")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Also write one self-contained HTML page (charts, top differing
     /// fields, copy-as-curl) to this file.
     #[arg(long, value_name = "FILE")]
@@ -68,8 +73,10 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct VerdictCmdArgs {
     /// Summary files (several agents or runs are merged).
-    #[arg(value_name = "SUMMARY", required = true)]
+    #[arg(value_name = "SUMMARY", required_unless_present = "url")]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     #[command(flatten)]
     pub rules: VerdictArgs,
     /// Print the verdict as JSON.
@@ -346,6 +353,8 @@ pub struct PipelineArgs {
     pub stats_json: Option<PathBuf>,
     #[command(flatten)]
     pub results: ResultsArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ use parallelrun_agent::{
     model::wall_ns,
     pcap::read::{PcapSource, ReadStats},
     pipeline::{self, AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
+    publish::{PublishConfig, PublishStats, Publisher},
     reassembly::{ReassemblyConfig, ReassemblyStats},
     replay::{ReplayConfig, Replayer},
     report::log::{LogConfig, MismatchLog},
@@ -41,6 +42,8 @@ use crate::{
 const BATCH: usize = 4096;
 /// Seconds between progress lines.
 const PROGRESS_EVERY: u32 = 5;
+/// How long the end of a run waits for NATS to take what is buffered.
+const NATS_FLUSH: Duration = Duration::from_secs(5);
 
 /// Final counters of a run: printed, and written by `--stats-json`.
 #[derive(Serialize)]
@@ -56,6 +59,8 @@ struct Stats<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pcap: Option<ReadStats>,
     malformed_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats: Option<PublishStats>,
 }
 
 impl<'a> Stats<'a> {
@@ -71,6 +76,7 @@ impl<'a> Stats<'a> {
             kernel: None,
             pcap: None,
             malformed_records: 0,
+            nats: None,
         }
     }
 }
@@ -82,6 +88,8 @@ struct Setup {
     log_path: std::path::PathBuf,
     /// Per-endpoint results, when kept.
     results: Option<results::Output>,
+    /// `--nats`.
+    publisher: Option<Publisher>,
 }
 
 impl Setup {
@@ -146,9 +154,21 @@ impl Setup {
         log_cfg
             .redact_headers
             .extend(args.redact_header.iter().map(|h| h.to_ascii_lowercase()));
+        let publisher = args.nats.url.as_ref().map(|url| {
+            Publisher::start(PublishConfig {
+                url: url.clone(),
+                stream: args.nats.nats_stream.clone(),
+                service: args.nats.nats_service.clone(),
+                node: args.nats.node.clone().unwrap_or_else(results::hostname),
+                max_msgs: args.nats.nats_buffer.get(),
+                max_bytes: usize::try_from(args.nats.nats_buffer_bytes).unwrap_or(usize::MAX),
+                log: log_cfg.clone(),
+            })
+        });
         let output = results::Output::new(
             &args.results,
             !args.no_metrics,
+            publisher.clone(),
             Results::new(
                 results::rules(&args.results),
                 results::source(
@@ -217,7 +237,12 @@ impl Setup {
             endpoints: results::endpoints(&args.results),
             results: output.as_ref().map(results::Output::results),
         };
-        let metrics = Metrics::with_endpoints(output.as_ref().map(results::Output::results));
+        let metrics = Metrics::with_collector(
+            output.as_ref().map(results::Output::results),
+            publisher.as_ref().map(|p| {
+                Box::new(p.collector()) as Box<dyn prometheus_client::collector::Collector>
+            }),
+        );
         if !args.no_metrics {
             // Served until the process exits.
             let bound = metrics::serve(args.metrics, Arc::clone(&metrics), std::future::pending())
@@ -237,12 +262,27 @@ impl Setup {
                 "replaying methods that may have side effects: the new service will repeat them"
             );
         }
+        let pipeline = Pipeline::new(cfg, targets, log, Arc::clone(&metrics));
+        if let Some(p) = &publisher {
+            pipeline.publish_events(Arc::new(p.clone()));
+        }
         Ok(Self {
-            pipeline: Pipeline::new(cfg, targets, log, Arc::clone(&metrics)),
+            pipeline,
             metrics,
             log_path: args.log.clone(),
             results: output,
+            publisher,
         })
+    }
+
+    /// After the pipeline finished: publishes the final summary and waits
+    /// (bounded) for NATS to take what is buffered.
+    async fn finish_publishing(&self) -> Option<PublishStats> {
+        let p = self.publisher.as_ref()?;
+        if let Some(out) = &self.results {
+            out.publish_final();
+        }
+        Some(p.finish(NATS_FLUSH).await)
     }
 }
 
@@ -344,9 +384,11 @@ pub async fn live(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let stopped = live::run(&mut capture, args.duration, &mut h).await?;
     let malformed = h.malformed;
-    let pipeline = &mut setup.pipeline;
-    pipeline.finish().await;
+    setup.pipeline.finish().await;
+    let nats = setup.finish_publishing().await;
+    let pipeline = &setup.pipeline;
     let mut stats = Stats::new(pipeline, started);
+    stats.nats = nats;
     stats.kernel = Some(capture.kernel_counters());
     stats.malformed_records = malformed;
     let code = finish(
@@ -400,7 +442,9 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         info!(reason, "stopping before the end of the file");
     }
     pipeline.finish().await;
-    let mut stats = Stats::new(pipeline, started);
+    let nats = setup.finish_publishing().await;
+    let mut stats = Stats::new(&setup.pipeline, started);
+    stats.nats = nats;
     stats.pcap = Some(source.stats().clone());
     source.warn_if_nothing_found();
     let code = finish(
@@ -478,6 +522,13 @@ fn finish(
                  raise --ring-size"
             );
         }
+    }
+    if let Some(n) = &s.nats {
+        eprintln!(
+            "  nats:    {} published ({} already stored), {} dropped, {} errors, \
+             at most {} buffered",
+            n.published, n.duplicates, n.dropped, n.errors, n.max_buffered
+        );
     }
     if o.log_errors > 0 {
         eprintln!(

@@ -1,10 +1,12 @@
-//! `parallelrun report` and `parallelrun verdict`: summaries read, checked
-//! and merged, then rendered or judged.
+//! `parallelrun report` and `parallelrun verdict`: summaries read (files,
+//! and with `--nats` the latest summary of each node in a JetStream
+//! stream), checked and merged, then rendered or judged.
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use parallelrun_agent::{
+    publish::fleet,
     report::{html, table},
     summary::{
         Summary, file, merge,
@@ -13,25 +15,37 @@ use parallelrun_agent::{
 };
 
 use crate::{
-    cli::{ReportArgs, VerdictCmdArgs},
+    cli::{FleetArgs, ReportArgs, VerdictCmdArgs},
     results::verdict_rules,
 };
 
 /// `verdict`'s exit code when the summaries or flags cannot be used.
 pub const VERDICT_ERROR: u8 = 3;
 
-/// Reads, checks and merges `files`.
-fn load(files: &[PathBuf]) -> anyhow::Result<Summary> {
+/// Reads, checks and merges `files` and the fleet's latest summaries.
+fn load(files: &[PathBuf], nats: &FleetArgs) -> anyhow::Result<Summary> {
     let mut read = Vec::with_capacity(files.len());
     for path in files {
         read.push((path.clone(), file::read(path)?));
+    }
+    if let Some(url) = &nats.url {
+        // The only async work of these commands: a runtime for it alone.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime to read from NATS")?;
+        read.extend(runtime.block_on(fleet::latest_summaries(
+            url,
+            &nats.nats_stream,
+            nats.nats_service.as_deref(),
+        ))?);
     }
     Ok(merge::merge(read)?)
 }
 
 /// `parallelrun report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let summary = load(&args.files)?;
+    let summary = load(&args.files, &args.fleet)?;
     if let Some(path) = &args.html {
         std::fs::write(path, html::render(&summary))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -53,7 +67,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
 /// `parallelrun verdict`: the decision's exit code (0, 1, 2), or 3 when the
 /// summaries cannot be used.
 pub fn verdict(args: VerdictCmdArgs) -> ExitCode {
-    let summary = match load(&args.files) {
+    let summary = match load(&args.files, &args.fleet) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");
