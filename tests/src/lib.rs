@@ -14,6 +14,8 @@ use tempfile as _;
 // The test binaries' dev-dependency, which this library's test build sees.
 #[cfg(test)]
 use base64 as _;
+#[cfg(test)]
+use parallelrun_agent as _;
 
 pub mod agent;
 pub mod app;

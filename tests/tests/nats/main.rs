@@ -19,18 +19,14 @@ mod dedup;
 mod fleet;
 mod outage;
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Command, Output},
-};
+use std::{net::SocketAddr, path::PathBuf, process::Output};
 
 use parallelrun_tests::{
     agent::{self, Agent},
     app::{App, Flavor},
     client,
     nats::NatsServer,
-    netns::{Family, Netns, Pair},
+    netns::{Family, Pair},
     require_root,
 };
 use serde_json::Value;
@@ -112,8 +108,10 @@ impl Rig {
             summary.to_str().unwrap(),
             "--summary-every",
             "1",
-            "--no-metrics",
         ]);
+        if !extra.contains(&"--metrics") {
+            args.push("--no-metrics");
+        }
         args.extend_from_slice(extra);
         Agent::start(&self.pair.server, &args)
     }
@@ -122,12 +120,13 @@ impl Rig {
     /// sending `paths`; every request must be answered.
     pub fn traffic(&self, i: usize, paths: &[String]) {
         let addr = self.replicas[i].addr;
+        let want = paths.len();
         let paths = paths.to_vec();
         let n = self.pair.client.run(move || {
             let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
             client::keep_alive(addr, &refs).body_lens.len()
         });
-        assert_eq!(n, paths.len(), "replica {i}: responses missing");
+        assert_eq!(n, want, "replica {i}: responses missing");
     }
 
     /// `parallelrun ARGS` inside the server namespace (where NATS is).
@@ -183,6 +182,3 @@ pub fn log_lines(path: &std::path::Path) -> usize {
 pub fn nats_stats(stats: &agent::Stats) -> Value {
     stats.0["nats"].clone()
 }
-
-/// For the modules: the namespaces' type.
-pub type Ns = Netns;

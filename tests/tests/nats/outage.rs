@@ -4,9 +4,12 @@
 
 use std::{collections::BTreeSet, thread, time::Duration};
 
+use parallelrun_tests::app::fetch;
+
 use super::{REPLICAS, Rig, log_lines, nats_stats, numbered, repeat, stop};
 
 const BUFFER: u64 = 20;
+const METRICS: &str = "127.0.0.1:9464";
 
 #[test]
 fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
@@ -16,7 +19,16 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     let agent = rig.run(
         "node",
         &[REPLICAS[0]],
-        &["--nats", &url, "--node", "edge-1", "--nats-buffer", &buffer],
+        &[
+            "--nats",
+            &url,
+            "--node",
+            "edge-1",
+            "--nats-buffer",
+            &buffer,
+            "--metrics",
+            METRICS,
+        ],
     );
     // Before: 10 mismatches, published at once.
     rig.traffic(0, &repeat("/status", 10));
@@ -37,10 +49,26 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
         &[repeat("/status", 100), numbered("/users/", 100, 50)].concat(),
     );
     thread::sleep(Duration::from_secs(2));
+    // Meanwhile, Prometheus sees the buffer full (at its bound) and drops.
+    let during = scrape(&rig);
+    assert_eq!(
+        metric(&during, "parallelrun_nats_buffered"),
+        BUFFER,
+        "{during}"
+    );
+    assert!(
+        metric(&during, "parallelrun_nats_dropped_total") > 0,
+        "{during}"
+    );
     // NATS comes back on the same port and store; later traffic too.
     rig.nats.restart(&rig.pair.server);
     rig.traffic(0, &repeat("/status", 5));
     thread::sleep(Duration::from_secs(3));
+    let after = scrape(&rig);
+    assert_eq!(metric(&after, "parallelrun_nats_buffered"), 0, "{after}");
+    let log = agent.stderr();
+    assert!(log.contains("NATS went away"), "{log}");
+    assert!(log.contains("publishing to NATS again"), "{log}");
     let stats = stop(agent, &rig, "node");
 
     // The agent compared everything it was sent, NATS or not.
@@ -52,6 +80,7 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     assert_eq!(log_lines(&rig.path("node.jsonl")), 115);
 
     let n = nats_stats(&stats);
+    eprintln!("NATS counters after the outage: {n}");
     let (published, dropped) = (
         n["published"].as_u64().unwrap(),
         n["dropped"].as_u64().unwrap(),
@@ -70,13 +99,31 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     assert_eq!(ids.len(), c.ids.len(), "an id stored twice: {c:?}");
     assert!(c.ids.iter().all(|id| id.starts_with("edge-1:")), "{c:?}");
     let events = c.count("parallelrun.mismatch.default.edge-1");
-    assert!(events >= 10 + 5 && events < 115, "{events} events: {n}");
+    assert!((10 + 5..115).contains(&events), "{events} events: {n}");
     // The final summary made it: a fleet of one reads the whole run.
     let out = rig.parallelrun(&["report", "--json", "--nats", &url]);
     assert!(out.status.success(), "{out:?}");
     let fleet = super::json(&out);
     assert_eq!(fleet["totals"]["seen"], sent, "{fleet:#}");
     assert_eq!(fleet["sources"][0]["finished"], true, "{fleet:#}");
+}
+
+/// The agent's `/metrics` page.
+fn scrape(rig: &Rig) -> String {
+    let addr = METRICS.parse().unwrap();
+    let replies = rig
+        .pair
+        .server
+        .run(move || fetch(addr, &[("GET", "/metrics", b"")]));
+    String::from_utf8_lossy(&replies[0].body).into_owned()
+}
+
+/// The value of the unlabelled series `name` on a metrics page.
+fn metric(page: &str, name: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {page}"))
 }
 
 /// Polls `f` every 100 ms for up to 10 s.
