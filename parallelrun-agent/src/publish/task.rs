@@ -11,7 +11,8 @@
 //!   not stored twice.
 //! - The stream is looked up (created when missing: [`stream_config`])
 //!   before the first publish and again after any failure.
-//! - One warning when NATS goes away, one when it comes back.
+//! - One warning when NATS goes away (or cannot be published to), one
+//!   when publishing works again.
 
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -22,7 +23,7 @@ use async_nats::{
     ConnectOptions, Event, ServerAddr,
     jetstream::{self, message::PublishMessage, stream},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::stats::Shared;
 
@@ -61,6 +62,8 @@ pub fn connect_options() -> ConnectOptions {
                     "NATS went away: results are buffered (--nats-buffer) until it comes back"
                 ),
                 Event::Connected => info!("connected to NATS: buffered results are published"),
+                // Each failed reconnection attempt: the warning above said it.
+                Event::ClientError(e) => debug!("NATS: {e}"),
                 other => warn!("NATS: {other}"),
             }
         })
@@ -111,7 +114,7 @@ pub async fn run(shared: Arc<Shared>, url: ServerAddr, stream: String) {
                 tokio::time::sleep(RETRY).await;
             }
             None if away => {
-                info!("publishing to NATS again");
+                warn!(buffered = shared.queue.len(), "publishing to NATS again");
                 away = false;
             }
             None => {}
@@ -129,10 +132,15 @@ async fn publish_window(shared: &Shared, js: &jetstream::Context) -> Result<(), 
         let publish = PublishMessage::build()
             .message_id(&m.id)
             .payload(m.payload.clone());
-        match js.send_publish(m.subject.clone(), publish).await {
-            Ok(ack) => acks.push(ack),
-            Err(e) => {
+        // Sending waits while the client's own queue is full (NATS away).
+        match tokio::time::timeout(ACK_TIMEOUT, js.send_publish(m.subject.clone(), publish)).await {
+            Ok(Ok(ack)) => acks.push(ack),
+            Ok(Err(e)) => {
                 failure = Some(e.to_string());
+                break;
+            }
+            Err(_) => {
+                failure = Some("the NATS client did not take the message".to_owned());
                 break;
             }
         }

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, thread, time::Duration};
 
 use parallelrun_tests::app::fetch;
 
-use super::{REPLICAS, Rig, log_lines, nats_stats, numbered, repeat, stop};
+use super::{NEW, REPLICAS, Rig, log_lines, nats_stats, numbered, repeat, stop};
 
 const BUFFER: u64 = 20;
 const METRICS: &str = "127.0.0.1:9464";
@@ -106,6 +106,57 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     let fleet = super::json(&out);
     assert_eq!(fleet["totals"]["seen"], sent, "{fleet:#}");
     assert_eq!(fleet["sources"][0]["finished"], true, "{fleet:#}");
+}
+
+/// NATS unreachable from the start: the run starts, compares everything,
+/// counts every message as dropped and exits cleanly; a malformed URL is
+/// a flag error.
+#[test]
+fn nats_unreachable_at_start_the_run_goes_on_and_counts_every_drop() {
+    let rig = Rig::start();
+    // Nothing listens on this port.
+    let url = "nats://127.0.0.1:4299";
+    let agent = rig.run(
+        "lonely",
+        &[REPLICAS[1]],
+        &["--nats", url, "--nats-buffer", "5"],
+    );
+    rig.traffic(
+        1,
+        &[repeat("/status", 8), numbered("/users/", 1, 12)].concat(),
+    );
+    // The first attempt gives up after 2 s.
+    thread::sleep(Duration::from_secs(3));
+    let log = agent.stderr();
+    assert!(log.contains("cannot publish to NATS"), "{log}");
+    let stats = stop(agent, &rig, "lonely");
+    assert_eq!(
+        stats.n("/outcomes/matched") + stats.n("/outcomes/mismatched"),
+        20
+    );
+    let n = nats_stats(&stats);
+    assert_eq!(n["published"], 0, "{n}");
+    // 8 events and at least the final summary, none published.
+    assert!(n["dropped"].as_u64().unwrap() >= 9, "{n}");
+    assert!(n["max_buffered"].as_u64().unwrap() <= 5, "{n}");
+
+    let out = rig.parallelrun(&[
+        "run",
+        "--iface",
+        "lo",
+        "--old",
+        ":1",
+        "--new",
+        NEW,
+        "--nats",
+        "nats://host:port",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--nats") && err.contains("nats://127.0.0.1:4222"),
+        "{err}"
+    );
 }
 
 /// The agent's `/metrics` page.
