@@ -62,7 +62,7 @@ pub async fn latest_summaries(
     stream: &str,
     service: Option<&str>,
 ) -> Result<Vec<(PathBuf, Summary)>, FleetError> {
-    let url_text = format!("{url:?}");
+    let url_text = subject::display(url);
     let connect = ConnectOptions::new()
         .name("parallelrun-report")
         .connection_timeout(TIMEOUT)

@@ -81,6 +81,12 @@ impl Subjects {
     }
 }
 
+/// A server address for messages: `scheme://host:port`, never a user or
+/// password it carries.
+pub fn display(url: &async_nats::ServerAddr) -> String {
+    format!("{}://{}:{}", url.scheme(), url.host(), url.port())
+}
+
 /// The filter matching the summaries of `service` (every service when
 /// `None`), one subject per node.
 pub fn summaries(service: Option<&str>) -> String {
@@ -121,6 +127,12 @@ mod tests {
             "parallelrun.summary.users_api.*"
         );
         assert_eq!(summaries(None), "parallelrun.summary.*.*");
+    }
+
+    #[test]
+    fn addresses_are_shown_without_credentials() {
+        let url: async_nats::ServerAddr = "nats://user:secret@10.1.2.3:4333".parse().unwrap();
+        assert_eq!(display(&url), "nats://10.1.2.3:4333");
     }
 
     #[test]

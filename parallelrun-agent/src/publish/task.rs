@@ -76,7 +76,10 @@ pub async fn run(shared: Arc<Shared>, url: ServerAddr, stream: String) {
         Err(e) => {
             // Only a bad address fails here (connecting is retried in the
             // background): nothing is published, everything is counted.
-            warn!("cannot use NATS at {url:?} ({e}): results are not published");
+            warn!(
+                "cannot use NATS at {} ({e}): results are not published",
+                super::subject::display(&url)
+            );
             return;
         }
     };
