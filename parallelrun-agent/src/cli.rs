@@ -20,6 +20,9 @@ use parallelrun_agent::{
 
 use crate::priority::Priority;
 
+mod nats;
+pub use nats::{FleetArgs, NatsArgs};
+
 #[derive(Debug, Parser)]
 #[command(name = "parallelrun", version, about, long_about = None)]
 pub struct Cli {
@@ -56,10 +59,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Summary files (several agents or runs are merged).
-    #[arg(value_name = "SUMMARY", required_unless_present = "prometheus")]
+    #[arg(value_name = "SUMMARY", required_unless_present_any = ["prometheus", "url"])]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
-    pub fleet: PrometheusArgs,
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub nats: FleetArgs,
     /// Also write one self-contained HTML page (charts, top differing
     /// fields, copy-as-curl) to this file.
     #[arg(long, value_name = "FILE")]
@@ -75,10 +80,12 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct VerdictCmdArgs {
     /// Summary files (several agents or runs are merged).
-    #[arg(value_name = "SUMMARY", required_unless_present = "prometheus")]
+    #[arg(value_name = "SUMMARY", required_unless_present_any = ["prometheus", "url"])]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
-    pub fleet: PrometheusArgs,
+    pub prometheus: PrometheusArgs,
+    #[command(flatten)]
+    pub nats: FleetArgs,
     #[command(flatten)]
     pub rules: VerdictArgs,
     /// Print the verdict as JSON.
@@ -91,7 +98,7 @@ pub struct VerdictCmdArgs {
 pub struct PrometheusArgs {
     /// Read the results of every agent Prometheus scrapes from its HTTP API
     /// (http://HOST:PORT), summed per endpoint, instead of summary files.
-    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["files", "url"])]
     pub prometheus: Option<String>,
     /// With --prometheus: the agents of the fleet, as a label matcher
     /// (e.g. '{job="parallelrun"}'). Default: every agent scraped.
@@ -381,6 +388,8 @@ pub struct PipelineArgs {
     pub stats_json: Option<PathBuf>,
     #[command(flatten)]
     pub results: ResultsArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! module, in the order data flows through them: ring buffer ([`capture`])
 //! or pcap file ([`pcap`]) → segments ([`model`]) → streams ([`reassembly`],
 //! [`stream`]) → exchanges ([`http`]) → replay ([`replay`]) → differences
-//! ([`diff`]) → mismatch log ([`report`]) and [`metrics`]. The `parallelrun`
+//! ([`diff`]) → mismatch log ([`report`]), [`metrics`] and NATS ([`publish`]). The `parallelrun`
 //! binary is the command line over it.
 
 // Used by the `parallelrun` binary only (cargo has no binary-only
@@ -24,6 +24,7 @@ pub mod model;
 pub mod pcap;
 pub mod pipeline;
 pub mod private_file;
+pub mod publish;
 pub mod reassembly;
 pub mod redact;
 pub mod replay;

@@ -20,7 +20,8 @@
 //! | `old_latency_seconds`, `new_latency_seconds` | histogram | |
 //!
 //! and, when the run keeps per-endpoint results, the series of
-//! [`endpoints`](mod@endpoints) (`endpoint_requests_total` and others).
+//! [`endpoints`](mod@endpoints) (`endpoint_requests_total` and others);
+//! with `--nats`, the publisher's ([`crate::publish::stats`]).
 //!
 //! Label values come from fixed sets (enums and `&'static str`), so the
 //! number of series is bounded.
@@ -218,6 +219,15 @@ impl Metrics {
 
     /// As [`Metrics::new`], with the per-endpoint series of `results` too.
     pub fn with_endpoints(results: Option<Arc<Mutex<Results>>>) -> Arc<Self> {
+        Self::with_collector(results, None)
+    }
+
+    /// As [`Metrics::with_endpoints`], with the series of `extra` too (the
+    /// NATS publisher's, [`crate::publish::stats`]).
+    pub fn with_collector(
+        results: Option<Arc<Mutex<Results>>>,
+        extra: Option<Box<dyn prometheus_client::collector::Collector>>,
+    ) -> Arc<Self> {
         let mut registry = Registry::with_prefix("parallelrun");
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
@@ -346,6 +356,9 @@ impl Metrics {
 
         if let Some(results) = results {
             registry.register_collector(Box::new(endpoints::EndpointCollector { results }));
+        }
+        if let Some(extra) = extra {
+            registry.register_collector(extra);
         }
         Arc::new(Self {
             registry,

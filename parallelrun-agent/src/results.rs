@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use parallelrun_agent::{
     endpoint::Endpoints,
     model::timestamp,
+    publish::Publisher,
     summary::{
         RegressionRule, Results, Rules, Source, Summary, file,
         verdict::{self, Decision, VerdictRules},
@@ -55,11 +56,16 @@ pub fn verdict_rules(args: &VerdictArgs) -> VerdictRules {
     }
 }
 
+/// This host's name (`unknown` when it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 /// This run as a summary names it.
 pub fn source(input: String, new: String, secondary: Option<String>) -> Source {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = hostname();
     let now = timestamp(SystemTime::now());
     Source {
         host,
@@ -80,13 +86,20 @@ pub struct Output {
     last: Instant,
     until: Option<VerdictRules>,
     write_errors: u64,
+    /// Where summaries are also published (`--nats`).
+    publish: Option<Publisher>,
 }
 
 impl Output {
     /// `None` when nothing needs per-endpoint results: no summary file, no
-    /// verdict to stop on and no metrics.
-    pub fn new(args: &ResultsArgs, metrics: bool, results: Results) -> Option<Self> {
-        if args.summary.is_none() && !args.until_verdict && !metrics {
+    /// verdict to stop on, no metrics and no NATS.
+    pub fn new(
+        args: &ResultsArgs,
+        metrics: bool,
+        publish: Option<Publisher>,
+        results: Results,
+    ) -> Option<Self> {
+        if args.summary.is_none() && !args.until_verdict && !metrics && publish.is_none() {
             return None;
         }
         Some(Self {
@@ -96,6 +109,7 @@ impl Output {
             last: Instant::now(),
             until: args.until_verdict.then(|| verdict_rules(&args.verdict)),
             write_errors: 0,
+            publish,
         })
     }
 
@@ -117,6 +131,9 @@ impl Output {
         let summary = self.snapshot(false)?;
         if due {
             self.last = Instant::now();
+            if let Some(p) = &self.publish {
+                p.summary(&summary);
+            }
             if let Some(path) = &self.path
                 && let Err(e) = file::write(path, &summary)
             {
@@ -133,6 +150,14 @@ impl Output {
             info!(decision = ?v.decision, "verdict decided: stopping (--until-verdict)");
             v.decision
         })
+    }
+
+    /// At the end, before [`Output::finish`]: publishes the final summary
+    /// (`finished`) when `--nats` asks for it.
+    pub fn publish_final(&self) {
+        if let Some((p, summary)) = self.publish.as_ref().zip(self.snapshot(true)) {
+            p.summary(&summary);
+        }
     }
 
     /// At the end: the final summary (`finished`), and the verdict when

@@ -22,6 +22,7 @@ use parallelrun_agent::{
     pcap::read::{PcapSource, ReadStats},
     pipeline::{self, AccountingSnapshot, Pipeline, PipelineConfig, Policy, Targets},
     private_file,
+    publish::{PublishConfig, PublishStats, Publisher},
     reassembly::{ReassemblyConfig, ReassemblyStats},
     replay::{ReplayConfig, Replayer, ShadowMarker},
     report::log::{LogConfig, MismatchLog},
@@ -42,6 +43,8 @@ use crate::{
 const BATCH: usize = 4096;
 /// Seconds between progress lines.
 const PROGRESS_EVERY: u32 = 5;
+/// How long the end of a run waits for NATS to take what is buffered.
+const NATS_FLUSH: Duration = Duration::from_secs(5);
 
 /// Final counters of a run: printed, and written by `--stats-json`.
 #[derive(Serialize)]
@@ -59,6 +62,8 @@ struct Stats<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pcap: Option<ReadStats>,
     malformed_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats: Option<PublishStats>,
 }
 
 impl<'a> Stats<'a> {
@@ -75,6 +80,7 @@ impl<'a> Stats<'a> {
             interfaces: None,
             pcap: None,
             malformed_records: 0,
+            nats: None,
         }
     }
 }
@@ -86,6 +92,8 @@ struct Setup {
     log_path: std::path::PathBuf,
     /// Per-endpoint results, when kept.
     results: Option<results::Output>,
+    /// `--nats`.
+    publisher: Option<Publisher>,
 }
 
 impl Setup {
@@ -150,9 +158,21 @@ impl Setup {
         log_cfg
             .redact_headers
             .extend(args.redact_header.iter().map(|h| h.to_ascii_lowercase()));
+        let publisher = args.nats.url.as_ref().map(|url| {
+            Publisher::start(PublishConfig {
+                url: url.clone(),
+                stream: args.nats.nats_stream.clone(),
+                service: args.nats.nats_service.clone(),
+                node: args.nats.node.clone().unwrap_or_else(results::hostname),
+                max_msgs: args.nats.nats_buffer.get(),
+                max_bytes: usize::try_from(args.nats.nats_buffer_bytes).unwrap_or(usize::MAX),
+                log: log_cfg.clone(),
+            })
+        });
         let output = results::Output::new(
             &args.results,
             !args.no_metrics,
+            publisher.clone(),
             Results::new(
                 results::rules(&args.results),
                 results::source(
@@ -225,7 +245,12 @@ impl Setup {
             endpoints: results::endpoints(&args.results),
             results: output.as_ref().map(results::Output::results),
         };
-        let metrics = Metrics::with_endpoints(output.as_ref().map(results::Output::results));
+        let metrics = Metrics::with_collector(
+            output.as_ref().map(results::Output::results),
+            publisher.as_ref().map(|p| {
+                Box::new(p.collector()) as Box<dyn prometheus_client::collector::Collector>
+            }),
+        );
         if !args.no_metrics {
             // Served until the process exits.
             let bound = metrics::serve(args.metrics, Arc::clone(&metrics), std::future::pending())
@@ -245,12 +270,27 @@ impl Setup {
                 "replaying methods that may have side effects: the new service will repeat them"
             );
         }
+        let pipeline = Pipeline::new(cfg, targets, log, Arc::clone(&metrics));
+        if let Some(p) = &publisher {
+            pipeline.publish_events(Arc::new(p.clone()));
+        }
         Ok(Self {
-            pipeline: Pipeline::new(cfg, targets, log, Arc::clone(&metrics)),
+            pipeline,
             metrics,
             log_path: args.log.clone(),
             results: output,
+            publisher,
         })
+    }
+
+    /// After the pipeline finished: publishes the final summary and waits
+    /// (bounded) for NATS to take what is buffered.
+    async fn finish_publishing(&self) -> Option<PublishStats> {
+        let p = self.publisher.as_ref()?;
+        if let Some(out) = &self.results {
+            out.publish_final();
+        }
+        Some(p.finish(NATS_FLUSH).await)
     }
 }
 
@@ -354,9 +394,11 @@ pub async fn live(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let stopped = live::run(&mut capture, follower, args.duration, &mut h).await?;
     let malformed = h.malformed;
-    let pipeline = &mut setup.pipeline;
-    pipeline.finish().await;
+    setup.pipeline.finish().await;
+    let nats = setup.finish_publishing().await;
+    let pipeline = &setup.pipeline;
     let mut stats = Stats::new(pipeline, started);
+    stats.nats = nats;
     stats.kernel = Some(capture.kernel_counters());
     stats.interfaces = Some(stopped.interfaces);
     setup.metrics.set_interfaces(&stopped.interfaces);
@@ -412,7 +454,9 @@ pub async fn offline(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         info!(reason, "stopping before the end of the file");
     }
     pipeline.finish().await;
-    let mut stats = Stats::new(pipeline, started);
+    let nats = setup.finish_publishing().await;
+    let mut stats = Stats::new(&setup.pipeline, started);
+    stats.nats = nats;
     stats.pcap = Some(source.stats().clone());
     source.warn_if_nothing_found();
     let code = finish(
@@ -490,6 +534,13 @@ fn finish(
                  raise --ring-size"
             );
         }
+    }
+    if let Some(n) = &s.nats {
+        eprintln!(
+            "  nats:    {} published ({} already stored), {} dropped, {} errors, \
+             at most {} buffered",
+            n.published, n.duplicates, n.dropped, n.errors, n.max_buffered
+        );
     }
     if o.log_errors > 0 {
         eprintln!(

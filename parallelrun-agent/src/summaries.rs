@@ -1,11 +1,13 @@
-//! `parallelrun report` and `parallelrun verdict`: summaries read, checked
-//! and merged, then rendered or judged.
+//! `parallelrun report` and `parallelrun verdict`: summaries read (files,
+//! and with `--nats` the latest summary of each node in a JetStream
+//! stream), checked and merged, then rendered or judged.
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use parallelrun_agent::{
     private_file,
+    publish::fleet,
     report::{html, table},
     summary::{
         Summary, file, merge, prometheus,
@@ -14,22 +16,20 @@ use parallelrun_agent::{
 };
 
 use crate::{
-    cli::{PrometheusArgs, ReportArgs, VerdictCmdArgs},
+    cli::{FleetArgs, PrometheusArgs, ReportArgs, VerdictCmdArgs},
     results::verdict_rules,
 };
 
 /// `verdict`'s exit code when the summaries or flags cannot be used.
 pub const VERDICT_ERROR: u8 = 3;
 
-/// Reads, checks and merges `files`, or reads the fleet from Prometheus.
-fn load(files: &[PathBuf], fleet: &PrometheusArgs) -> anyhow::Result<Summary> {
-    if let Some(url) = &fleet.prometheus {
-        return from_prometheus(
-            url,
-            fleet.prometheus_selector.as_deref().unwrap_or_default(),
-        );
+/// Reads, checks and merges `files` and the fleet's latest summaries on
+/// NATS, or reads the fleet from Prometheus.
+fn load(files: &[PathBuf], prom: &PrometheusArgs, nats: &FleetArgs) -> anyhow::Result<Summary> {
+    if let Some(url) = &prom.prometheus {
+        return from_prometheus(url, prom.prometheus_selector.as_deref().unwrap_or_default());
     }
-    if fleet.prometheus_selector.is_some() {
+    if prom.prometheus_selector.is_some() {
         anyhow::bail!(
             "--prometheus-selector picks agents in Prometheus: give --prometheus URL too"
         );
@@ -38,11 +38,16 @@ fn load(files: &[PathBuf], fleet: &PrometheusArgs) -> anyhow::Result<Summary> {
     for path in files {
         read.push((path.clone(), file::read(path)?));
     }
+    if let Some(url) = &nats.url {
+        read.extend(block_on(
+            "read from NATS",
+            fleet::latest_summaries(url, &nats.nats_stream, nats.nats_service.as_deref()),
+        )??);
+    }
     Ok(merge::merge(read)?)
 }
 
-/// The fleet's summary as Prometheus has it now; a runtime of this thread
-/// for the queries only.
+/// The fleet's summary as Prometheus has it now.
 fn from_prometheus(url: &str, selector: &str) -> anyhow::Result<Summary> {
     let client = prometheus::api::Client::new(url)?;
     let selector = prometheus::Selector::parse(selector)?;
@@ -50,16 +55,25 @@ fn from_prometheus(url: &str, selector: &str) -> anyhow::Result<Summary> {
         .duration_since(std::time::UNIX_EPOCH)
         .context("the system clock is before 1970")?
         .as_secs_f64();
+    Ok(block_on(
+        "query Prometheus",
+        prometheus::read(&client, &selector, now),
+    )??)
+}
+
+/// Runs `work` on a runtime of this thread: the only async work of these
+/// commands (reading a fleet) gets a runtime for itself alone.
+fn block_on<T>(what: &str, work: impl Future<Output = T>) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime for the Prometheus queries")?;
-    Ok(runtime.block_on(prometheus::read(&client, &selector, now))?)
+        .with_context(|| format!("cannot start the async runtime to {what}"))?;
+    Ok(runtime.block_on(work))
 }
 
 /// `parallelrun report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
-    let summary = load(&args.files, &args.fleet)?;
+    let summary = load(&args.files, &args.prometheus, &args.nats)?;
     if let Some(path) = &args.html {
         private_file::write(path, html::render(&summary).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -81,7 +95,7 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
 /// `parallelrun verdict`: the decision's exit code (0, 1, 2), or 3 when the
 /// summaries cannot be used.
 pub fn verdict(args: VerdictCmdArgs) -> ExitCode {
-    let summary = match load(&args.files, &args.fleet) {
+    let summary = match load(&args.files, &args.prometheus, &args.nats) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,7 +1,7 @@
 //! Test support for parallelrun's integration tests: network namespaces and
 //! veth pairs made per test, a real HTTP server and a recording client that
 //! run inside them, the agent as a child process, and an independent pcap
-//! reader that rebuilds TCP byte streams.
+//! reader that rebuilds TCP byte streams, and a real nats-server.
 //!
 //! Every helper panics on failure (a test should stop at the first surprise)
 //! and cleans up in `Drop`, so a failing test leaves no namespace behind.
@@ -14,6 +14,8 @@ use tempfile as _;
 // The test binaries' dev-dependency, which this library's test build sees.
 #[cfg(test)]
 use base64 as _;
+#[cfg(test)]
+use parallelrun_agent as _;
 
 pub mod agent;
 pub mod app;
@@ -22,6 +24,7 @@ pub mod client;
 pub mod faults;
 pub mod h2;
 pub mod h2raw;
+pub mod nats;
 pub mod netns;
 pub mod pcap;
 pub mod prometheus;

@@ -28,6 +28,7 @@ const PACKAGES: &[&str] = &[
     "python3-h2",
     "python3-protobuf",
     "protobuf-compiler",
+    "nats-server",
 ];
 
 pub fn run() -> Result<()> {

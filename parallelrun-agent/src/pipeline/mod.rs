@@ -143,6 +143,12 @@ impl Targets {
     }
 }
 
+/// Where logged events also go (NATS, [`crate::publish`]): called after
+/// each event is written to the mismatch log; must not wait.
+pub trait EventSink: Send + Sync {
+    fn event(&self, ev: &LogEvent);
+}
+
 /// What the replay tasks share.
 struct Shared {
     targets: Targets,
@@ -150,6 +156,7 @@ struct Shared {
     diff: DiffConfig,
     endpoints: Mutex<EndpointNoise>,
     log: Mutex<MismatchLog>,
+    events: std::sync::OnceLock<Arc<dyn EventSink>>,
     metrics: Arc<Metrics>,
     acc: Arc<Accounting>,
     results: Option<Arc<Mutex<Results>>>,
@@ -219,12 +226,19 @@ impl Pipeline {
                 diff: cfg.diff,
                 endpoints: Mutex::new(EndpointNoise::new(cfg.noise)),
                 log: Mutex::new(log),
+                events: std::sync::OnceLock::new(),
                 metrics,
                 acc: Arc::new(Accounting::default()),
                 results: cfg.results,
             }),
             now_ns: 0,
         }
+    }
+
+    /// Also hands every logged event to `sink` (set once; later calls are
+    /// ignored).
+    pub fn publish_events(&self, sink: Arc<dyn EventSink>) {
+        let _ = self.shared.events.set(sink);
     }
 
     /// Feeds one segment. Completed exchanges wait for [`Pipeline::dispatch`].
@@ -717,6 +731,9 @@ impl Shared {
     }
 
     fn write(&self, ev: &LogEvent) {
+        if let Some(sink) = self.events.get() {
+            sink.event(ev);
+        }
         let res = match self.log.lock() {
             Ok(mut log) => log.write(ev).map_err(|e| e.to_string()),
             Err(_) => Err("mismatch log lock poisoned".to_owned()),
