@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
@@ -42,9 +42,14 @@ impl Agent {
     /// is attached (panics with its output if it exits first).
     pub fn start(ns: &Netns, args: &[&str]) -> Self {
         let mut cmd = ns.command(binary());
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+        cmd.args(args).env("RUST_LOG", "info");
+        Self::spawn(cmd)
+    }
+
+    /// Starts the agent as `cmd` says (e.g. in a container, which forwards
+    /// signals to it) and waits until it reports that it is attached.
+    pub fn spawn(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // If the test dies, the agent gets SIGTERM instead of outliving it.
