@@ -4,7 +4,9 @@
 //! root, its own non-root user, in the network namespace of the old service.
 //! Inside, `parallelrun run` must compare every request the test sends and
 //! report exactly the difference the new version has; without CAP_BPF it
-//! must say so and exit, not panic.
+//! must say so and exit, not panic. And as containerd and CRI-O run it,
+//! which give a non-root user no ambient capabilities: the binary's own
+//! (permitted) file capabilities, within the bounding set, must suffice.
 //!
 //! The image is `PARALLELRUN_IMAGE`, which `cargo xtask test` builds from
 //! the agent under test before the tests run. Topology as in replay.rs: the
@@ -291,4 +293,67 @@ fn the_image_is_the_agent_alone_as_an_unprivileged_user() {
         .output()
         .expect("start podman");
     assert!(!out.status.success(), "the image has a shell: {out:?}");
+}
+
+/// The image's root filesystem, mounted on the host; unmounted on drop.
+struct Mounted(String);
+
+impl Mounted {
+    fn new() -> Self {
+        let out = Command::new("podman")
+            .args(["image", "mount", &image()])
+            .output()
+            .expect("start podman image mount");
+        assert!(out.status.success(), "{out:?}");
+        Self(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["image", "unmount", &image()])
+            .output();
+    }
+}
+
+/// The image's agent started as uid 65532 with no ambient and no
+/// inheritable capabilities, no_new_privs, and `bounding` as its bounding
+/// set: what containerd does for `capabilities.add` and a non-root user.
+fn as_containerd_runs_it(ns: &Netns, rootfs: &str, bounding: &str) -> std::process::Output {
+    ns.command("setpriv")
+        .args(["--reuid", "65532", "--regid", "65532", "--clear-groups"])
+        .args(["--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"])
+        .arg(format!("--bounding-set=-all,{bounding}"))
+        .arg(format!("{rootfs}/usr/bin/parallelrun"))
+        .args([
+            "record",
+            "--iface",
+            "lo",
+            "--old",
+            ":80",
+            "--discard",
+            "--duration",
+            "1",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("start setpriv")
+}
+
+#[test]
+fn without_ambient_capabilities_the_file_capabilities_suffice() {
+    require_root();
+    let ns = Netns::new("primg");
+    let rootfs = Mounted::new();
+    let out = as_containerd_runs_it(&ns, &rootfs.0, "+bpf,+perfmon,+net_admin");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(" attached"), "{stderr}");
+    // A bounding set without CAP_BPF: the exec still succeeds (the file
+    // capabilities have no effective bit), and the agent names what is missing.
+    let out = as_containerd_runs_it(&ns, &rootfs.0, "+perfmon,+net_admin");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("missing CAP_BPF"), "{stderr}");
 }
