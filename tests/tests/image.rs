@@ -149,18 +149,21 @@ fn the_image_with_only_three_capabilities_compares_live_traffic() {
     let old_addr = old.addr.to_string();
     let log = format!("{DATA}/mismatches.jsonl");
     let stats = format!("{DATA}/stats.json");
-    let cmd = container.run(
-        &pair.server,
-        "BPF,PERFMON,NET_ADMIN",
-        data.path(),
-        &[
+    // The new version by name, as a Kubernetes Service would be named: the
+    // agent resolves it in the image (glibc, no nsswitch.conf).
+    let new_name = format!("candidate.test:{}", new.addr.port());
+    let mut cmd = container.podman(&pair.server, "BPF,PERFMON,NET_ADMIN", data.path());
+    cmd.arg("--add-host")
+        .arg(format!("candidate.test:{}", new.addr.ip()))
+        .arg(image())
+        .args([
             "run",
             "--iface",
             &pair.server_if,
             "--old",
             &old_addr,
             "--new",
-            &new.addr.to_string(),
+            &new_name,
             "--secondary",
             &secondary.addr.to_string(),
             "--log",
@@ -168,8 +171,7 @@ fn the_image_with_only_three_capabilities_compares_live_traffic() {
             "--stats-json",
             &stats,
             "--no-metrics",
-        ],
-    );
+        ]);
     let mut agent = Agent::spawn(cmd);
 
     // The agent runs as the image's user with the three capabilities
