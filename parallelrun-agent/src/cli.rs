@@ -252,12 +252,13 @@ pub const DEFAULT_LOG: &str = "parallelrun-mismatches.jsonl";
 /// Replay, compare and report: shared by `run` and `replay`.
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
-    /// The new service version to validate: IP:PORT.
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// The new service version to validate: IP:PORT, or HOST:PORT (e.g. a
+    /// Kubernetes Service name) resolved once at start.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_host_port)]
     pub new: SocketAddr,
     /// A second instance of the OLD version: differences it shows too are
-    /// noise (per request, and per endpoint over time).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// noise (per request, and per endpoint over time). IP:PORT or HOST:PORT.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_host_port)]
     pub secondary: Option<SocketAddr>,
     /// Mismatch log (JSON Lines) to append to.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_LOG)]
@@ -624,6 +625,24 @@ pub fn parse_ms(s: &str) -> Result<f64, String> {
 /// Parses an endpoint pattern (`GET /users/{id}`).
 pub fn parse_endpoint(s: &str) -> Result<Pattern, String> {
     Pattern::parse(s).map_err(|e| e.to_string())
+}
+
+/// Parses IP:PORT, [IPV6]:PORT or HOST:PORT; a host name is resolved now
+/// (once: a Kubernetes Service keeps its address) to its first address.
+pub fn parse_host_port(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Err(format!("'{s}': give IP:PORT, [IPV6]:PORT or HOST:PORT"));
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("cannot resolve '{s}' ({e}): check the name, or give IP:PORT"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address: check the name, or give IP:PORT"))
 }
 
 /// Parses a positive number of seconds (fractions allowed).

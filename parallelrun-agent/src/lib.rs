@@ -12,6 +12,7 @@ use anyhow as _;
 use clap as _;
 use tracing_subscriber as _;
 
+pub mod capabilities;
 pub mod capture;
 pub mod diff;
 pub mod endpoint;

@@ -56,6 +56,13 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before the runtime too: capabilities are per thread, and new threads
+    // inherit this one's.
+    match parallelrun_agent::capabilities::raise_permitted() {
+        Ok(raised) if !raised.is_empty() => tracing::debug!(?raised, "capabilities made effective"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     // Before the runtime: its threads inherit the policy of this one.
     let priority = cli.priority();
     if let Some(p) = priority

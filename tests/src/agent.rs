@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
@@ -48,9 +48,20 @@ impl Agent {
     /// contains `ready` (panics with its output if it exits first).
     pub fn start_until(ns: &Netns, args: &[&str], ready: &str) -> Self {
         let mut cmd = ns.command(binary());
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+        cmd.args(args).env("RUST_LOG", "info");
+        Self::spawn_until(cmd, ready)
+    }
+
+    /// Starts the agent as `cmd` says (e.g. in a container, which forwards
+    /// signals to it) and waits until it reports that it is attached.
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_until(cmd, " attached")
+    }
+
+    /// Starts the agent as `cmd` says and waits until a line of its log
+    /// contains `ready`.
+    fn spawn_until(mut cmd: Command, ready: &str) -> Self {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // If the test dies, the agent gets SIGTERM instead of outliving it.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod conformance;
+mod image;
 mod setup;
 mod util;
 
@@ -51,6 +52,20 @@ enum Task {
     },
     /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
     Lint,
+    /// Build the agent's container image (buildah, FROM scratch, runs as
+    /// 65532:65532); see README, "Deploying on Kubernetes".
+    Image {
+        /// Image name and tag.
+        #[arg(long, default_value_t = image::default_tag())]
+        tag: String,
+        /// Also write the image to this file as an OCI archive.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Package the debug build (quicker to build, much slower to run:
+        /// for trying the image, not for traffic).
+        #[arg(long)]
+        debug: bool,
+    },
     /// A first look: the agent shadows a sample service, in throwaway network
     /// namespaces, while clients use it; shows the mismatch log live, the
     /// summary and a verdict (as root, through sudo when needed).
@@ -115,6 +130,11 @@ fn main() -> Result<()> {
         Task::Lint => {
             setup::run()?;
             lint()
+        }
+        Task::Image { tag, output, debug } => {
+            setup::run()?;
+            let bin = build(!debug)?;
+            image::build(&bin, &tag, output.as_deref())
         }
         Task::Demo { duration } => {
             setup::run()?;
@@ -217,9 +237,13 @@ fn test(filter: Option<&str>) -> Result<()> {
     let bin = build(false)?;
     // Integration tests attach for real: they need root. Re-run as root.
     ensure_root(&["test", "--no-lint"], filter)?;
+    // The image test runs the image of the binary under test.
+    image::build(&bin, TEST_IMAGE, None)?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "parallelrun-ebpf"])
         .env("PARALLELRUN_BIN", &bin)
+        .env("PARALLELRUN_IMAGE", TEST_IMAGE)
+        .env("KUBERNETES_VALIDATE", setup::kubernetes_validate_bin()?)
         .env(
             "PARALLELRUN_DEMO_BIN",
             util::target_dir()?.join("debug").join("parallelrun-demo"),
@@ -229,6 +253,9 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     util::status(&mut cmd)
 }
+
+/// The image `cargo xtask test` builds from the debug agent for its tests.
+const TEST_IMAGE: &str = "localhost/parallelrun:test";
 
 /// The cargo-fuzz targets (fuzz/Cargo.toml), all run by `cargo xtask test`.
 const FUZZ_TARGETS: [&str; 6] = [

@@ -13,7 +13,10 @@ use crate::util::{is_root, output, status};
 /// open the HTML report in headless Chromium (with a font to draw it). The
 /// HTTP/2 tests drive nghttpd, nghttp and h2load (nghttp2), and a real gRPC
 /// server and client in Debian's Python (grpcio, protobuf) with descriptor
-/// sets compiled by protoc.
+/// sets compiled by protoc. `cargo xtask image` builds with buildah (and
+/// setcap, for the agent's file capabilities); its test runs the image with
+/// podman on runc. The manifests' validator lives in a venv of Debian's
+/// Python.
 const PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
@@ -29,6 +32,11 @@ const PACKAGES: &[&str] = &[
     "python3-protobuf",
     "protobuf-compiler",
     "nats-server",
+    "buildah",
+    "podman",
+    "runc",
+    "libcap2-bin",
+    "python3-venv",
 ];
 
 pub fn run() -> Result<()> {
@@ -38,6 +46,52 @@ pub fn run() -> Result<()> {
     packages.push(format!("llvm-{llvm}-dev"));
     apt(&packages)?;
     bpf_linker(llvm)?;
+    kubernetes_validate()?;
+    Ok(())
+}
+
+/// The version of `kubernetes-validate` (PyPI) the manifests are checked
+/// with; it bundles the schemas of Kubernetes 1.25 to 1.37.
+const KUBERNETES_VALIDATE: &str = "1.37.0";
+
+/// Path of the `kubernetes-validate` command, in a venv under target/.
+pub fn kubernetes_validate_bin() -> Result<std::path::PathBuf> {
+    Ok(crate::util::target_dir()?.join("kubernetes-validate/bin/kubernetes-validate"))
+}
+
+/// Installs `kubernetes-validate` into its venv when missing or of another
+/// version (Debian's Python, so that it does not depend on the user's).
+fn kubernetes_validate() -> Result<()> {
+    let bin = kubernetes_validate_bin()?;
+    let installed = output(Command::new(&bin).arg("--version"));
+    if installed.as_deref().map(str::trim) == Some(KUBERNETES_VALIDATE) {
+        say(
+            "kubernetes-validate",
+            &format!("present ({KUBERNETES_VALIDATE})"),
+        );
+        return Ok(());
+    }
+    let venv = bin
+        .parent()
+        .and_then(|b| b.parent())
+        .context("the kubernetes-validate path has no venv directory")?;
+    say(
+        "kubernetes-validate",
+        "missing; installing it from PyPI into a venv",
+    );
+    status(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(venv),
+    )
+    .context("cannot make a Python venv: install python3-venv")?;
+    status(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .arg(format!("kubernetes-validate=={KUBERNETES_VALIDATE}")),
+    )
+    .context("pip could not install kubernetes-validate: is PyPI reachable?")?;
+    say("kubernetes-validate", "installed");
     Ok(())
 }
 

@@ -216,3 +216,20 @@ fn iface_is_repeatable_and_takes_patterns() {
     };
     assert_eq!(args.iface, ["veth*", "eth0"]);
 }
+
+#[test]
+fn new_and_secondary_take_a_host_name_resolved_at_start() {
+    let args = run_args(&["--secondary", "localhost:8081"]).unwrap();
+    let secondary = args.pipeline.secondary.expect("--secondary given");
+    assert!(secondary.ip().is_loopback(), "{secondary}");
+    assert_eq!(secondary.port(), 8081);
+    assert_eq!(parse_host_port("[::1]:82"), Ok("[::1]:82".parse().unwrap()));
+}
+
+#[test]
+fn a_new_service_without_a_port_or_unresolvable_is_a_usage_error() {
+    for bad in ["localhost", "no-such-host.invalid:80", ":80", "host:99999"] {
+        let err = parse_host_port(bad).unwrap_err();
+        assert!(err.contains("IP:PORT"), "{bad}: {err}");
+    }
+}
