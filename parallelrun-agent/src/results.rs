@@ -63,9 +63,9 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-/// This run as a summary names it.
-pub fn source(input: String, new: String, secondary: Option<String>) -> Source {
-    let host = hostname();
+/// This run as a summary names it; `host` is the agent's node name
+/// (`--node`, else [`hostname`]).
+pub fn source(host: String, input: String, new: String, secondary: Option<String>) -> Source {
     let now = timestamp(SystemTime::now());
     Source {
         host,

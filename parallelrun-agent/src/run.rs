@@ -158,12 +158,13 @@ impl Setup {
         log_cfg
             .redact_headers
             .extend(args.redact_header.iter().map(|h| h.to_ascii_lowercase()));
+        let node = args.nats.node.clone().unwrap_or_else(results::hostname);
         let publisher = args.nats.url.as_ref().map(|url| {
             Publisher::start(PublishConfig {
                 url: url.clone(),
                 stream: args.nats.nats_stream.clone(),
                 service: args.nats.nats_service.clone(),
-                node: args.nats.node.clone().unwrap_or_else(results::hostname),
+                node: node.clone(),
                 max_msgs: args.nats.nats_buffer.get(),
                 max_bytes: usize::try_from(args.nats.nats_buffer_bytes).unwrap_or(usize::MAX),
                 log: log_cfg.clone(),
@@ -176,6 +177,7 @@ impl Setup {
             Results::new(
                 results::rules(&args.results),
                 results::source(
+                    node,
                     input,
                     args.new.to_string(),
                     args.secondary.map(|s| s.to_string()),

@@ -18,9 +18,9 @@ pub struct NatsArgs {
     /// nats://127.0.0.1:4222. The run starts even when it is unreachable.
     #[arg(long = "nats", value_name = "URL", value_parser = parse_nats_url)]
     pub url: Option<ServerAddr>,
-    /// This agent's name in subjects and message ids (default: the host
-    /// name).
-    #[arg(long, value_name = "NAME", requires = "url")]
+    /// This agent's name: its summaries' source, and in NATS subjects and
+    /// message ids (default: the host name).
+    #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
     /// The service's name in subjects.
     #[arg(long, value_name = "NAME", default_value = "default", requires = "url")]

@@ -97,7 +97,7 @@ pub struct RegressionRule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// Host name of the agent.
+    /// The agent's node: `--node`, by default its host name.
     pub host: String,
     /// What it watched: `iface:eth0` or `pcap:FILE`.
     pub input: String,

@@ -54,6 +54,13 @@ pub enum Cond {
     /// and the summary file rewritten every second. Not in [`Cond::ALL`]:
     /// measured only in the completeness phase at [`SUMMARY_RATE`].
     Cr,
+    /// C+ replaying to the new service's port whose every answer differs
+    /// (one header more): a mismatch event per request. Measured beside
+    /// C*N only, like C+.
+    Cd,
+    /// C* with `--nats URL`: every mismatch event and the summary (every
+    /// second) published to NATS JetStream.
+    Cn,
 }
 
 impl Cond {
@@ -70,6 +77,8 @@ impl Cond {
             Cond::Bs => "B' capture only, --sample 0.1",
             Cond::Cs => "C' full pipeline, --sample 0.1",
             Cond::Cr => "C+ full pipeline with --summary",
+            Cond::Cd => "C* C+, every response differing",
+            Cond::Cn => "C*N C*, published to NATS",
         }
     }
 
@@ -150,6 +159,10 @@ pub struct AgentRun {
     /// C+ only: bytes of the summary file the agent left at its exit (known
     /// to parse as JSON).
     pub summary_bytes: Option<u64>,
+    /// C*N only: messages published to NATS, and dropped from the agent's
+    /// bounded buffer.
+    pub nats_published: Option<u64>,
+    pub nats_dropped: Option<u64>,
     pub stats: Value,
 }
 
@@ -217,6 +230,7 @@ struct Agent {
     err_path: PathBuf,
     /// C+: the summary file the agent must leave.
     summary_path: Option<PathBuf>,
+    cond: Cond,
 }
 
 impl Agent {
@@ -226,12 +240,15 @@ impl Agent {
         let err_path = dir.join("agent.err");
         let _ = fs::remove_file(&stats_path);
         // A summary left by an earlier run must not pass for this one's.
-        let summary_path = (cond == Cond::Cr).then(|| dir.join("summary.json"));
+        let summary_path =
+            matches!(cond, Cond::Cr | Cond::Cd | Cond::Cn).then(|| dir.join("summary.json"));
         if let Some(p) = &summary_path {
             let _ = fs::remove_file(p);
         }
         let (old, new) = if h2 {
             (ctx.topo.old_h2_addr(), ctx.topo.new_h2_addr())
+        } else if matches!(cond, Cond::Cd | Cond::Cn) {
+            (ctx.topo.old_addr(), ctx.topo.new_differing_addr())
         } else {
             (ctx.topo.old_addr(), ctx.topo.new_addr())
         };
@@ -242,7 +259,7 @@ impl Agent {
             Cond::B | Cond::Bs => {
                 cmd.args(["record", "--discard"]);
             }
-            Cond::C | Cond::Cs | Cond::Cr => {
+            Cond::C | Cond::Cs | Cond::Cr | Cond::Cd | Cond::Cn => {
                 cmd.args(["run", "--no-metrics", "--new"])
                     .arg(new.to_string())
                     .arg("--log")
@@ -252,6 +269,9 @@ impl Agent {
         }
         if cond.sampled() {
             cmd.args(["--sample", &SAMPLE.to_string()]);
+        }
+        if cond == Cond::Cn {
+            cmd.args(["--nats", &ctx.topo.nats_url(), "--node", "bench"]);
         }
         if let Some(p) = &summary_path {
             cmd.arg("--summary")
@@ -273,6 +293,7 @@ impl Agent {
             stats_path,
             err_path,
             summary_path,
+            cond,
         })
     }
 
@@ -286,13 +307,21 @@ impl Agent {
         }
         let text = fs::read_to_string(&self.stats_path)
             .with_context(|| format!("the agent wrote no stats:\n{}", log()))?;
-        let stats = serde_json::from_str(&text)?;
+        let stats: Value = serde_json::from_str(&text)?;
+        if self.cond == Cond::Cn && stats["nats"]["published"].as_u64().unwrap_or(0) == 0 {
+            bail!(
+                "condition {}: the agent published nothing to NATS, so the run cannot measure \
+                 what publishing costs; agent log:\n{}",
+                self.cond.label(),
+                log()
+            );
+        }
         let summary_bytes = match &self.summary_path {
             Some(p) => Some(check_summary(p).with_context(|| {
                 format!(
                     "condition {}: the agent ran with --summary {} but did not do its work, so \
                      the run cannot measure what the summary costs; agent log:\n{}",
-                    Cond::Cr.label(),
+                    self.cond.label(),
                     p.display(),
                     log()
                 )
@@ -568,6 +597,8 @@ fn agent_run(stats: Value, cpu_s: f64, peak: u64, prog: RunStats, sent: u64) -> 
         replay_errors: o("replay_errors"),
         agent_records: stats["agent"]["records"].as_u64(),
         summary_bytes: None,
+        nats_published: stats["nats"]["published"].as_u64(),
+        nats_dropped: stats["nats"]["dropped"].as_u64(),
         stats,
     }
 }

@@ -14,7 +14,10 @@
 //!   completeness phase at fixed rates: A and C alternated at 5000 req/s,
 //!   and A, C and C+ (C with `--summary FILE --summary-every 1`, the
 //!   per-endpoint results kept and written) at 10000 req/s, which tells
-//!   what the summary costs the agent side by side with C; and A and C over
+//!   what the summary costs the agent side by side with C; C* (C+ replaying
+//!   to a port of the new service whose every answer differs: a mismatch
+//!   event per request) and C*N (C* publishing to a nats-server with
+//!   JetStream), which tell what NATS publishing costs; and A and C over
 //!   h2c at 5000 req/s (nginx's HTTP/2 port, oha `--http-version 2`): how
 //!   complete the HTTP/2 path is and what a comparison costs beside
 //!   HTTP/1's. Markdown on stdout, JSON under `target/bench/`.
@@ -183,11 +186,11 @@ impl Plan {
     }
 
     /// The conditions alternated at a completeness rate: A (the latency
-    /// baseline) and C, and C+ at the summary rate.
+    /// baseline) and C, and at the summary rate C+, C* and C*N.
     fn completeness_conds(&self, rate: u32) -> Vec<Cond> {
         let mut v = vec![Cond::A, Cond::C];
         if rate == self.summary_rate {
-            v.push(Cond::Cr);
+            v.extend([Cond::Cr, Cond::Cd, Cond::Cn]);
         }
         v
     }
@@ -239,7 +242,7 @@ fn live(args: &BenchArgs) -> Result<()> {
     });
     let labels: Vec<&str> = plan.conds.iter().map(|c| c.label()).collect();
     eprintln!(
-        "bench: live, {} runs ({}); conditions: {}; and {} at 1 KiB, {} req/s",
+        "bench: live, {} runs ({}); conditions: {}; and {}, {} and {} at 1 KiB, {} req/s",
         plan.total_runs(),
         if args.quick {
             "quick: about 3 minutes"
@@ -248,6 +251,8 @@ fn live(args: &BenchArgs) -> Result<()> {
         },
         labels.join(", "),
         Cond::Cr.label(),
+        Cond::Cd.label(),
+        Cond::Cn.label(),
         plan.summary_rate
     );
     let mut runs = Vec::new();
@@ -336,7 +341,8 @@ fn check_sampling(agent: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fails unless the agent's `run` takes `--summary` (condition C+), before
+/// Fails unless the agent's `run` takes `--summary` (condition C+) and
+/// `--nats` (C*N), before
 /// the many minutes of the other conditions rather than after them.
 fn check_summary_flag(agent: &Path) -> Result<()> {
     let help = util::output(Command::new(agent).args(["run", "--help"])).unwrap_or_default();
@@ -346,6 +352,14 @@ fn check_summary_flag(agent: &Path) -> Result<()> {
              cannot run. Build the agent from this workspace",
             agent.display(),
             Cond::Cr.label()
+        );
+    }
+    if !help.contains("--nats") {
+        anyhow::bail!(
+            "{} has no `run --nats` (fleet results on NATS): condition {} cannot run. Build the \
+             agent from this workspace",
+            agent.display(),
+            Cond::Cn.label()
         );
     }
     Ok(())
@@ -622,7 +636,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn c_plus_runs_only_at_the_summary_rate_and_is_counted_in_the_plan() {
+    fn c_plus_c_star_and_nats_run_only_at_the_summary_rate_and_are_counted_in_the_plan() {
         let args = BenchArgs {
             quick: true,
             offline_only: false,
@@ -637,17 +651,17 @@ mod tests {
         assert_eq!(plan.completeness_conds(5000), [Cond::A, Cond::C]);
         assert_eq!(
             plan.completeness_conds(SUMMARY_RATE),
-            [Cond::A, Cond::C, Cond::Cr]
+            [Cond::A, Cond::C, Cond::Cr, Cond::Cd, Cond::Cn]
         );
         // 1 size × (2 phases × 6 conditions × 2 rounds + tcpdump), then two
-        // completeness rounds of A C at 5000 and A C C+ at 10000, and two
-        // rounds of A C over h2c.
-        assert_eq!(plan.total_runs(), 25 + 2 * 5 + 2 * 2);
+        // completeness rounds of A C at 5000 and A C C+ C* C*N at 10000, and
+        // two rounds of A C over h2c.
+        assert_eq!(plan.total_runs(), 25 + 2 * 7 + 2 * 2);
         let only = Plan::new(&BenchArgs {
             completeness_only: true,
             rounds: Some(7),
             ..args
         });
-        assert_eq!(only.total_runs(), 7 * (5 + 2));
+        assert_eq!(only.total_runs(), 7 * (7 + 2));
     }
 }

@@ -294,7 +294,7 @@ fn fixed_rate_rows(runs: &[Run]) -> Vec<FixedRateRow> {
         };
         let a = of(Cond::A);
         let (p50_a, p99_a) = (med(&a, |r| r.load.p50_ms), med(&a, |r| r.load.p99_ms));
-        for cond in [Cond::A, Cond::C, Cond::Cr] {
+        for cond in [Cond::A, Cond::C, Cond::Cr, Cond::Cd, Cond::Cn] {
             let rs = of(cond);
             if rs.is_empty() {
                 continue;
@@ -319,7 +319,16 @@ fn cost_rows(runs: &[Run]) -> Vec<CostRow> {
     let mut rows = Vec::new();
     for size in sizes(runs) {
         for phase in ["saturation", "latency", "completeness", "h2c"] {
-            for cond in [Cond::B, Cond::C, Cond::Cr, Cond::D, Cond::Bs, Cond::Cs] {
+            for cond in [
+                Cond::B,
+                Cond::C,
+                Cond::Cr,
+                Cond::Cd,
+                Cond::Cn,
+                Cond::D,
+                Cond::Bs,
+                Cond::Cs,
+            ] {
                 // One row per load (completeness runs have several rates).
                 let all = select(runs, size, phase, cond);
                 let mut loads: Vec<Load> = Vec::new();
@@ -544,17 +553,42 @@ fn same_rounds<'a>(rs: &[&'a Run], other: &[&Run]) -> Vec<&'a Run> {
         .collect()
 }
 
-/// What the per-endpoint summary costs the agent: the median CPU per 1k
-/// compared of C+ over C's, both at [`SUMMARY_RATE`] (1 KiB, completeness
-/// phase), over the rounds in which both ran and both compared ≥ 99 % of
-/// what they were sent: a run that shed did other work than its pair (its
-/// fixed costs spread over fewer comparisons), so its round is left out,
-/// and the target is judged only when at least one round is left.
+/// What the per-endpoint summary costs the agent: C+ over C (see
+/// [`paired_cost_target`]).
 fn summary_cost_target(runs: &[Run]) -> Target {
-    let what = format!(
-        "1 KiB at {SUMMARY_RATE} req/s: agent CPU per 1k compared with --summary ≤ 1.10 × without \
-         (C+/C, medians over the rounds in which both compared ≥ 99 %)"
-    );
+    paired_cost_target(
+        runs,
+        (Cond::C, Cond::Cr),
+        format!(
+            "1 KiB at {SUMMARY_RATE} req/s: agent CPU per 1k compared with --summary ≤ 1.10 × \
+             without (C+/C, medians over the rounds in which both compared ≥ 99 %)"
+        ),
+        &format!("with --summary (every {SUMMARY_EVERY_SECS} s)"),
+    )
+}
+
+/// What publishing to NATS costs the agent when every request makes a
+/// mismatch event: C*N over C* (see [`paired_cost_target`]).
+fn nats_cost_target(runs: &[Run]) -> Target {
+    paired_cost_target(
+        runs,
+        (Cond::Cd, Cond::Cn),
+        format!(
+            "1 KiB at {SUMMARY_RATE} req/s, every response differing: agent CPU per 1k compared \
+             with NATS publishing ≤ 1.10 × without (C*N/C*, medians over the rounds in which both \
+             compared ≥ 99 %)"
+        ),
+        "with NATS publishing (an event per request, the summary every second)",
+    )
+}
+
+/// The median CPU per 1k compared of `with` over `base`, both at
+/// [`SUMMARY_RATE`] (1 KiB, completeness phase), over the rounds in which
+/// both ran and both compared ≥ 99 % of what they were sent: a run that
+/// shed did other work than its pair (its fixed costs spread over fewer
+/// comparisons), so its round is left out, and the target is judged only
+/// when at least one round is left.
+fn paired_cost_target(runs: &[Run], (base, with): (Cond, Cond), what: String, on: &str) -> Target {
     let at = |cond: Cond| -> Vec<&Run> {
         runs.iter()
             .filter(|r| {
@@ -565,7 +599,7 @@ fn summary_cost_target(runs: &[Run]) -> Target {
             })
             .collect()
     };
-    let (c_all, cr_all) = (at(Cond::C), at(Cond::Cr));
+    let (c_all, cr_all) = (at(base), at(with));
     let pct = |r: &Run| match r.agent.as_ref().and_then(|a| a.compared) {
         Some(n) if r.sent > 0 => 100.0 * n as f64 / r.sent as f64,
         _ => 0.0,
@@ -607,11 +641,11 @@ fn summary_cost_target(runs: &[Run]) -> Target {
     let cpu = |rs: &[&Run]| med(rs, |r| r.agent.as_ref()?.cpu_per_1k_compared);
     let left_out = paired.len() - rounds.len();
     match (ratio(cpu(&cr), cpu(&c)), cpu(&c), cpu(&cr)) {
-        (Some(v), Some(off), Some(on)) => Target {
+        (Some(v), Some(off), Some(cpu_on)) => Target {
             target: what,
             measured: format!(
-                "×{v:.3}: {on:.4} CPU-s per 1k compared with --summary (every \
-                 {SUMMARY_EVERY_SECS} s) vs {off:.4} without, medians over {} round(s){}",
+                "×{v:.3}: {cpu_on:.4} CPU-s per 1k compared {on} vs {off:.4} without, medians \
+                 over {} round(s){}",
                 rounds.len(),
                 if left_out > 0 {
                     format!(" ({left_out} left out: one of the pair compared < 99 %)")
@@ -801,6 +835,7 @@ fn targets(
     }
     // What keeping and writing the per-endpoint summary costs the agent.
     t.push(summary_cost_target(runs));
+    t.push(nats_cost_target(runs));
     // Agent memory.
     let ring = (RING_BYTES >> 20) as f64;
     for &size in &all_sizes {
@@ -880,6 +915,10 @@ pub fn build(meta: Value, runs: &[Run], floors: &[KernelFloor]) -> Report {
          C+: C with `--summary FILE --summary-every {SUMMARY_EVERY_SECS}` (per-endpoint results kept, the summary \
          file rewritten every {SUMMARY_EVERY_SECS} s), measured only with 1 KiB bodies at {SUMMARY_RATE} req/s, \
          alternated there with A and C. \
+         C*: C+ replaying to a port of the new service whose every answer has one header more (a mismatch \
+         event per request); C*N: C* with `--nats URL` (every event and the summary published to a \
+         nats-server with JetStream, which runs under SCHED_IDLE like the new service); both alternated \
+         there too. \
          The agent runs at its default CPU priority (idle, SCHED_IDLE); the new service stands in for \
          another machine and runs under SCHED_IDLE in every condition, so C measures what the agent \
          costs production. Saturation: `wrk -t2 -c32`, closed loop. Latency: `oha -q RATE --latency-correction`, \

@@ -122,6 +122,24 @@ pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<String> {
     })
 }
 
+/// Waits (10 s at most) until something in `ns` accepts connections on
+/// `addr`.
+pub fn wait_listening(ns: &Netns, addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let up = ns.run_in(move || {
+            anyhow::Ok(TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+        })?;
+        if up {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("nothing listens on {addr} after 10 s");
+        }
+        sleep(Duration::from_millis(50))?;
+    }
+}
+
 /// nginx's stub_status `requests` counter at `addr` in `ns`.
 pub fn nginx_requests(ns: &Netns, addr: SocketAddr) -> Result<u64> {
     let text = http_get(ns, addr, "/")?;

@@ -46,6 +46,13 @@ const STATUS_PORT: u16 = 8081;
 /// The old and new services' HTTP/2 port (h2c, prior knowledge: nginx's
 /// `listen … http2` on a plain port).
 pub const H2_PORT: u16 = 8082;
+/// The new service's port whose every answer differs from the old one's
+/// (an extra `X-Bench-Version` header): conditions C* and C*N replay there,
+/// so each request makes a mismatch event.
+pub const DIFFERING_PORT: u16 = 8084;
+/// nats-server (JetStream) in the old service's namespace, on loopback:
+/// condition C*N publishes to it.
+pub const NATS_PORT: u16 = 4222;
 
 /// Temporary directory name prefix; `-PID` follows.
 pub const TMP_PREFIX: &str = "parallelrun-bench";
@@ -120,6 +127,7 @@ impl Topology {
             &www,
             &[SocketAddrV4::new(NEW_IP, SERVICE_PORT)],
         )?;
+        differing_server(&new_cfg, &www)?;
         let proxy_cfg = proxy_conf(&t.dir.join("proxy"))?;
         let old_ns = t.old.name.clone();
         let new_ns = t.new.name.clone();
@@ -148,6 +156,30 @@ impl Topology {
             }
             t.servers.push(proc);
         }
+        // NATS stands in for another machine too.
+        let store = t.dir.join("nats");
+        fs::create_dir_all(&store)?;
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &old_ns,
+            "nats-server",
+            "-js",
+            "-a",
+            "127.0.0.1",
+        ])
+        .args(["-p", &NATS_PORT.to_string()])
+        .arg("-sd")
+        .arg(&store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(t.dir.join("nats.log"))?);
+        sys::sched_idle(&mut cmd);
+        let nats = sys::spawn("nats-server", &mut cmd)
+            .context("starting nats-server (Debian's nats-server: run `cargo xtask setup`)")?;
+        t.servers.push(nats);
+        sys::wait_listening(&t.old, SocketAddr::from((Ipv4Addr::LOCALHOST, NATS_PORT)))?;
         // The proxy has no status port: wait for its listener through it.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -187,6 +219,17 @@ impl Topology {
 
     pub fn new_addr(&self) -> SocketAddr {
         SocketAddr::from((NEW_IP, SERVICE_PORT))
+    }
+
+    /// The new service's port whose answers all differ from the old one's.
+    pub fn new_differing_addr(&self) -> SocketAddr {
+        SocketAddr::from((NEW_IP, DIFFERING_PORT))
+    }
+
+    /// The NATS server condition C*N publishes to (in the agent's
+    /// namespace).
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{NATS_PORT}")
     }
 
     /// The old service over h2c.
@@ -312,6 +355,23 @@ fn server_conf(prefix: &Path, www: &Path, listen: &[SocketAddrV4]) -> Result<std
     let path = prefix.join("nginx.conf");
     fs::write(&path, c).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// Adds to the new service's configuration at `cfg` a server on
+/// [`DIFFERING_PORT`] serving the same files with one more header, so that
+/// every replay to it mismatches.
+fn differing_server(cfg: &Path, www: &Path) -> Result<()> {
+    let c = fs::read_to_string(cfg)?;
+    let end = c
+        .rfind('}')
+        .context("the new service's nginx.conf has no closing brace")?;
+    let server = format!(
+        "  server {{\n    listen {NEW_IP}:{DIFFERING_PORT};\n    root {};\n    \
+         add_header X-Bench-Version 2;\n    location / {{ }}\n  }}\n",
+        www.display()
+    );
+    fs::write(cfg, format!("{}{server}}}\n", &c[..end]))?;
+    Ok(())
 }
 
 /// Condition D: a reverse proxy in front of the old service that mirrors
