@@ -16,7 +16,7 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     let mut rig = Rig::start();
     let url = rig.nats.url();
     let buffer = BUFFER.to_string();
-    let agent = rig.run(
+    let agent = rig.agent(
         "node",
         &[REPLICAS[0]],
         &[
@@ -116,7 +116,7 @@ fn nats_unreachable_at_start_the_run_goes_on_and_counts_every_drop() {
     let rig = Rig::start();
     // Nothing listens on this port.
     let url = "nats://127.0.0.1:4299";
-    let agent = rig.run(
+    let agent = rig.agent(
         "lonely",
         &[REPLICAS[1]],
         &["--nats", url, "--nats-buffer", "5"],
