@@ -12,14 +12,15 @@ use super::{
 };
 
 /// Production requests sent: 3 replicas × 2 connections × (40 `/users/…`
-/// + 5 `/status`).
-const SENT: u64 = 3 * 2 * (40 + 5);
+/// + 5 `/status` + 3 `/version`).
+const SENT: u64 = 3 * 2 * (40 + 5 + 3);
 
 /// The service the nodes publish as (a space: subjects say `users_api`).
 const SERVICE: &str = "users api";
 
 /// The verdict's rules, on every side: `/users/7` mismatching (1 of 240)
-/// is above 0.1 %; `/status` (30 compared, all mismatched) lacks data.
+/// is above 0.1 %; `/status` (30 compared, all mismatched) and `/version`
+/// (18, a header differs) lack data.
 const RULES: [&str; 6] = [
     "--max-mismatch-rate",
     "0.001",
@@ -105,7 +106,8 @@ fn assert_same_counts(rig: &Rig, source: &[&str], expected: &Value) {
 /// The new version answers `/users/…` 500 ms late (a regression against
 /// the secondary, and clearly one even when a loaded host makes the
 /// secondary take 100 ms or more: every side must see it), `/users/7`
-/// differently and `/status` always differently.
+/// differently, `/status` (a 500) and `/version` (a header) always
+/// differently.
 /// Three agents, each watching one replica, publish to NATS and are scraped
 /// by Prometheus; a fourth watches all three and writes a summary. Once
 /// Prometheus has scraped every request, `verdict --prometheus` decides as
@@ -166,6 +168,7 @@ fn the_fleet_verdict_from_nats_and_prometheus_is_that_of_one_agent_watching_all_
         [
             numbered("/users/", 1 + (r * 2 + c) * 40, 40),
             repeat("/status", 5),
+            repeat("/version", 3),
         ]
         .concat()
     });
@@ -274,7 +277,7 @@ fn the_fleet_verdict_from_nats_and_prometheus_is_that_of_one_agent_watching_all_
     let one = rig.parallelrun(&[&["verdict", reference_file], &RULES[..]].concat());
     let fleet = rig.parallelrun(&[&["verdict", "--nats", &nats], &RULES[..]].concat());
     assert_eq!(fleet.status.code(), Some(1), "{fleet:?}");
-    for endpoint in ["GET /users/{id}", "GET /status"] {
+    for endpoint in ["GET /users/{id}", "GET /status", "GET /version"] {
         assert!(text(&one).contains(endpoint), "{}", text(&one));
         assert!(text(&fleet).contains(endpoint), "{}", text(&fleet));
     }
