@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, thread, time::Duration};
 
 use parallelrun_tests::app::fetch;
 
-use super::{NEW, REPLICAS, Rig, log_lines, nats_stats, numbered, repeat, stop};
+use super::{NEW, REPLICAS, Rig, json, log_lines, nats_stats, numbered, repeat, stop};
 
 const BUFFER: u64 = 20;
 const METRICS: &str = "127.0.0.1:9464";
@@ -16,7 +16,7 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     let mut rig = Rig::start();
     let url = rig.nats.url();
     let buffer = BUFFER.to_string();
-    let agent = rig.run(
+    let agent = rig.agent(
         "node",
         &[REPLICAS[0]],
         &[
@@ -103,7 +103,7 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     // The final summary made it: a fleet of one reads the whole run.
     let out = rig.parallelrun(&["report", "--json", "--nats", &url]);
     assert!(out.status.success(), "{out:?}");
-    let fleet = super::json(&out);
+    let fleet = json(&out);
     assert_eq!(fleet["totals"]["seen"], sent, "{fleet:#}");
     assert_eq!(fleet["sources"][0]["finished"], true, "{fleet:#}");
 }
@@ -116,7 +116,7 @@ fn nats_unreachable_at_start_the_run_goes_on_and_counts_every_drop() {
     let rig = Rig::start();
     // Nothing listens on this port.
     let url = "nats://127.0.0.1:4299";
-    let agent = rig.run(
+    let agent = rig.agent(
         "lonely",
         &[REPLICAS[1]],
         &["--nats", url, "--nats-buffer", "5"],
