@@ -23,6 +23,8 @@
 
 use std::{borrow::Cow, fmt, str::FromStr};
 
+use super::fields;
+
 /// The default marker header.
 pub const DEFAULT_HEADER: &str = "X-Parallelrun-Shadow: 1";
 
@@ -126,20 +128,6 @@ pub enum MarkerError {
     Reserved(String),
 }
 
-/// Names a marker may not take: the replay rewrites or drops them.
-const RESERVED: [&str; 10] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "http2-settings",
-];
-
 impl FromStr for MarkerHeader {
     type Err = MarkerError;
 
@@ -151,7 +139,7 @@ impl FromStr for MarkerHeader {
         if name.is_empty() || !name.bytes().all(token) {
             return Err(MarkerError::BadName(name.to_owned()));
         }
-        if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+        if fields::is_rewritten(name) {
             return Err(MarkerError::Reserved(name.to_owned()));
         }
         if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {

@@ -57,6 +57,7 @@ use crate::{
     model::{Protocol, Request, Response},
 };
 
+mod fields;
 mod h2;
 pub mod marker;
 mod pool;

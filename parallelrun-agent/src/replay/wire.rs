@@ -27,7 +27,7 @@
 
 use std::io::Write as _;
 
-use super::{ReplayError, ShadowMarker};
+use super::{ReplayError, ShadowMarker, fields};
 use crate::{
     http::{DigestPolicy, HttpError, HttpLimits, ResponseParser},
     model::{Header, Request, Response},
@@ -105,20 +105,6 @@ pub(super) fn connection_options(headers: &[Header]) -> impl Iterator<Item = &[u
         .map(<[u8]>::trim_ascii)
         .filter(|o| !o.is_empty())
 }
-
-/// Headers that describe the captured connection or the captured framing,
-/// not the request: never replayed (RFC 9110 section 7.6.1, plus the body
-/// framing that [`serialize_request`] redoes).
-const NOT_REPLAYED: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
 
 /// The request line as captured (without its line end), when the captured
 /// bytes begin with this request's method and target.
@@ -210,7 +196,7 @@ pub fn serialize_request(
                 }
                 continue;
             }
-        } else if NOT_REPLAYED.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+        } else if fields::is_connection_field(&h.name)
             || connection_options(&req.headers).any(|o| o.eq_ignore_ascii_case(h.name.as_bytes()))
             || marker.replaces(&h.name)
         {

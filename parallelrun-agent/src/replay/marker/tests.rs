@@ -67,10 +67,20 @@ fn headers_parse_like_curl_dash_h_and_bad_ones_say_why() {
         "X-Shadow: a\rb".parse::<MarkerHeader>(),
         Err(MarkerError::BadValue)
     );
-    assert!(matches!(
-        "Content-Length: 0".parse::<MarkerHeader>(),
-        Err(MarkerError::Reserved(_))
-    ));
+    for reserved in [
+        "Content-Length: 0",
+        "host: x",
+        "HTTP2-Settings: AAA",
+        "TE: trailers",
+    ] {
+        assert!(
+            matches!(
+                reserved.parse::<MarkerHeader>(),
+                Err(MarkerError::Reserved(_))
+            ),
+            "{reserved}"
+        );
+    }
     assert!(MarkerError::NoColon.to_string().contains(DEFAULT_HEADER));
 }
 
