@@ -38,7 +38,7 @@ use std::{
 
 use super::{
     Counts, EndpointSummary, Example, FORMAT, Latencies, Latency, Location, OTHER, Regression,
-    RegressionRule, Rules, Summary, VERSION,
+    RegressionRule, Rules, Source, Summary, VERSION,
 };
 
 /// Examples an endpoint keeps at most.
@@ -80,15 +80,25 @@ pub fn merge(summaries: Vec<(PathBuf, Summary)>) -> Result<Summary, MergeError> 
         sources.extend(s.sources);
         add_endpoints(&mut endpoints, s.endpoints, rules.max_locations);
     }
+    Ok(summary(rules, sources, endpoints))
+}
+
+/// The summary of `endpoints` ([`finish`]ed) seen by `sources` under
+/// `rules`.
+pub(crate) fn summary(
+    rules: Rules,
+    sources: Vec<Source>,
+    endpoints: BTreeMap<String, EndpointSummary>,
+) -> Summary {
     let (endpoints, totals) = finish(endpoints, &rules);
-    Ok(Summary {
+    Summary {
         format: FORMAT.to_owned(),
         version: VERSION,
         rules,
         sources,
         totals,
         endpoints,
-    })
+    }
 }
 
 fn add_endpoints(

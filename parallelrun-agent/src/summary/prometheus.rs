@@ -44,7 +44,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use super::{
-    Counts, EndpointSummary, FORMAT, Latency, RegressionRule, Rules, Source, Summary, VERSION,
+    Counts, EndpointSummary, Latency, RegressionRule, Rules, Source, Summary,
     merge::{self, rules_difference},
 };
 
@@ -190,15 +190,7 @@ pub fn summary(answers: Answers) -> Result<Summary, FleetError> {
         &mut c.lost_by
     })?;
     add_latencies(&mut endpoints, &answers.buckets)?;
-    let (endpoints, totals) = merge::finish(endpoints, &rules);
-    Ok(Summary {
-        format: FORMAT.to_owned(),
-        version: VERSION,
-        rules,
-        sources,
-        totals,
-        endpoints,
-    })
+    Ok(merge::summary(rules, sources, endpoints))
 }
 
 type Endpoints = BTreeMap<String, EndpointSummary>;
