@@ -95,12 +95,18 @@ pub fn stream(packets: &[Packet], src: SocketAddr, dst: SocketAddr) -> Stream {
             continue;
         }
         let off = p.seq.wrapping_sub(isn);
-        if let Some(prev) = pieces.insert(off, &p.payload) {
-            assert_eq!(
-                prev,
-                &p.payload[..],
-                "retransmission at offset {off} differs"
-            );
+        // A retransmission may be cut differently from the original (TCP
+        // may resegment): the bytes both carry must be equal, and the
+        // longer one is kept.
+        let piece = pieces.entry(off).or_insert(&p.payload);
+        let common = piece.len().min(p.payload.len());
+        assert_eq!(
+            &piece[..common],
+            &p.payload[..common],
+            "retransmission at offset {off} differs"
+        );
+        if p.payload.len() > piece.len() {
+            *piece = &p.payload;
         }
     }
     for (off, data) in pieces {
