@@ -37,6 +37,40 @@ pub struct Agent {
     stderr: Arc<Mutex<String>>,
 }
 
+/// The `run` flags after `--iface` and `--old` that the results and fleet
+/// rigs start their agents with: replays to `new` and `secondary`; the log,
+/// stats and summary (rewritten every second) as `NAME.jsonl`,
+/// `NAME.stats.json` and `NAME.summary.json` in `dir`; metrics off unless
+/// `extra` names `--metrics`; then `extra`.
+pub fn run_flags(
+    dir: &Path,
+    name: &str,
+    new: &str,
+    secondary: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let file = |suffix: &str| dir.join(format!("{name}{suffix}")).display().to_string();
+    let mut args: Vec<String> = vec![
+        "--new".into(),
+        new.into(),
+        "--secondary".into(),
+        secondary.into(),
+        "--log".into(),
+        file(".jsonl"),
+        "--stats-json".into(),
+        file(".stats.json"),
+        "--summary".into(),
+        file(".summary.json"),
+        "--summary-every".into(),
+        "1".into(),
+    ];
+    if !extra.contains(&"--metrics") {
+        args.push("--no-metrics".into());
+    }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
 impl Agent {
     /// Starts `parallelrun ARGS` in `ns` and waits until it reports that it
     /// is attached (panics with its output if it exits first).

@@ -41,6 +41,19 @@ const DATA: &str = "/var/lib/parallelrun";
 /// CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39).
 const THREE_CAPS: u64 = (1 << 12) | (1 << 38) | (1 << 39);
 
+/// A second of `record` on `lo`, discarding: enough to load and attach,
+/// which is what the capability tests look at.
+const RECORD_BRIEFLY: &[&str] = &[
+    "record",
+    "--iface",
+    "lo",
+    "--old",
+    ":80",
+    "--discard",
+    "--duration",
+    "1",
+];
+
 fn image() -> String {
     std::env::var("PARALLELRUN_IMAGE").unwrap_or_else(|_| {
         panic!(
@@ -232,21 +245,7 @@ fn without_cap_bpf_the_image_says_what_is_missing() {
     let data = data_dir();
     let container = Container::new();
     let out = container
-        .run(
-            &ns,
-            "PERFMON,NET_ADMIN",
-            data.path(),
-            &[
-                "record",
-                "--iface",
-                "lo",
-                "--old",
-                ":80",
-                "--discard",
-                "--duration",
-                "1",
-            ],
-        )
+        .run(&ns, "PERFMON,NET_ADMIN", data.path(), RECORD_BRIEFLY)
         .output()
         .expect("start podman");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -328,16 +327,7 @@ fn as_containerd_runs_it(ns: &Netns, rootfs: &str, bounding: &str) -> std::proce
         .args(["--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"])
         .arg(format!("--bounding-set=-all,{bounding}"))
         .arg(format!("{rootfs}/usr/bin/parallelrun"))
-        .args([
-            "record",
-            "--iface",
-            "lo",
-            "--old",
-            ":80",
-            "--discard",
-            "--duration",
-            "1",
-        ])
+        .args(RECORD_BRIEFLY)
         .env("RUST_LOG", "info")
         .output()
         .expect("start setpriv")

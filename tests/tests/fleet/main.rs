@@ -102,32 +102,13 @@ impl Rig {
     /// flags (`--no-metrics` unless they say `--metrics`); `name` names its
     /// files (`NAME.stats.json`, `NAME.summary.json`, `NAME.jsonl`).
     pub fn agent(&self, name: &str, old: &[u16], extra: &[&str]) -> Agent {
-        let log = self.path(&format!("{name}.jsonl"));
-        let stats = self.path(&format!("{name}.stats.json"));
-        let summary = self.path(&format!("{name}.summary.json"));
         let olds: Vec<String> = old.iter().map(|p| format!(":{p}")).collect();
+        let flags = agent::run_flags(self.dir.path(), name, NEW, SECONDARY, extra);
         let mut args = vec!["run", "--iface", &self.pair.server_if];
         for o in &olds {
             args.extend(["--old", o.as_str()]);
         }
-        args.extend([
-            "--new",
-            NEW,
-            "--secondary",
-            SECONDARY,
-            "--log",
-            log.to_str().unwrap(),
-            "--stats-json",
-            stats.to_str().unwrap(),
-            "--summary",
-            summary.to_str().unwrap(),
-            "--summary-every",
-            "1",
-        ]);
-        if !extra.contains(&"--metrics") {
-            args.push("--no-metrics");
-        }
-        args.extend_from_slice(extra);
+        args.extend(flags.iter().map(String::as_str));
         Agent::start(&self.pair.server, &args)
     }
 

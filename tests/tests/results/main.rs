@@ -84,33 +84,10 @@ impl Rig {
     /// replaying to the new service and the secondary; `name` names its
     /// files. Metrics off unless `extra` says otherwise.
     pub fn run_on(&self, iface: &str, name: &str, extra: &[&str]) -> Agent {
-        let log = self.path(&format!("{name}.jsonl"));
-        let stats = self.path(&format!("{name}.stats.json"));
-        let summary = self.summary_path(name);
         let old = format!(":{}", self.old.addr.port());
-        let mut args = vec![
-            "run",
-            "--iface",
-            iface,
-            "--old",
-            &old,
-            "--new",
-            NEW,
-            "--secondary",
-            SECONDARY,
-            "--log",
-            log.to_str().unwrap(),
-            "--stats-json",
-            stats.to_str().unwrap(),
-            "--summary",
-            summary.to_str().unwrap(),
-            "--summary-every",
-            "1",
-        ];
-        if !extra.contains(&"--metrics") {
-            args.push("--no-metrics");
-        }
-        args.extend_from_slice(extra);
+        let flags = agent::run_flags(self.dir.path(), name, NEW, SECONDARY, extra);
+        let mut args = vec!["run", "--iface", iface, "--old", &old];
+        args.extend(flags.iter().map(String::as_str));
         Agent::start(&self.pair.server, &args)
     }
 
