@@ -63,16 +63,102 @@ pub fn wall_ns() -> u64 {
 /// A header as it was on the wire: name spelled as sent, value as bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
+    pub name: HeaderName,
     pub value: Bytes,
 }
 
 impl Header {
-    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(name: impl Into<HeaderName>, value: impl Into<Bytes>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
         }
+    }
+}
+
+/// A header's name as spelt on the wire, a `str`. Parsed names share the
+/// message's bytes ([`HeaderName::from_shared`]) instead of each being
+/// copied into a `String` of its own: a head's fields cost no allocation.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct HeaderName(Bytes);
+
+impl HeaderName {
+    /// The name in `bytes`, shared; `None` unless they are UTF-8.
+    pub fn from_shared(bytes: Bytes) -> Option<Self> {
+        std::str::from_utf8(&bytes).is_ok().then_some(Self(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor checks or starts from UTF-8 (`from_shared`
+        // validates, `From<String>`/`From<&str>` take a `str`'s bytes).
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+impl std::ops::Deref for HeaderName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for HeaderName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for HeaderName {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<String> for HeaderName {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s))
+    }
+}
+
+impl From<&str> for HeaderName {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<&String> for HeaderName {
+    fn from(s: &String) -> Self {
+        Self::from(s.as_str())
+    }
+}
+
+impl std::fmt::Debug for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for HeaderName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for HeaderName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for HeaderName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

@@ -164,7 +164,7 @@ fn example(id: u64, request: &Request, redact_headers: &[String]) -> Example {
                 String::from_utf8_lossy(&h.value).into_owned()
             };
             cut_string(&mut value, MAX_HEADER_VALUE);
-            let mut name = h.name.clone();
+            let mut name = h.name.to_string();
             cut_string(&mut name, MAX_HEADER_VALUE);
             (name, value)
         })

@@ -17,10 +17,10 @@
 //! request; [`skipped_request_line`] does the same for a chunk skipped
 //! while resynchronizing.
 //!
-//! A parsed head does not borrow the buffer: a [`Field`] is a name and the
-//! position of its value in the message, so that the message can be taken
-//! off the buffer in one piece once complete and its values sliced out of
-//! it without a copy ([`headers`]).
+//! A parsed head does not borrow the buffer: a [`Field`] is the positions
+//! of its name and its value in the message, so that the message can be
+//! taken off the buffer in one piece once complete and its names and values
+//! sliced out of it without a copy ([`headers`]).
 //!
 //! A chunked body's chunk-size lines and trailer section follow the same
 //! line and field rules as a head, under the same size limit, so
@@ -32,12 +32,12 @@
 //! [`HttpLimits::max_head`] bytes are buffered without the end it looks
 //! for.
 
-use std::ops::Range;
+use std::{mem::MaybeUninit, ops::Range};
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{HttpError, HttpLimits, RequestLine};
-use crate::model::Header;
+use crate::model::{Header, HeaderName};
 
 /// How a message's body is delimited, as its head says (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,11 +78,11 @@ pub(super) enum ParsedResponse {
     Upgrade(ResponseHead, Vec<Field>),
 }
 
-/// A header or trailer field of the current message: its name, and where
-/// its value lies in the message's bytes.
+/// A header or trailer field of the current message: where its name and
+/// its value lie in the message's bytes.
 #[derive(Debug)]
 pub(super) struct Field {
-    name: String,
+    name: Range<usize>,
     value: Range<usize>,
 }
 
@@ -413,7 +413,7 @@ pub(super) fn field_error(error: httparse::Error, limits: &HttpLimits, what: &st
     }
 }
 
-/// Owned names and value positions of `parsed`, which httparse took from
+/// Name and value positions of `parsed`, which httparse took from
 /// `source`; `offset` is where `source` starts in the message.
 pub(super) fn fields_of(
     source: &[u8],
@@ -421,14 +421,15 @@ pub(super) fn fields_of(
     parsed: &[httparse::Header<'_>],
 ) -> Vec<Field> {
     let base = source.as_ptr() as usize;
+    let at = |bytes: &[u8]| {
+        let start = (bytes.as_ptr() as usize).saturating_sub(base) + offset;
+        start..start + bytes.len()
+    };
     parsed
         .iter()
-        .map(|h| {
-            let start = (h.value.as_ptr() as usize).saturating_sub(base) + offset;
-            Field {
-                name: h.name.to_owned(),
-                value: start..start + h.value.len(),
-            }
+        .map(|h| Field {
+            name: at(h.name.as_bytes()),
+            value: at(h.value),
         })
         .collect()
 }
@@ -442,13 +443,16 @@ pub(super) fn field_values<'a>(
 ) -> impl Iterator<Item = &'a [u8]> {
     fields
         .iter()
-        .filter(move |f| f.name.eq_ignore_ascii_case(name))
+        .filter(move |f| {
+            head.get(f.name.clone())
+                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        })
         .map(|f| head.get(f.value.clone()).unwrap_or_default())
 }
 
 /// `fields`, which lie in `section` of the message `raw`, as headers whose
-/// values are slices of `raw`; with `copy_out`, of a copy of `section`
-/// instead, so that `raw` can be freed.
+/// names and values are slices of `raw`; with `copy_out`, of a copy of
+/// `section` instead, so that `raw` can be freed.
 pub(super) fn headers(
     fields: Vec<Field>,
     raw: &Bytes,
@@ -463,7 +467,11 @@ pub(super) fn headers(
     };
     fields
         .into_iter()
-        .map(|f| Header::new(f.name, value_of(&source, base, &f.value)))
+        .map(|f| Header {
+            // httparse took the name from these bytes as a `str`.
+            name: HeaderName::from_shared(value_of(&source, base, &f.name)).unwrap_or_default(),
+            value: value_of(&source, base, &f.value),
+        })
         .collect()
 }
 
@@ -479,6 +487,27 @@ fn value_of(source: &Bytes, base: usize, range: &Range<usize>) -> Bytes {
     }
 }
 
+/// Header slots handed to httparse without initialising them: a head
+/// fills only as many as it has fields, so zeroing
+/// [`HttpLimits::max_headers`] of them (32 bytes each) for every head would
+/// cost more than parsing it. Up to [`STACK_SLOTS`] live on the stack.
+fn with_slots<'b, R>(
+    n: usize,
+    parse: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    if n <= STACK_SLOTS {
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_SLOTS];
+        parse(slots.get_mut(..n).unwrap_or_default())
+    } else {
+        let mut slots = Vec::with_capacity(n);
+        parse(slots.spare_capacity_mut())
+    }
+}
+
+/// Slots [`with_slots`] keeps on the stack: the default
+/// [`HttpLimits::max_headers`].
+const STACK_SLOTS: usize = 128;
+
 /// Parses a complete request head: its request line, framing and fields.
 /// A request line in a [lenient form](lenient_request_line) is read by
 /// hand; its field section, like any other, by httparse.
@@ -486,49 +515,58 @@ pub(super) fn parse_request_head(
     bytes: &[u8],
     limits: &HttpLimits,
 ) -> Result<(RequestHead, Framing, Vec<Field>), HttpError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let line_len = bytes
         .iter()
         .position(|&b| b == b'\n')
         .map_or(bytes.len(), |nl| nl + 1);
     let line = bytes.get(..line_len).unwrap_or_default();
-    let lenient = strict_request_line(line)
-        .is_err()
-        .then(|| lenient_request_line(line))
-        .flatten();
-    let (head, fields): (RequestHead, &[httparse::Header<'_>]) = match lenient {
-        Some(lenient) => {
-            let rest = bytes.get(line_len..).unwrap_or_default();
-            let fields = match httparse::parse_headers(rest, &mut slots) {
-                Ok(httparse::Status::Complete((_, fields))) => fields,
-                Ok(httparse::Status::Partial) => {
-                    return Err(HttpError::Parse("incomplete request head".into()));
-                }
-                Err(error) => return Err(field_error(error, limits, "request head")),
-            };
-            let head = RequestHead {
-                method: lenient.method.to_owned(),
-                target: lenient.target.to_owned(),
-                version: 0,
-            };
-            (head, fields)
-        }
-        None => {
-            let mut req = httparse::Request::new(&mut slots);
-            complete(req.parse(bytes), limits, "request head")?;
-            let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
-            else {
-                return Err(HttpError::Parse("incomplete request line".into()));
-            };
-            let head = RequestHead {
-                method: method.to_owned(),
-                target: target.to_owned(),
-                version,
-            };
-            (head, req.headers)
-        }
-    };
-    let framing = match framing_fields(fields)? {
+    if strict_request_line(line).is_err()
+        && let Some(lenient) = lenient_request_line(line)
+    {
+        let head = RequestHead {
+            method: lenient.method.to_owned(),
+            target: lenient.target.to_owned(),
+            version: 0,
+        };
+        let rest = bytes.get(line_len..).unwrap_or_default();
+        // Rare: httparse has no uninitialised form of `parse_headers`.
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let fields = match httparse::parse_headers(rest, &mut slots) {
+            Ok(httparse::Status::Complete((_, fields))) => fields,
+            Ok(httparse::Status::Partial) => {
+                return Err(HttpError::Parse("incomplete request head".into()));
+            }
+            Err(error) => return Err(field_error(error, limits, "request head")),
+        };
+        return Ok((head, request_framing(fields)?, fields_of(bytes, 0, fields)));
+    }
+    with_slots(limits.max_headers, |slots| {
+        let mut req = httparse::Request::new(&mut []);
+        complete(
+            req.parse_with_uninit_headers(bytes, slots),
+            limits,
+            "request head",
+        )?;
+        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
+        else {
+            return Err(HttpError::Parse("incomplete request line".into()));
+        };
+        let head = RequestHead {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            version,
+        };
+        Ok((
+            head,
+            request_framing(req.headers)?,
+            fields_of(bytes, 0, req.headers),
+        ))
+    })
+}
+
+/// How a request's body is framed, by its fields.
+fn request_framing(fields: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
+    Ok(match framing_fields(fields)? {
         FramingFields {
             chunked: Some(true),
             ..
@@ -546,8 +584,7 @@ pub(super) fn parse_request_head(
             ..
         } => Framing::Length(len),
         FramingFields { .. } => Framing::Empty,
-    };
-    Ok((head, framing, fields_of(bytes, 0, fields)))
+    })
 }
 
 /// Parses a complete response head to a request with `method`.
@@ -556,9 +593,21 @@ pub(super) fn parse_response_head(
     method: &str,
     limits: &HttpLimits,
 ) -> Result<ParsedResponse, HttpError> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut resp = httparse::Response::new(&mut slots);
-    complete(resp.parse(bytes), limits, "response head")?;
+    with_slots(limits.max_headers, |slots| {
+        parse_response_fields(bytes, method, limits, slots)
+    })
+}
+
+fn parse_response_fields<'b>(
+    bytes: &'b [u8],
+    method: &str,
+    limits: &HttpLimits,
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<ParsedResponse, HttpError> {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, bytes, slots);
+    complete(parsed, limits, "response head")?;
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(HttpError::Parse("incomplete status line".into()));
     };

@@ -6,7 +6,10 @@ use super::super::{
     HttpError, HttpLimits, RequestParser,
     tests::{limits, ok, requests, responses, value},
 };
-use super::{skipped_request_line, starts_with_request_line};
+use super::{
+    ParsedResponse, STACK_SLOTS, parse_request_head, parse_response_head, skipped_request_line,
+    starts_with_request_line,
+};
 use crate::{
     http::parse::{RequestLine, ResponseParser},
     model::{LossCause, header},
@@ -381,4 +384,33 @@ fn the_upgrade_response_is_kept() {
     parser.push(b"HTTP/1.1 101 Switching Protocols\r\n\r\n");
     parser.clear();
     assert_eq!(parser.take_upgrade(), None);
+}
+
+#[test]
+fn heads_with_more_fields_than_the_stack_slots_parse() {
+    // Past STACK_SLOTS the slots come from the heap; the limit still holds.
+    let fields: String = (0..STACK_SLOTS + 10)
+        .map(|i| format!("X-F{i}: {i}\r\n"))
+        .collect();
+    let limits = HttpLimits {
+        max_headers: STACK_SLOTS + 10,
+        ..HttpLimits::default()
+    };
+    let req = format!("GET / HTTP/1.1\r\n{fields}\r\n");
+    let (_, _, parsed) = parse_request_head(req.as_bytes(), &limits).expect("request head");
+    assert_eq!(parsed.len(), STACK_SLOTS + 10);
+    let resp = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
+    let parsed = parse_response_head(resp.as_bytes(), "GET", &limits).expect("response head");
+    let ParsedResponse::Final(_, _, parsed) = parsed else {
+        panic!("not a final response");
+    };
+    assert_eq!(parsed.len(), STACK_SLOTS + 10);
+    let fewer = HttpLimits {
+        max_headers: STACK_SLOTS + 9,
+        ..HttpLimits::default()
+    };
+    assert!(matches!(
+        parse_request_head(req.as_bytes(), &fewer),
+        Err(HttpError::TooManyHeaders { .. })
+    ));
 }
