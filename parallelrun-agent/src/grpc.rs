@@ -71,9 +71,15 @@ pub fn is_grpc(headers: &[Header]) -> bool {
     let Some(ct) = header(headers, "content-type") else {
         return false;
     };
-    let essence = ct.split(|&b| b == b';').next().unwrap_or_default();
-    let essence = essence.trim_ascii().to_ascii_lowercase();
-    essence == b"application/grpc" || essence.starts_with(b"application/grpc+")
+    let essence = ct
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let Some((kind, rest)) = essence.split_at_checked(b"application/grpc".len()) else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case(b"application/grpc") && (rest.is_empty() || rest.starts_with(b"+"))
 }
 
 /// The `grpc-encoding` of `headers`, lowercased and trimmed; `None` when

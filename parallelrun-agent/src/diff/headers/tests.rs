@@ -148,3 +148,33 @@ fn cookie_names() {
     assert_eq!(cookie_name(b"flag; Secure"), b"flag");
     assert_eq!(cookie_name(b""), b"");
 }
+
+/// Header lists drawn from a few names (in two spellings, one of them
+/// ignored by default) and values, so that equal, reordered, repeated and
+/// different lists all come up.
+fn header_list() -> impl proptest::strategy::Strategy<Value = Vec<Header>> {
+    use proptest::prelude::*;
+    let name = prop::sample::select(vec!["A", "a", "B", "b", "Date", "set-cookie"]);
+    let value = prop::sample::select(vec!["1", "2", "s=1", "s=2"]);
+    prop::collection::vec((name, value), 0..5)
+        .prop_map(|fields| fields.into_iter().map(|(n, v)| Header::new(n, v)).collect())
+}
+
+proptest::proptest! {
+    /// The in-order shortcut only ever says "equal" where the comparison
+    /// by name finds nothing either: it never hides a difference.
+    #[test]
+    fn the_in_order_shortcut_agrees_with_the_comparison_by_name(
+        old in header_list(),
+        new in header_list(),
+    ) {
+        let cfg = DiffConfig::default();
+        if same_in_order(&cfg, &[], &old, &new) {
+            proptest::prop_assert_eq!(by_name(&cfg, &[], &old), by_name(&cfg, &[], &new));
+        }
+        let mut sink = Sink::new(cfg.max_differences);
+        compare(&cfg, &[], &old, &new, &mut sink);
+        let by_name_equal = by_name(&cfg, &[], &old) == by_name(&cfg, &[], &new);
+        proptest::prop_assert_eq!(sink.finish().differences.is_empty(), by_name_equal);
+    }
+}
