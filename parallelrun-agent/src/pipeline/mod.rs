@@ -135,8 +135,10 @@ impl Targets {
     /// permits [`Targets::acquire`] took.
     async fn send(&self, (new, secondary): (Permit, Option<Permit>), ex: &Exchange) -> Answers {
         tokio::join!(self.new.send(new, ex.protocol, &ex.request), async {
+            // Boxed: without a secondary, the task does not carry a second
+            // replay future.
             match self.secondary.as_ref().zip(secondary) {
-                Some((s, permit)) => Some(s.send(permit, ex.protocol, &ex.request).await),
+                Some((s, permit)) => Some(Box::pin(s.send(permit, ex.protocol, &ex.request)).await),
                 None => None,
             }
         })

@@ -272,11 +272,13 @@ impl Replayer {
     ) -> Result<Replayed, ReplayError> {
         let _permit = permit;
         let inner = &self.inner;
-        // The one place that chooses the client by protocol.
+        // The one place that chooses the client by protocol. HTTP/2's
+        // future (hyper's) is boxed, so that HTTP/1 replay tasks do not
+        // carry its size.
         let exchange = async {
             match protocol {
                 Protocol::Http1 => inner.http1.send(req).await,
-                Protocol::Http2 => inner.http2.send(req).await,
+                Protocol::Http2 => Box::pin(inner.http2.send(req)).await,
             }
         };
         tokio::time::timeout(inner.request_timeout, exchange)

@@ -209,13 +209,28 @@ impl Http1Pool {
     }
 }
 
+impl Http1Pool {
+    /// Sends the request `stale` holds once more, on a new connection.
+    async fn retry(&self, mut stale: Conn, method: &str) -> Result<Replayed, ReplayError> {
+        let mut fresh = self.connect().await?;
+        std::mem::swap(&mut fresh.out, &mut stale.out);
+        drop(stale);
+        match self.round_trip(&mut fresh, method).await {
+            Ok(done) => Ok(self.finish(fresh, done)),
+            Err(failed) => Err(failed.error),
+        }
+    }
+}
+
 impl ReplayProtocol for Http1Pool {
     /// Sends `req` and reads the response, on a pooled connection when one
-    /// is open, retrying a stale one once on a new connection.
+    /// is open, retrying a stale one once on a new connection. The rare
+    /// paths (connecting, the retry) are boxed: this future lives in every
+    /// replay task, and what it holds inline is copied with the task.
     async fn send(&self, req: &Request) -> Result<Replayed, ReplayError> {
         let (mut conn, reused) = match self.take_idle() {
             Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
+            None => (Box::pin(self.connect()).await?, false),
         };
         serialize_request(
             req,
@@ -231,13 +246,7 @@ impl ReplayProtocol for Http1Pool {
                     error = %failed.error,
                     "pooled connection to the new service was stale; retrying on a new one"
                 );
-                let mut fresh = self.connect().await?;
-                std::mem::swap(&mut fresh.out, &mut conn.out);
-                drop(conn);
-                match self.round_trip(&mut fresh, &req.method).await {
-                    Ok(done) => Ok(self.finish(fresh, done)),
-                    Err(failed) => Err(failed.error),
-                }
+                Box::pin(self.retry(conn, &req.method)).await
             }
             Err(failed) => Err(failed.error),
         }
