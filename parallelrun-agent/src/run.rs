@@ -165,7 +165,7 @@ impl Setup {
                 stream: args.nats.nats_stream.clone(),
                 service: args.nats.nats_service.clone(),
                 node: node.clone(),
-                max_msgs: args.nats.nats_buffer.get(),
+                max_results: args.nats.nats_buffer.get(),
                 max_bytes: usize::try_from(args.nats.nats_buffer_bytes).unwrap_or(usize::MAX),
                 log: log_cfg.clone(),
             })

@@ -85,14 +85,15 @@ impl NatsServer {
 /// What a stream holds.
 #[derive(Debug, Default)]
 pub struct Contents {
-    /// Messages per subject.
+    /// Results per subject: a summary counts one, an event message one per
+    /// JSON line (events waiting together are published as one message).
     pub by_subject: BTreeMap<String, u64>,
     /// Every message's `Nats-Msg-Id`, in stream order.
     pub ids: Vec<String>,
 }
 
 impl Contents {
-    /// Messages on subjects starting with `prefix`.
+    /// Results on subjects starting with `prefix`.
     pub fn count(&self, prefix: &str) -> u64 {
         self.by_subject
             .iter()
@@ -139,7 +140,12 @@ pub fn contents(ns: &Netns, url: &str, stream: &str) -> Contents {
             let Ok(m) = s.get_raw_message(seq).await else {
                 continue;
             };
-            *out.by_subject.entry(m.subject.to_string()).or_default() += 1;
+            let results = if m.subject.contains(".summary.") {
+                1
+            } else {
+                m.payload.split(|&b| b == b'\n').count() as u64
+            };
+            *out.by_subject.entry(m.subject.to_string()).or_default() += results;
             let id = m
                 .headers
                 .get("Nats-Msg-Id")

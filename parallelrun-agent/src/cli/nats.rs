@@ -28,8 +28,8 @@ pub struct NatsArgs {
     /// JetStream stream, created when missing.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_STREAM)]
     pub nats_stream: String,
-    /// Messages buffered at most while NATS is slow or away; past it the
-    /// oldest are dropped (counted).
+    /// Results (events and summaries) buffered at most while NATS is slow
+    /// or away; past it the oldest are dropped (counted).
     #[arg(long, value_name = "N", default_value_t = NonZeroUsize::new(10_000).expect("10000 > 0"))]
     pub nats_buffer: NonZeroUsize,
     /// Bytes buffered at most, likewise.

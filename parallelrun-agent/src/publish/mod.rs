@@ -9,7 +9,10 @@
 //! # Rules
 //!
 //! - Publishing never blocks the pipeline: a full buffer drops its oldest
-//!   messages and counts them ([`queue`]); the run goes on comparing.
+//!   results and counts them ([`queue`]); the run goes on comparing.
+//! - Events waiting to be published coalesce, one JSON line each, into one
+//!   message per subject ([`queue`]): one acknowledgement for many events
+//!   when the publisher falls behind, none waited for when it keeps up.
 //! - Events are published as the mismatch log writes them (redacted the
 //!   same way, [`crate::report::log::redact`]); summaries as `--summary`
 //!   writes them, on `parallelrun.summary.<service>.<node>`, the last one
@@ -63,8 +66,8 @@ pub struct PublishConfig {
     /// The service shadowed and this agent's name: subject tokens.
     pub service: String,
     pub node: String,
-    /// Buffer bounds (messages, payload bytes).
-    pub max_msgs: usize,
+    /// Buffer bounds (results, payload bytes).
+    pub max_results: usize,
     pub max_bytes: usize,
     /// How events are redacted: as the mismatch log's.
     pub log: LogConfig,
@@ -85,7 +88,7 @@ impl Publisher {
     /// Starts the publisher task (in the current tokio runtime). Connecting
     /// happens in the background: an unreachable NATS is not an error.
     pub fn start(cfg: PublishConfig) -> Self {
-        let shared = Arc::new(Shared::new(Queue::new(cfg.max_msgs, cfg.max_bytes)));
+        let shared = Arc::new(Shared::new(Queue::new(cfg.max_results, cfg.max_bytes)));
         let task = tokio::spawn(task::run(Arc::clone(&shared), cfg.url, cfg.stream));
         Self {
             shared,
@@ -108,7 +111,7 @@ impl Publisher {
 
     fn push(&self, msg: Message) {
         let dropped = self.shared.queue.push(msg);
-        let held = self.shared.queue.len() as u64;
+        let held = self.shared.queue.len();
         self.shared.max_buffered.fetch_max(held, Relaxed);
         if dropped > 0 {
             let total = self.shared.queue.dropped();
@@ -136,6 +139,7 @@ impl Publisher {
             subject: self.subjects.summary(),
             id: self.subjects.summary_id(n),
             payload: Bytes::from(payload),
+            events: 0,
         });
     }
 
@@ -147,7 +151,7 @@ impl Publisher {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.task.abort();
-        let left = self.shared.queue.len() as u64;
+        let left = self.shared.queue.len();
         if left > 0 {
             self.shared.counters.abandoned.fetch_add(left, Relaxed);
             warn!(
@@ -176,6 +180,7 @@ impl EventSink for Publisher {
             subject: self.subjects.event(ev.kind),
             id: self.subjects.event_id(ev.id),
             payload: Bytes::from(payload),
+            events: 1,
         });
     }
 }

@@ -2,24 +2,42 @@
 //!
 //! # Rules
 //!
-//! - At most `max_msgs` messages and `max_bytes` payload bytes are held.
-//! - [`Queue::push`] never waits: when a message does not fit, the oldest
-//!   messages not being published are dropped until it does (the newest
-//!   results matter most: a later summary holds everything an earlier one
-//!   did). A message larger than `max_bytes` alone, or one that does not
+//! - The buffer counts *results* (mismatch log events and summaries), not
+//!   messages: at most `max_results` of them and `max_bytes` payload bytes
+//!   are held.
+//! - Events coalesce while they wait: an event pushed behind an event
+//!   message of the same subject that is not being published joins it (one
+//!   more JSON line, up to [`MAX_EVENTS`] events and [`MAX_PAYLOAD`]
+//!   bytes a message). Keeping up, the publisher takes each event alone
+//!   and nothing waits for a batch to fill; falling behind, it publishes
+//!   one message (one acknowledgement) per many events. A message keeps its
+//!   first event's id, which no other message can have.
+//! - [`Queue::push`] never waits: when a result does not fit, the oldest
+//!   results not being published are dropped until it does, one at a time
+//!   (the first event of a message of several leaves it, and the message
+//!   takes the next one's id), so a full buffer holds its bound (the
+//!   newest results matter most: a later summary holds everything an
+//!   earlier one did). A result larger than `max_bytes` alone, or one that does not
 //!   fit because everything held is being published, is dropped itself.
-//!   Every dropped message is counted.
+//!   Every dropped result is counted.
 //! - The publisher [`Queue::take`]s messages from the front, then
 //!   [`Queue::settle`]s: the first `n` were stored and leave; the others
-//!   are taken again on the next try, in the same order. A message once
-//!   taken is never dropped: it may have reached NATS (its acknowledgement
-//!   lost), and a dropped message must be one that is not stored. So the
-//!   oldest dropped are the oldest never sent.
+//!   are taken again on the next try, in the same order and with the same
+//!   contents (a taken message takes no more events). A message once taken
+//!   is never dropped: it may have reached NATS (its acknowledgement lost),
+//!   and a dropped result must be one that is not stored. So the oldest
+//!   dropped are the oldest never sent.
 
 use std::{collections::VecDeque, sync::Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
+
+/// Events one message carries at most.
+pub const MAX_EVENTS: u32 = 256;
+/// Payload bytes a message of several events reaches at most (NATS
+/// refuses payloads over its `max_payload`, 1 MiB by default).
+pub const MAX_PAYLOAD: usize = 256 * 1024;
 
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,16 +45,96 @@ pub struct Message {
     pub subject: String,
     /// `Nats-Msg-Id`.
     pub id: String,
+    /// One result, or several events one JSON line each.
     pub payload: Bytes,
+    /// The results it carries; 0 for a summary, which never takes others,
+    /// counts as one.
+    pub events: u32,
+}
+
+impl Message {
+    /// Results the message carries.
+    pub fn results(&self) -> u64 {
+        u64::from(self.events.max(1))
+    }
+
+    /// Whether `next` may join this message (see the module rules).
+    fn takes(&self, next: &Message) -> bool {
+        self.events > 0
+            && next.events == 1
+            && self.events < MAX_EVENTS
+            && self.subject == next.subject
+            && self.payload.len() + 1 + next.payload.len() <= MAX_PAYLOAD
+    }
+}
+
+/// A message held, with the ids of the events after its first.
+#[derive(Debug)]
+struct Item {
+    msg: Message,
+    later_ids: VecDeque<String>,
+}
+
+impl Item {
+    /// Appends `next`'s event as one more line.
+    fn join(&mut self, next: Message) {
+        let mut payload = std::mem::take(&mut self.msg.payload)
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        payload.extend_from_slice(b"\n");
+        payload.extend_from_slice(&next.payload);
+        self.msg.payload = payload.freeze();
+        self.msg.events += 1;
+        self.later_ids.push_back(next.id);
+    }
+
+    /// Drops the first event of a message of several; returns the bytes
+    /// freed, or `None` when it holds one result only.
+    fn drop_first(&mut self) -> Option<usize> {
+        let next_id = self.later_ids.pop_front()?;
+        let line = self.msg.payload.iter().position(|&b| b == b'\n')?;
+        self.msg.payload = self.msg.payload.slice(line + 1..);
+        self.msg.id = next_id;
+        self.msg.events -= 1;
+        Some(line + 1)
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    items: VecDeque<Message>,
+    items: VecDeque<Item>,
+    /// Results held, and their payload bytes.
+    results: u64,
     bytes: usize,
     /// The first `taken` items are being published.
     taken: usize,
     dropped: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, at: usize) -> Option<Message> {
+        let m = self.items.remove(at)?.msg;
+        self.results -= m.results();
+        self.bytes -= m.payload.len();
+        Some(m)
+    }
+
+    /// Drops the oldest result not being published; false when every
+    /// message held is being published.
+    fn drop_oldest(&mut self) -> bool {
+        let at = self.taken;
+        let Some(item) = self.items.get_mut(at) else {
+            return false;
+        };
+        if let Some(freed) = item.drop_first() {
+            self.bytes -= freed;
+            self.results -= 1;
+            self.dropped += 1;
+        } else if let Some(old) = self.remove(at) {
+            self.dropped += old.results();
+        }
+        true
+    }
 }
 
 /// See the module rules.
@@ -44,16 +142,16 @@ struct Inner {
 pub struct Queue {
     inner: Mutex<Inner>,
     ready: Notify,
-    max_msgs: usize,
+    max_results: u64,
     max_bytes: usize,
 }
 
 impl Queue {
-    pub fn new(max_msgs: usize, max_bytes: usize) -> Self {
+    pub fn new(max_results: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
-            max_msgs: max_msgs.max(1),
+            max_results: u64::try_from(max_results.max(1)).unwrap_or(u64::MAX),
             max_bytes: max_bytes.max(1),
         }
     }
@@ -66,30 +164,39 @@ impl Queue {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds `msg`, dropping the oldest to make room; returns how many
-    /// messages were dropped (`msg` itself included when it could not fit).
+    /// Adds `msg` (joining the last message when it may), dropping the
+    /// oldest to make room; returns how many results were dropped (`msg`'s
+    /// own included when it could not fit).
     pub fn push(&self, msg: Message) -> u64 {
-        let len = msg.payload.len();
+        let (len, results) = (msg.payload.len(), msg.results());
         let mut q = self.lock();
         let before = q.dropped;
-        if len > self.max_bytes {
-            q.dropped += 1;
-            return 1;
+        let full = |q: &Inner| {
+            q.results + results > self.max_results || q.bytes + len + 1 > self.max_bytes
+        };
+        if len + 1 > self.max_bytes {
+            q.dropped += results;
+            return results;
         }
-        while (q.items.len() >= self.max_msgs || q.bytes + len > self.max_bytes)
-            && q.items.len() > q.taken
-        {
-            let at = q.taken;
-            if let Some(old) = q.items.remove(at) {
-                q.bytes -= old.payload.len();
-                q.dropped += 1;
-            }
-        }
-        if q.items.len() >= self.max_msgs || q.bytes + len > self.max_bytes {
-            q.dropped += 1;
+        while full(&q) && q.drop_oldest() {}
+        if full(&q) {
+            q.dropped += results;
         } else {
-            q.bytes += len;
-            q.items.push_back(msg);
+            q.results += results;
+            let joinable = q.items.len() > q.taken;
+            match q.items.back_mut() {
+                Some(last) if joinable && last.msg.takes(&msg) => {
+                    last.join(msg);
+                    q.bytes += len + 1;
+                }
+                _ => {
+                    q.bytes += len;
+                    q.items.push_back(Item {
+                        msg,
+                        later_ids: VecDeque::new(),
+                    });
+                }
+            }
         }
         let dropped = q.dropped - before;
         drop(q);
@@ -101,22 +208,25 @@ impl Queue {
     /// publish.
     pub fn take(&self, n: usize) -> Vec<Message> {
         let mut q = self.lock();
-        let got: Vec<Message> = q.items.iter().take(n).cloned().collect();
+        let got: Vec<Message> = q.items.iter().take(n).map(|i| i.msg.clone()).collect();
         q.taken = q.taken.max(got.len());
         got
     }
 
     /// The first `stored` messages were stored and leave; the rest of the
-    /// taken ones stay taken, to be published again.
-    pub fn settle(&self, stored: usize) {
+    /// taken ones stay taken, to be published again. Returns the results
+    /// they carried.
+    pub fn settle(&self, stored: usize) -> u64 {
         let mut q = self.lock();
         let stored = stored.min(q.taken);
+        let mut results = 0;
         for _ in 0..stored {
-            if let Some(m) = q.items.pop_front() {
-                q.bytes -= m.payload.len();
+            if let Some(m) = q.remove(0) {
+                results += m.results();
             }
         }
         q.taken -= stored;
+        results
     }
 
     /// Waits until a message is there to publish.
@@ -128,13 +238,13 @@ impl Queue {
         notified.await;
     }
 
-    /// Messages held (taken ones included).
-    pub fn len(&self) -> usize {
-        self.lock().items.len()
+    /// Results held (in taken messages too).
+    pub fn len(&self) -> u64 {
+        self.lock().results
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().items.is_empty()
     }
 
     /// Payload bytes held.
@@ -142,7 +252,7 @@ impl Queue {
         self.lock().bytes
     }
 
-    /// Messages dropped since the queue was made.
+    /// Results dropped since the queue was made.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
     }
@@ -152,16 +262,28 @@ impl Queue {
 mod tests {
     use super::*;
 
+    /// A summary-like message: never joined by another.
     fn msg(n: u32, len: usize) -> Message {
         Message {
             subject: "s".to_owned(),
             id: format!("id{n}"),
             payload: Bytes::from(vec![b'x'; len]),
+            events: 0,
+        }
+    }
+
+    /// An event on `subject`.
+    fn event(subject: &str, n: u32) -> Message {
+        Message {
+            subject: subject.to_owned(),
+            id: format!("e{n}"),
+            payload: Bytes::from(format!("{{\"id\":{n}}}")),
+            events: 1,
         }
     }
 
     fn ids(q: &Queue) -> Vec<String> {
-        q.lock().items.iter().map(|m| m.id.clone()).collect()
+        q.lock().items.iter().map(|i| i.msg.id.clone()).collect()
     }
 
     #[test]
@@ -210,6 +332,65 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.dropped(), 1);
+    }
+
+    #[test]
+    fn waiting_events_of_one_subject_coalesce_into_json_lines() {
+        let q = Queue::new(100, 1 << 20);
+        for n in 0..3 {
+            assert_eq!(q.push(event("a", n)), 0);
+        }
+        // Another subject, and a summary, start messages of their own; an
+        // event after the summary cannot join the event message before it.
+        q.push(event("b", 3));
+        q.push(msg(4, 2));
+        q.push(event("b", 5));
+        assert_eq!(ids(&q), ["e0", "e3", "id4", "e5"]);
+        assert_eq!(q.len(), 6);
+        let taken = q.take(8);
+        assert_eq!(&taken[0].payload[..], b"{\"id\":0}\n{\"id\":1}\n{\"id\":2}");
+        assert_eq!(taken[0].events, 3);
+        assert_eq!(
+            q.bytes(),
+            taken.iter().map(|m| m.payload.len()).sum::<usize>()
+        );
+        // Taken messages take no more: the next event waits alone.
+        q.push(event("b", 6));
+        assert_eq!(ids(&q), ["e0", "e3", "id4", "e5", "e6"]);
+        assert_eq!(q.settle(2), 4);
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.take(8)[1], taken[3]);
+    }
+
+    #[test]
+    fn a_message_takes_at_most_max_events_and_drops_count_results() {
+        let q = Queue::new(1000, 1 << 20);
+        for n in 0..MAX_EVENTS + 1 {
+            q.push(event("a", n));
+        }
+        let lens: Vec<u32> = q.take(8).iter().map(|m| m.events).collect();
+        assert_eq!(lens, [MAX_EVENTS, 1]);
+        q.settle(2);
+        // The count bound is in results, and room is made one result at a
+        // time: the oldest event leaves its message, which takes the next
+        // event's id.
+        let q = Queue::new(4, 1 << 20);
+        for n in 0..3 {
+            q.push(event("a", n));
+        }
+        q.push(msg(9, 1));
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.push(msg(10, 1)), 1);
+        assert_eq!(ids(&q), ["e1", "id9", "id10"]);
+        assert_eq!(q.len(), 4);
+        let taken = q.take(1);
+        assert_eq!(&taken[0].payload[..], b"{\"id\":1}\n{\"id\":2}");
+        assert_eq!(taken[0].events, 2);
+        assert_eq!(q.push(msg(11, 1)), 1);
+        assert_eq!(ids(&q), ["e1", "id10", "id11"]);
+        assert_eq!(q.dropped(), 2);
+        let bytes: usize = q.take(8).iter().map(|m| m.payload.len()).sum();
+        assert_eq!(q.bytes(), bytes);
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `parallelrun_nats_published_total` | counter | messages JetStream acknowledged (duplicates included: each was stored once) |
-//! | `parallelrun_nats_duplicates_total` | counter | of those, the ones JetStream had already stored under their message id |
-//! | `parallelrun_nats_dropped_total` | counter | messages dropped: the buffer was full, or left unpublished at exit |
+//! | `parallelrun_nats_published_total` | counter | results (events and summaries) in messages JetStream acknowledged (duplicates included: each was stored once) |
+//! | `parallelrun_nats_duplicates_total` | counter | of those, the ones in messages JetStream had already stored under their id |
+//! | `parallelrun_nats_dropped_total` | counter | results dropped: the buffer was full, or left unpublished at exit |
 //! | `parallelrun_nats_errors_total` | counter | failed publishes and stream look-ups (each retried) |
-//! | `parallelrun_nats_buffered` | gauge | messages waiting in the buffer |
+//! | `parallelrun_nats_buffered` | gauge | results waiting in the buffer |
 
 use std::sync::{
     Arc,
@@ -68,7 +68,7 @@ impl Shared {
             duplicates: c.duplicates.load(Relaxed),
             dropped: self.queue.dropped() + c.abandoned.load(Relaxed),
             errors: c.errors.load(Relaxed),
-            buffered: self.queue.len() as u64,
+            buffered: self.queue.len(),
             max_buffered: self.max_buffered.load(Relaxed),
         }
     }
@@ -84,17 +84,17 @@ impl Collector for StatsCollector {
         for (name, help, v) in [
             (
                 "nats_published",
-                "Messages JetStream acknowledged",
+                "Results (events and summaries) in messages JetStream acknowledged",
                 s.published,
             ),
             (
                 "nats_duplicates",
-                "Acknowledged messages JetStream had already stored under their id",
+                "Acknowledged results JetStream had already stored under their message id",
                 s.duplicates,
             ),
             (
                 "nats_dropped",
-                "Messages dropped: the NATS buffer was full, or left unpublished at exit",
+                "Results dropped: the NATS buffer was full, or left unpublished at exit",
                 s.dropped,
             ),
             ("nats_errors", "Failed NATS publishes (retried)", s.errors),
@@ -104,7 +104,7 @@ impl Collector for StatsCollector {
         }
         let e = encoder.encode_descriptor(
             "nats_buffered",
-            "Messages waiting to be published to NATS",
+            "Results waiting to be published to NATS",
             None,
             MetricType::Gauge,
         )?;

@@ -149,12 +149,12 @@ async fn publish_window(shared: &Shared, js: &jetstream::Context) -> Result<(), 
         }
     }
     let mut stored = 0;
-    for ack in acks {
+    for (ack, m) in acks.into_iter().zip(&batch) {
         match ack.await {
             Ok(ack) => {
                 stored += 1;
                 if ack.duplicate {
-                    shared.counters.duplicates.fetch_add(1, Relaxed);
+                    shared.counters.duplicates.fetch_add(m.results(), Relaxed);
                 }
             }
             Err(e) => {
@@ -163,7 +163,7 @@ async fn publish_window(shared: &Shared, js: &jetstream::Context) -> Result<(), 
             }
         }
     }
-    shared.counters.published.fetch_add(stored as u64, Relaxed);
-    shared.queue.settle(stored);
+    let results = shared.queue.settle(stored);
+    shared.counters.published.fetch_add(results, Relaxed);
     failure.map_or(Ok(()), Err)
 }

@@ -90,8 +90,9 @@ fn nats_away_mid_run_buffers_drops_counted_and_publishes_the_rest_once() {
     assert!(n["errors"].as_u64().unwrap() > 0, "{n}");
     assert_eq!(n["buffered"], 0, "{n}");
 
-    // The stream holds each published message once: as many as were
-    // acknowledged, no id twice, and every event not dropped.
+    // The stream holds each published result once: as many as were
+    // acknowledged (events waiting together share a message), no id
+    // twice, and every event not dropped.
     let c = parallelrun_tests::nats::contents(&rig.pair.server, &url, "PARALLELRUN");
     let stored: u64 = c.by_subject.values().sum();
     assert_eq!(stored, published, "{c:?} {n}");
