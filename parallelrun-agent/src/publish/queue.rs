@@ -17,8 +17,9 @@
 //!   (the first event of a message of several leaves it, and the message
 //!   takes the next one's id), so a full buffer holds its bound (the
 //!   newest results matter most: a later summary holds everything an
-//!   earlier one did). A result larger than `max_bytes` alone, or one that does not
-//!   fit because everything held is being published, is dropped itself.
+//!   earlier one did). A result larger than `max_bytes` alone, or one that
+//!   does not fit because everything held is being published, is dropped
+//!   itself.
 //!   Every dropped result is counted.
 //! - The publisher [`Queue::take`]s messages from the front, then
 //!   [`Queue::settle`]s: the first `n` were stored and leave; the others
@@ -91,10 +92,9 @@ impl Item {
     /// Drops the first event of a message of several; returns the bytes
     /// freed, or `None` when it holds one result only.
     fn drop_first(&mut self) -> Option<usize> {
-        let next_id = self.later_ids.pop_front()?;
         let line = self.msg.payload.iter().position(|&b| b == b'\n')?;
+        self.msg.id = self.later_ids.pop_front()?;
         self.msg.payload = self.msg.payload.slice(line + 1..);
-        self.msg.id = next_id;
         self.msg.events -= 1;
         Some(line + 1)
     }
@@ -171,6 +171,8 @@ impl Queue {
         let (len, results) = (msg.payload.len(), msg.results());
         let mut q = self.lock();
         let before = q.dropped;
+        // `+ 1`: the newline a joining event brings, counted whether it
+        // joins or not, so the byte bound holds either way.
         let full = |q: &Inner| {
             q.results + results > self.max_results || q.bytes + len + 1 > self.max_bytes
         };
