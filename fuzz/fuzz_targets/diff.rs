@@ -160,7 +160,7 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         ..DiffConfig::default()
     };
-    cfg.ignore_headers.push("x-ignored".to_owned());
+    cfg.ignore_headers.push("x-ignored");
     let log_max = 8 + usize::from(inp.byte() % 64);
     let old = response(&mut inp);
     let new = response(&mut inp);

@@ -1,8 +1,9 @@
 //! Shell-style wildcard matching, shared by the flags that take patterns
-//! (`--grpc-method`, `--iface`): `*` stands for any run of characters
-//! (none included), `?` for exactly one; every other byte matches itself.
-//! No character classes or alternatives: the names these flags match
-//! (method paths, interface names) need none. Greedy with backtracking to
+//! (`--grpc-method`, `--iface`, `--ignore-header`): `*` stands for any run
+//! of characters (none included), `?` for exactly one; every other byte
+//! matches itself (header names ASCII case-insensitively). No character
+//! classes or alternatives: the names these flags match (method paths,
+//! interface names, header names) need none. Greedy with backtracking to
 //! the last star: linear in practice, O(pattern × text) at worst.
 
 /// Whether `pattern` has a wildcard (otherwise it matches only itself).
@@ -12,7 +13,20 @@ pub fn is_pattern(pattern: &str) -> bool {
 
 /// Whether `text` matches `pattern`.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    matches_by(pattern.as_bytes(), text.as_bytes(), |p, t| p == t)
+}
+
+/// Whether `text` matches `pattern`, letters compared ASCII
+/// case-insensitively (header names).
+pub fn glob_ignore_ascii_case(pattern: &str, text: &str) -> bool {
+    matches_by(pattern.as_bytes(), text.as_bytes(), |p, t| {
+        p.eq_ignore_ascii_case(&t)
+    })
+}
+
+/// The matcher, with `same` deciding whether a pattern byte that is no
+/// wildcard matches a text byte.
+fn matches_by(p: &[u8], t: &[u8], same: impl Fn(u8, u8) -> bool) -> bool {
     let (mut i, mut j) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while j < t.len() {
@@ -21,7 +35,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
                 star = Some((i, j));
                 i += 1;
             }
-            Some(&c) if c == t[j] || c == b'?' => {
+            Some(&c) if c == b'?' || same(c, t[j]) => {
                 i += 1;
                 j += 1;
             }
@@ -62,6 +76,15 @@ mod tests {
         ] {
             assert_eq!(glob(pattern, text), matches, "{pattern} on {text}");
         }
+    }
+
+    #[test]
+    fn case_matters_unless_ignored() {
+        assert!(!glob("x-b3-*", "X-B3-TraceId"));
+        assert!(glob_ignore_ascii_case("x-b3-*", "X-B3-TraceId"));
+        assert!(glob_ignore_ascii_case("date", "Date"));
+        assert!(!glob_ignore_ascii_case("date", "dates"));
+        assert!(glob_ignore_ascii_case("*-id", "X-Request-Id"));
     }
 
     #[test]

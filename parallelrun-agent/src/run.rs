@@ -131,8 +131,7 @@ impl Setup {
             max_whole: usize::try_from(args.max_diff_body).unwrap_or(usize::MAX),
             max_decoded: diff.max_decoded_body,
         });
-        diff.ignore_headers
-            .extend(args.ignore_header.iter().map(|h| h.to_ascii_lowercase()));
+        diff.ignore_headers.extend(&args.ignore_header);
         if let Some(path) = &args.proto_descriptor {
             let schema = Schema::load(path).with_context(|| {
                 format!(

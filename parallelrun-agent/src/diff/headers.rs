@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::{DiffConfig, Sink};
-use crate::model::{Difference, Header};
+use crate::{
+    glob::{glob_ignore_ascii_case, is_pattern},
+    model::{Difference, Header},
+};
 
 /// Reports each header name whose joined values differ; names in `skip`
 /// (lowercase) are not compared either.
@@ -99,30 +102,60 @@ fn value(cfg: &DiffConfig, v: Option<&Vec<u8>>) -> Value {
     }
 }
 
-/// Whether `name` matches `pattern`, where `*` matches any run of
-/// characters; ASCII case-insensitive.
-pub(super) fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0, 0);
-    // Where the last `*` was, and the name position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if let Some((sp, sn)) = star {
-            // Let the last `*` swallow one more character and retry.
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
+/// Header names not compared ([`DiffConfig::ignore_headers`]): patterns
+/// with `*` and `?` wildcards ([`crate::glob`]), matched ASCII
+/// case-insensitively.
+///
+/// Every header of every compared response is looked up here, on both
+/// sides, against some forty patterns by default. So names without a
+/// wildcard are kept sorted by length and a name is compared only with
+/// the few of its own length; only the patterns with a wildcard (one by
+/// default, `x-b3-*`) are globbed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeaderPatterns {
+    /// Lowercase names without a wildcard, sorted by length.
+    exact: Vec<Box<str>>,
+    /// Lowercase patterns with a wildcard.
+    globs: Vec<Box<str>>,
+}
+
+impl HeaderPatterns {
+    /// Adds `pattern` (lowercased).
+    pub fn push(&mut self, pattern: &str) {
+        let pattern = pattern.to_ascii_lowercase().into_boxed_str();
+        if is_pattern(&pattern) {
+            self.globs.push(pattern);
         } else {
-            return false;
+            let at = self.exact.partition_point(|e| e.len() <= pattern.len());
+            self.exact.insert(at, pattern);
         }
     }
-    p[pi..].iter().all(|&b| b == b'*')
+
+    /// Whether header `name` matches one of the patterns.
+    pub fn matches(&self, name: &str) -> bool {
+        let from = self.exact.partition_point(|e| e.len() < name.len());
+        self.exact[from..]
+            .iter()
+            .take_while(|e| e.len() == name.len())
+            .any(|e| e.eq_ignore_ascii_case(name))
+            || self.globs.iter().any(|g| glob_ignore_ascii_case(g, name))
+    }
+}
+
+impl<S: AsRef<str>> Extend<S> for HeaderPatterns {
+    fn extend<I: IntoIterator<Item = S>>(&mut self, patterns: I) {
+        for p in patterns {
+            self.push(p.as_ref());
+        }
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for HeaderPatterns {
+    fn from_iter<I: IntoIterator<Item = S>>(patterns: I) -> Self {
+        let mut set = Self::default();
+        set.extend(patterns);
+        set
+    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,7 @@ pub use self::{
     digest::{
         BodyDigester, BodySink, DEFAULT_MAX_WHOLE_BODY, DigestPolicy, content_codings, digest_whole,
     },
+    headers::HeaderPatterns,
     json::{PointerPattern, PointerPatternError},
     noise::{EndpointNoise, NoiseThresholds, cancel},
     protobuf::{Schema, SchemaError},
@@ -225,9 +226,9 @@ pub const DEFAULT_IGNORED_HEADERS: &[&str] = &[
 /// What [`compare`] ignores and how much it reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DiffConfig {
-    /// Header names not compared: lowercase, `*` matches any run of
-    /// characters (`x-b3-*`). Matched ASCII case-insensitively.
-    pub ignore_headers: Vec<String>,
+    /// Header names not compared: `*` matches any run of characters
+    /// (`x-b3-*`), `?` one. Matched ASCII case-insensitively.
+    pub ignore_headers: HeaderPatterns,
     /// JSON paths not compared, with their subtrees.
     pub ignore_pointers: Vec<PointerPattern>,
     /// String values in a [`Difference`] are cut to this many bytes.
@@ -259,10 +260,7 @@ impl Default for DiffConfig {
     /// schema.
     fn default() -> Self {
         Self {
-            ignore_headers: DEFAULT_IGNORED_HEADERS
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            ignore_headers: DEFAULT_IGNORED_HEADERS.iter().collect(),
             ignore_pointers: Vec::new(),
             max_value_len: 512,
             max_differences: 10_000,
@@ -275,15 +273,14 @@ impl Default for DiffConfig {
 }
 
 impl DiffConfig {
-    /// Also ignores `names` (lowercased; `*` globs allowed).
+    /// Also ignores `names` (`*` and `?` wildcards allowed).
     #[must_use]
     pub fn with_ignored_headers<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.ignore_headers
-            .extend(names.into_iter().map(|n| n.as_ref().to_ascii_lowercase()));
+        self.ignore_headers.extend(names);
         self
     }
 
@@ -299,9 +296,7 @@ impl DiffConfig {
 
     /// Whether the header `name` is not compared.
     pub fn ignores_header(&self, name: &str) -> bool {
-        self.ignore_headers
-            .iter()
-            .any(|pattern| headers::glob_match(pattern, name))
+        self.ignore_headers.matches(name)
     }
 
     /// `s` as a JSON string, cut to [`max_value_len`](Self::max_value_len).
