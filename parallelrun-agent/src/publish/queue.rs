@@ -8,9 +8,9 @@
 //! - Events coalesce while they wait: an event pushed behind an event
 //!   message of the same subject that is not being published joins it (one
 //!   more JSON line, up to [`MAX_EVENTS`] events and [`MAX_PAYLOAD`]
-//!   bytes a message). Keeping up, the publisher takes each event alone
-//!   and nothing waits for a batch to fill; falling behind, it publishes
-//!   one message (one acknowledgement) per many events. A message keeps its
+//!   bytes a message). The publisher lingers a moment before it takes
+//!   ([`super::task`]), and falls behind under load: either way it
+//!   publishes one message (one acknowledgement) per many events. A message keeps its
 //!   first event's id, which no other message can have.
 //! - [`Queue::push`] never waits: when a result does not fit, the oldest
 //!   results not being published are dropped until it does, one at a time

@@ -9,6 +9,11 @@
 //!   [`RETRY`] and tries the same messages again, in order, with the same
 //!   ids, so one that was stored before its acknowledgement was lost is
 //!   not stored twice.
+//! - Once a result is waiting, the task lingers [`LINGER`] before it takes
+//!   the window, as a Kafka producer's `linger.ms` does: the events of that
+//!   moment join one message per subject ([`super::queue`]), so a busy
+//!   agent pays one publish and one acknowledgement per many events
+//!   rather than per event. Results reach NATS up to that much later.
 //! - The stream is looked up (created when missing: [`stream_config`])
 //!   before the first publish and again after any failure.
 //! - One warning when NATS goes away (or cannot be published to), one
@@ -27,6 +32,8 @@ use tracing::{debug, info, warn};
 
 use super::stats::Shared;
 
+/// How long the first waiting result waits for others to join it.
+pub const LINGER: Duration = Duration::from_millis(20);
 /// Messages published before their acknowledgements are awaited.
 const WINDOW: usize = 64;
 /// How long an acknowledgement (or a stream look-up) is awaited.
@@ -90,6 +97,7 @@ pub async fn run(shared: Arc<Shared>, url: ServerAddr, stream: String) {
     let mut away = false;
     loop {
         shared.queue.ready().await;
+        tokio::time::sleep(LINGER).await;
         let failure = if stream_ready {
             publish_window(&shared, &js).await.err()
         } else {
