@@ -434,9 +434,9 @@ impl Metrics {
             .inc();
     }
 
-    /// An event could not be written to the mismatch log.
-    pub fn log_error(&self) {
-        self.log_errors.inc();
+    /// `events` could not be written to the mismatch log.
+    pub fn log_errors(&self, events: u64) {
+        self.log_errors.inc_by(events);
     }
 
     /// Takes the kernel's running totals (as read from its per-CPU

@@ -166,7 +166,6 @@ impl Setup {
                 node: node.clone(),
                 max_results: args.nats.nats_buffer.get(),
                 max_bytes: usize::try_from(args.nats.nats_buffer_bytes).unwrap_or(usize::MAX),
-                log: log_cfg.clone(),
             })
         });
         let output = results::Output::new(

@@ -49,7 +49,7 @@ fn encode_shows_increments_under_their_names() {
     m.skipped(SkipReason::NewDown);
     m.lost(LossCause::ParseError);
     m.replay_error(ReplayTarget::Secondary, "timeout");
-    m.log_error();
+    m.log_errors(1);
     m.set_reassembly(3, 4096);
     m.observe_old(2_000_000); // 2 ms
     m.observe_new(40_000_000_000); // 40 s: past the last bucket

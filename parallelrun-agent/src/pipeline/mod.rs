@@ -40,6 +40,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
@@ -61,7 +62,7 @@ use crate::{
     model::{Exchange, Outcome, TcpSegment, timestamp, wall_ns},
     reassembly::{Reassembler, ReassemblyConfig, ReassemblyStats},
     replay::{Permit, ReplayError, Replayed, Replayer},
-    report::log::{EventKind, LogEvent, MismatchLog, Side},
+    report::log::{self, EventKind, LogConfig, LogEvent, MismatchLog, Side},
     summary::{
         OTHER, Results,
         record::{Compared, Judged},
@@ -148,7 +149,9 @@ impl Targets {
 /// Where logged events also go (NATS, [`crate::publish`]): called after
 /// each event is written to the mismatch log; must not wait.
 pub trait EventSink: Send + Sync {
-    fn event(&self, ev: &LogEvent);
+    /// `json` is the event's line as the log wrote it ([`log::encode`]):
+    /// redacted, without its newline.
+    fn event(&self, ev: &LogEvent, json: &Bytes);
 }
 
 /// What the replay tasks share.
@@ -158,6 +161,8 @@ struct Shared {
     diff: DiffConfig,
     endpoints: Mutex<EndpointNoise>,
     log: Mutex<MismatchLog>,
+    /// The log's redaction: events are encoded once, outside its lock.
+    log_cfg: LogConfig,
     events: std::sync::OnceLock<Arc<dyn EventSink>>,
     metrics: Arc<Metrics>,
     acc: Arc<Accounting>,
@@ -227,6 +232,7 @@ impl Pipeline {
                 breaker: Breaker::default(),
                 diff: cfg.diff,
                 endpoints: Mutex::new(EndpointNoise::new(cfg.noise)),
+                log_cfg: log.config().clone(),
                 log: Mutex::new(log),
                 events: std::sync::OnceLock::new(),
                 metrics,
@@ -257,8 +263,10 @@ impl Pipeline {
         self.reassembler.note_ring_drops();
     }
 
-    /// Periodic work: expire idle connections, refresh gauges, reap tasks.
+    /// Periodic work: write out the log's waiting lines, expire idle
+    /// connections, refresh gauges, reap tasks.
     pub fn tick(&mut self, now_ns: u64) {
+        self.shared.flush_log();
         self.now_ns = self.now_ns.max(now_ns);
         self.reassembler.expire(self.now_ns);
         self.collect();
@@ -443,9 +451,17 @@ impl Pipeline {
     }
 
     /// The input ended: close every connection, replay what completed and
-    /// wait (bounded) for replays in flight. Replays still running at the
-    /// deadline are counted as replay errors.
+    /// wait (bounded) for replays in flight, then write out the log's
+    /// waiting lines. Replays still running at the deadline are counted as
+    /// replay errors.
     pub async fn finish(&mut self) {
+        self.drain().await;
+        self.shared.flush_log();
+    }
+
+    /// Pairs what is left and waits (up to the drain timeout) for the
+    /// replays in flight.
+    async fn drain(&mut self) {
         self.reassembler.finish(self.now_ns);
         self.collect();
         self.dispatch().await;
@@ -733,20 +749,38 @@ impl Shared {
     }
 
     fn write(&self, ev: &LogEvent) {
-        if let Some(sink) = self.events.get() {
-            sink.event(ev);
-        }
-        let res = match self.log.lock() {
-            Ok(mut log) => log.write(ev).map_err(|e| e.to_string()),
-            Err(_) => Err("mismatch log lock poisoned".to_owned()),
+        let json = match log::encode(ev, &self.log_cfg) {
+            Ok(json) => Bytes::from(json),
+            Err(e) => return self.log_lost(1, &e),
         };
-        if let Err(e) = res {
-            let n = self.acc.log_errors.fetch_add(1, Relaxed);
-            self.metrics.log_error();
-            // One warning per 1000 failures: a full disk must not flood stderr.
-            if n.is_multiple_of(1000) {
-                warn!("cannot write the mismatch log ({e}); capture and counters go on");
-            }
+        if let Some(sink) = self.events.get() {
+            sink.event(ev, &json);
+        }
+        self.with_log(|log| log.write_line(&json));
+    }
+
+    /// Writes out the log's waiting lines (each tick and at the end).
+    fn flush_log(&self) {
+        self.with_log(MismatchLog::flush);
+    }
+
+    fn with_log(&self, f: impl FnOnce(&mut MismatchLog) -> Result<(), log::Lost>) {
+        let res = match self.log.lock() {
+            Ok(mut log) => f(&mut log),
+            Err(_) => return self.log_lost(1, &"mismatch log lock poisoned"),
+        };
+        if let Err(lost) = res {
+            self.log_lost(lost.events, &lost);
+        }
+    }
+
+    /// Counts `events` the log lost, and warns on the first of every 1000
+    /// (a full disk must not flood stderr).
+    fn log_lost(&self, events: u64, e: &dyn std::fmt::Display) {
+        let before = self.acc.log_errors.fetch_add(events, Relaxed);
+        self.metrics.log_errors(events);
+        if before / 1000 != (before + events) / 1000 || before == 0 {
+            warn!("cannot write the mismatch log ({e}); capture and counters go on");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `verdict` read the latest summary of every node back ([`fleet`]).
 //!
 //! Data flows one way: pipeline and results → [`Publisher::event`] /
-//! [`Publisher::summary`] (encode, never wait) → the bounded [`queue`] →
+//! [`Publisher::summary`] (never wait) → the bounded [`queue`] →
 //! the publisher [`task`] → JetStream.
 //!
 //! # Rules
@@ -11,10 +11,11 @@
 //! - Publishing never blocks the pipeline: a full buffer drops its oldest
 //!   results and counts them ([`queue`]); the run goes on comparing.
 //! - Events waiting to be published coalesce, one JSON line each, into one
-//!   message per subject ([`queue`]): one acknowledgement for many events
-//!   when the publisher falls behind, none waited for when it keeps up.
-//! - Events are published as the mismatch log writes them (redacted the
-//!   same way, [`crate::report::log::redact`]); summaries as `--summary`
+//!   message per subject ([`queue`]); the publisher lingers a moment before
+//!   it takes ([`task`]), so a busy agent sends one message, and waits for
+//!   one acknowledgement, per many events.
+//! - Events are published as the mismatch log writes them: the same bytes,
+//!   encoded and redacted once ([`crate::report::log::encode`]); summaries as `--summary`
 //!   writes them, on `parallelrun.summary.<service>.<node>`, the last one
 //!   `finished`. Subjects and message ids: [`subject`].
 //! - NATS away at start or later: the run starts anyway, buffers and
@@ -49,11 +50,7 @@ pub use self::{
     stats::{PublishStats, StatsCollector},
     task::{DUPLICATE_WINDOW, stream_config},
 };
-use crate::{
-    pipeline::EventSink,
-    report::log::{LogConfig, LogEvent, redact},
-    summary::Summary,
-};
+use crate::{pipeline::EventSink, report::log::LogEvent, summary::Summary};
 
 /// Default stream name.
 pub const DEFAULT_STREAM: &str = "PARALLELRUN";
@@ -69,8 +66,6 @@ pub struct PublishConfig {
     /// Buffer bounds (results, payload bytes).
     pub max_results: usize,
     pub max_bytes: usize,
-    /// How events are redacted: as the mismatch log's.
-    pub log: LogConfig,
 }
 
 /// A handle on the publisher: cheap to clone, shared by the pipeline and
@@ -79,7 +74,6 @@ pub struct PublishConfig {
 pub struct Publisher {
     shared: Arc<Shared>,
     subjects: Arc<Subjects>,
-    log: Arc<LogConfig>,
     summaries: Arc<AtomicU64>,
     task: Arc<JoinHandle<()>>,
 }
@@ -93,7 +87,6 @@ impl Publisher {
         Self {
             shared,
             subjects: Arc::new(Subjects::new(&cfg.service, &cfg.node, rand::random())),
-            log: Arc::new(cfg.log),
             summaries: Arc::new(AtomicU64::new(0)),
             task: Arc::new(task),
         }
@@ -166,20 +159,11 @@ impl Publisher {
 }
 
 impl EventSink for Publisher {
-    fn event(&self, ev: &LogEvent) {
-        let mut ev = ev.clone();
-        redact(&mut ev, &self.log);
-        let payload = match serde_json::to_vec(&ev) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!("cannot encode a mismatch event for NATS: {e}");
-                return;
-            }
-        };
+    fn event(&self, ev: &LogEvent, json: &Bytes) {
         self.push(Message {
             subject: self.subjects.event(ev.kind),
             id: self.subjects.event_id(ev.id),
-            payload: Bytes::from(payload),
+            payload: json.clone(),
             events: 1,
         });
     }

@@ -2,8 +2,8 @@
 //!
 //! # Schema
 //!
-//! Every line is one JSON object, written whole and flushed at once, so the
-//! file can be tailed while the agent runs:
+//! Every line is one JSON object, written whole (see [Writing](#writing)),
+//! so the file can be tailed while the agent runs:
 //!
 //! ```json
 //! {"ts":"2024-05-01T12:00:00.123Z","id":42,"kind":"mismatch","method":"GET",
@@ -28,6 +28,21 @@
 //! | `noise_unchecked` | string | A `mismatch` whose differences were not checked for noise because the secondary gave no response: `secondary KIND`, KIND being how its replay failed (`connect`, `timeout`, `io`, `closed`, `http`, `http2`). Absent when noise was checked or no secondary is configured. |
 //! | `error` | string | Why the replay failed (`replay_error` events); absent otherwise. |
 //!
+//! # Writing
+//!
+//! A write syscall per event cost the agent about a tenth of its CPU when
+//! every request differed, so lines wait in a buffer and go out together:
+//! - a line written [`LogConfig::flush_after`] (50 ms) or more after the
+//!   last write-out takes the lines waiting out with it at once (a quiet
+//!   service's events appear as they happen), as does one that brings
+//!   [`FLUSH_BYTES`] waiting;
+//! - the pipeline writes out what waits every second and at the end
+//!   ([`MismatchLog::flush`]; dropping the log does too), so a line is in
+//!   the file at most about a second after its event;
+//! - each write-out is one `write` of whole lines; a failed one loses the
+//!   lines waiting and says how many ([`Lost`]), so every lost event is
+//!   counted.
+//!
 //! # Rotation
 //!
 //! Before a write that would take the file past [`LogConfig::max_bytes`],
@@ -40,6 +55,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +76,10 @@ pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
 pub const DEFAULT_KEEP: usize = 5;
 /// Default length in bytes past which string values are cut.
 pub const DEFAULT_MAX_VALUE_LEN: usize = 512;
+/// Default [`LogConfig::flush_after`].
+pub const DEFAULT_FLUSH_AFTER: Duration = Duration::from_millis(50);
+/// Bytes of lines waiting that are written out whatever the time.
+pub const FLUSH_BYTES: usize = 64 * 1024;
 /// Differences an event lists at most; `omitted` counts the rest.
 pub const MAX_LISTED: usize = 100;
 /// Headers whose values are redacted by default (lowercase).
@@ -170,6 +190,10 @@ pub struct LogConfig {
     pub max_value_len: usize,
     /// Header names (lowercase) whose values are never logged.
     pub redact_headers: Vec<String>,
+    /// Lines wait at most this long after the previous write-out before
+    /// the next line written takes them out ([`MismatchLog::write_line`]);
+    /// `ZERO` writes every line at once.
+    pub flush_after: Duration,
 }
 
 impl Default for LogConfig {
@@ -181,7 +205,8 @@ impl Default for LogConfig {
 
 impl LogConfig {
     /// The defaults (100 MiB, 5 rotated files, 512-byte values,
-    /// [`DEFAULT_REDACT_HEADERS`]) for a log at `path`.
+    /// [`DEFAULT_REDACT_HEADERS`], [`DEFAULT_FLUSH_AFTER`]) for a log at
+    /// `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -192,12 +217,12 @@ impl LogConfig {
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
+            flush_after: DEFAULT_FLUSH_AFTER,
         }
     }
 }
 
-/// Why an event could not be logged. The event is lost; the log stays usable
-/// and the next [`MismatchLog::write`] tries again.
+/// Why events could not be logged ([`Lost`] says how many).
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error(
@@ -206,7 +231,7 @@ pub enum LogError {
     )]
     Open { path: PathBuf, source: io::Error },
     #[error(
-        "writing to the mismatch log {} failed: {source}; free disk space or fix the file's permissions (this event was not logged, the next one tries again)",
+        "writing to the mismatch log {} failed: {source}; free disk space or fix the file's permissions (the events waiting were not logged, the next ones try again)",
         path.display()
     )]
     Write { path: PathBuf, source: io::Error },
@@ -224,7 +249,8 @@ pub enum LogError {
     Encode(serde_json::Error),
 }
 
-/// The mismatch log file, appended to one event per line.
+/// The mismatch log file, appended to one event per line (see the
+/// [module docs](self#writing)).
 #[derive(Debug)]
 pub struct MismatchLog {
     cfg: LogConfig,
@@ -236,6 +262,23 @@ pub struct MismatchLog {
     /// crash or a failed write): the next write starts a new line first.
     needs_newline: bool,
     written: u64,
+    /// Whole lines not yet written, all for the current file.
+    pending: Vec<u8>,
+    /// Events in `pending`.
+    pending_events: u64,
+    /// When `pending` was last written out.
+    flushed_at: Instant,
+}
+
+/// Events the log lost, and why. The log stays usable: the next write
+/// starts afresh, reopening the file if needed.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Lost {
+    /// Events of the lost lines.
+    pub events: u64,
+    #[source]
+    pub error: LogError,
 }
 
 impl MismatchLog {
@@ -248,48 +291,95 @@ impl MismatchLog {
             size: 0,
             needs_newline: false,
             written: 0,
+            pending: Vec::new(),
+            pending_events: 0,
+            flushed_at: Instant::now(),
         };
         let file = log.open_file()?;
         log.file = Some(file);
         Ok(log)
     }
 
-    /// Redacts a copy of `ev` ([`redact`]), then appends it as one line and
-    /// flushes it, rotating first if the line would take the file past
-    /// `max_bytes`. After an error, nothing of the event stays in the file
-    /// (as far as the file system allows) and the next call starts afresh,
-    /// reopening the file if needed.
-    pub fn write(&mut self, ev: &LogEvent) -> Result<(), LogError> {
-        let mut ev = ev.clone();
-        redact(&mut ev, &self.cfg);
-        let mut line = serde_json::to_vec(&ev).map_err(LogError::Encode)?;
-        line.push(b'\n');
+    /// Redacts a copy of `ev` ([`redact`]), then appends it as one line
+    /// ([`MismatchLog::write_line`]).
+    pub fn write(&mut self, ev: &LogEvent) -> Result<(), Lost> {
+        let line = encode(ev, &self.cfg).map_err(|error| Lost { events: 1, error })?;
+        self.write_line(&line)
+    }
 
+    /// How this log redacts and cuts events ([`encode`] them with it).
+    pub fn config(&self) -> &LogConfig {
+        &self.cfg
+    }
+
+    /// Appends `json`, one event as [`encode`] gave it, as one line. Lines
+    /// are written out together ([`MismatchLog::flush`]) once
+    /// [`LogConfig::flush_after`] has passed since the last write-out or
+    /// [`FLUSH_BYTES`] wait. A line that would take the file past
+    /// `max_bytes` rotates it first, the lines waiting written to the old
+    /// file. On an error the lines waiting, this one included, are lost
+    /// and counted in [`Lost`].
+    pub fn write_line(&mut self, json: &[u8]) -> Result<(), Lost> {
+        let held = self.size + self.pending.len() as u64;
+        let len = json.len() as u64 + 1 + u64::from(self.needs_newline);
+        if held > 0 && held.saturating_add(len) > self.cfg.max_bytes {
+            self.flush().map_err(|lost| Lost {
+                events: lost.events + 1,
+                error: lost.error,
+            })?;
+            self.file = None;
+            self.rotate()
+                .and_then(|()| self.open_file())
+                .map(|file| self.file = Some(file))
+                .map_err(|error| Lost { events: 1, error })?;
+        }
+        self.pending.extend_from_slice(json);
+        self.pending.push(b'\n');
+        self.pending_events += 1;
+        if self.pending.len() >= FLUSH_BYTES || self.flushed_at.elapsed() >= self.cfg.flush_after {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the lines waiting to the file with one `write`, so a reader
+    /// sees whole lines appear (or pieces it waits to complete, never two
+    /// writers' lines interleaved). After an error nothing of them stays in
+    /// the file (as far as the file system allows).
+    pub fn flush(&mut self) -> Result<(), Lost> {
+        self.flushed_at = Instant::now();
+        if self.pending_events == 0 {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.pending_events);
+        let res = self.write_pending();
+        self.pending.clear();
+        match res {
+            Ok(()) => {
+                self.written += events;
+                Ok(())
+            }
+            Err(error) => Err(Lost { events, error }),
+        }
+    }
+
+    fn write_pending(&mut self) -> Result<(), LogError> {
         let mut file = match self.file.take() {
             Some(file) => file,
             None => self.open_file()?,
         };
-        let len = line.len() as u64 + u64::from(self.needs_newline);
-        if self.size > 0 && self.size.saturating_add(len) > self.cfg.max_bytes {
-            drop(file);
-            self.rotate()?;
-            file = self.open_file()?;
-        }
         if self.needs_newline {
-            line.insert(0, b'\n');
+            self.pending.insert(0, b'\n');
         }
-        // One write of the whole line: readers see it appear at once (or in
-        // pieces they wait to complete, never interleaved).
-        match file.write_all(&line).and_then(|()| file.flush()) {
+        match file.write_all(&self.pending).and_then(|()| file.flush()) {
             Ok(()) => {
-                self.size += line.len() as u64;
+                self.size += self.pending.len() as u64;
                 self.needs_newline = false;
-                self.written += 1;
                 self.file = Some(file);
                 Ok(())
             }
             Err(source) => {
-                // Take back a partly written line so it does not run into the
+                // Take back partly written lines so they do not run into the
                 // next event; if that fails too, reopening notices the
                 // missing newline.
                 let _ = file.set_len(self.size);
@@ -354,6 +444,14 @@ impl MismatchLog {
     }
 }
 
+impl Drop for MismatchLog {
+    /// Writes out the lines still waiting (errors cannot be counted any
+    /// more: the owner flushes before, see [`MismatchLog::flush`]).
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 fn rename(from: &Path, to: &Path) -> Result<(), LogError> {
     match fs::rename(from, to) {
         Ok(()) => Ok(()),
@@ -384,6 +482,15 @@ fn ends_with_newline(path: &Path) -> bool {
         Ok(b[0] == b'\n')
     };
     check().unwrap_or(true)
+}
+
+/// `ev` as one line of the log, without its newline: a copy redacted and
+/// cut by `cfg` ([`redact`]), as JSON. What the log writes and what
+/// [`crate::publish`] sends are these same bytes.
+pub fn encode(ev: &LogEvent, cfg: &LogConfig) -> Result<Vec<u8>, LogError> {
+    let mut ev = ev.clone();
+    redact(&mut ev, cfg);
+    serde_json::to_vec(&ev).map_err(LogError::Encode)
 }
 
 /// Makes an event safe and small enough to log. Exactly:

@@ -30,8 +30,20 @@ pub(crate) fn event(id: u64) -> LogEvent {
     }
 }
 
+/// Every line written at once, as these tests read the file right after.
 fn config(dir: &Path) -> LogConfig {
-    LogConfig::new(dir.join("mismatch.jsonl"))
+    LogConfig {
+        flush_after: Duration::ZERO,
+        ..LogConfig::new(dir.join("mismatch.jsonl"))
+    }
+}
+
+/// Lines written out only by `flush` (or [`FLUSH_BYTES`]).
+fn buffered(dir: &Path) -> LogConfig {
+    LogConfig {
+        flush_after: Duration::from_secs(3600),
+        ..LogConfig::new(dir.join("mismatch.jsonl"))
+    }
 }
 
 fn lines(path: &Path) -> Vec<LogEvent> {
@@ -333,7 +345,7 @@ fn recovers_once_the_path_is_writable_again() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("logs");
     fs::create_dir(&sub).unwrap();
-    let mut cfg = LogConfig::new(sub.join("mismatch.jsonl"));
+    let mut cfg = config(&sub);
     cfg.max_bytes = line_len(); // every write rotates, so reopens
     let mut log = MismatchLog::open(cfg.clone()).unwrap();
     log.write(&event(1)).unwrap();
@@ -370,4 +382,108 @@ fn noise_unchecked_is_written_only_when_set() {
     assert_eq!(values[0]["noise_unchecked"], "secondary timeout");
     assert!(values[1].get("noise_unchecked").is_none());
     assert_eq!(lines(log.path()), [unchecked, event(2)]);
+}
+
+#[test]
+fn lines_wait_for_the_write_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = MismatchLog::open(buffered(dir.path())).unwrap();
+    for id in 1..=3 {
+        log.write(&event(id)).unwrap();
+    }
+    assert_eq!(fs::read(log.path()).unwrap(), b"");
+    assert_eq!(log.written(), 0);
+    log.flush().unwrap();
+    assert_eq!(ids(log.path()), [1, 2, 3]);
+    assert_eq!(log.written(), 3);
+    // Nothing waiting: a write-out writes nothing.
+    log.flush().unwrap();
+    assert_eq!(ids(log.path()), [1, 2, 3]);
+}
+
+#[test]
+fn a_line_after_a_quiet_spell_goes_out_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = buffered(dir.path());
+    cfg.flush_after = Duration::from_millis(20);
+    let mut log = MismatchLog::open(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    log.write(&event(1)).unwrap();
+    // Within the 20 ms of that write-out: it waits.
+    log.write(&event(2)).unwrap();
+    assert_eq!(ids(log.path()), [1]);
+    std::thread::sleep(Duration::from_millis(30));
+    log.write(&event(3)).unwrap();
+    assert_eq!(ids(log.path()), [1, 2, 3]);
+}
+
+#[test]
+fn a_full_buffer_goes_out_whatever_the_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = MismatchLog::open(buffered(dir.path())).unwrap();
+    // The first id whose line brings FLUSH_BYTES waiting.
+    let mut waiting = 0;
+    let lines = (1..)
+        .find(|&id| {
+            waiting += serde_json::to_vec(&event(id)).unwrap().len() + 1;
+            waiting >= FLUSH_BYTES
+        })
+        .unwrap();
+    for id in 1..lines {
+        log.write(&event(id)).unwrap();
+    }
+    assert_eq!(log.written(), 0);
+    log.write(&event(lines)).unwrap();
+    assert_eq!(log.written(), lines);
+    assert_eq!(ids(log.path()), (1..=lines).collect::<Vec<_>>());
+}
+
+#[test]
+fn waiting_lines_stay_in_the_file_they_were_written_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = buffered(dir.path());
+    cfg.max_bytes = 2 * line_len();
+    cfg.keep = 10;
+    let mut log = MismatchLog::open(cfg.clone()).unwrap();
+    for id in 1..=5 {
+        log.write(&event(id)).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(ids(&cfg.path), [5]);
+    assert_eq!(ids(&rotated_path(&cfg.path, 1)), [3, 4]);
+    assert_eq!(ids(&rotated_path(&cfg.path, 2)), [1, 2]);
+    assert_eq!(log.written(), 5);
+}
+
+#[test]
+fn a_failed_write_out_counts_every_line_it_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = MismatchLog::open(buffered(dir.path())).unwrap();
+    log.write(&event(1)).unwrap();
+    log.flush().unwrap();
+    // A handle that cannot write: the write-out fails.
+    log.file = Some(File::open(log.path()).unwrap());
+    for id in 2..=4 {
+        log.write(&event(id)).unwrap();
+    }
+    let lost = log.flush().unwrap_err();
+    assert_eq!(lost.events, 3);
+    assert!(lost.to_string().contains("mismatch.jsonl"), "{lost}");
+    assert_eq!(ids(log.path()), [1]);
+    // The next write-out reopens the file.
+    log.file = None;
+    log.write(&event(5)).unwrap();
+    log.flush().unwrap();
+    assert_eq!(ids(log.path()), [1, 5]);
+    assert_eq!(log.written(), 2);
+}
+
+#[test]
+fn dropping_the_log_writes_out_what_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = buffered(dir.path());
+    let mut log = MismatchLog::open(cfg.clone()).unwrap();
+    log.write(&event(1)).unwrap();
+    drop(log);
+    assert_eq!(ids(&cfg.path), [1]);
 }

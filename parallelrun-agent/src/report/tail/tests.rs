@@ -327,6 +327,7 @@ async fn follows_the_logs_own_rotation_without_losing_events() {
     let (tx, task) = follow(&path, &out);
     for id in 10..17 {
         log.write(&event(id)).unwrap();
+        log.flush().unwrap();
         out.wait_for(&format!("#{id} mismatch")).await;
     }
     let summary = stop(tx, task).await;
