@@ -31,6 +31,7 @@
 
 use std::{collections::VecDeque, sync::Mutex};
 
+use async_nats::Subject;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
@@ -43,7 +44,7 @@ pub const MAX_PAYLOAD: usize = 256 * 1024;
 /// One message to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
-    pub subject: String,
+    pub subject: Subject,
     /// `Nats-Msg-Id`.
     pub id: String,
     /// One result, or several events one JSON line each.
@@ -267,7 +268,7 @@ mod tests {
     /// A summary-like message: never joined by another.
     fn msg(n: u32, len: usize) -> Message {
         Message {
-            subject: "s".to_owned(),
+            subject: "s".into(),
             id: format!("id{n}"),
             payload: Bytes::from(vec![b'x'; len]),
             events: 0,
@@ -277,7 +278,7 @@ mod tests {
     /// An event on `subject`.
     fn event(subject: &str, n: u32) -> Message {
         Message {
-            subject: subject.to_owned(),
+            subject: subject.into(),
             id: format!("e{n}"),
             payload: Bytes::from(format!("{{\"id\":{n}}}")),
             events: 1,

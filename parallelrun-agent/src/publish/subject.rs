@@ -14,6 +14,10 @@
 //!   id, so JetStream stores it once; `run` is drawn at random when the
 //!   agent starts, so a later run of the same node never collides.
 
+use std::fmt::Write;
+
+use async_nats::Subject;
+
 use crate::report::log::EventKind;
 
 /// First token of every subject.
@@ -42,42 +46,60 @@ pub fn token(name: &str) -> String {
     t
 }
 
-/// Where one agent (`node`) publishes about one service.
+/// Where one agent (`node`) publishes about one service. Subjects and the
+/// message ids' prefix are built once: every event takes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subjects {
-    service: String,
-    node: String,
-    run: u64,
+    mismatch: Subject,
+    replay_error: Subject,
+    summary: Subject,
+    /// `<node>:<run>:`.
+    id_prefix: String,
 }
 
 impl Subjects {
     /// `run` tells this run's message ids from any other run's of `node`.
     pub fn new(service: &str, node: &str, run: u64) -> Self {
+        let (service, node) = (token(service), token(node));
+        let subject = |kind: &str| Subject::from(format!("{PREFIX}.{kind}.{service}.{node}"));
         Self {
-            service: token(service),
-            node: token(node),
-            run,
+            mismatch: subject(EventKind::Mismatch.name()),
+            replay_error: subject(EventKind::ReplayError.name()),
+            summary: subject("summary"),
+            id_prefix: format!("{node}:{run:016x}:"),
         }
     }
 
     /// `parallelrun.<kind>.<service>.<node>`.
-    pub fn event(&self, kind: EventKind) -> String {
-        format!("{PREFIX}.{}.{}.{}", kind.name(), self.service, self.node)
+    pub fn event(&self, kind: EventKind) -> Subject {
+        match kind {
+            EventKind::Mismatch => self.mismatch.clone(),
+            EventKind::ReplayError => self.replay_error.clone(),
+        }
     }
 
     /// `parallelrun.summary.<service>.<node>`.
-    pub fn summary(&self) -> String {
-        format!("{PREFIX}.summary.{}.{}", self.service, self.node)
+    pub fn summary(&self) -> Subject {
+        self.summary.clone()
     }
 
     /// The message id of the mismatch log event `id`.
     pub fn event_id(&self, id: u64) -> String {
-        format!("{}:{:016x}:e{id}", self.node, self.run)
+        self.id('e', id)
     }
 
     /// The message id of this run's `n`th summary.
     pub fn summary_id(&self, n: u64) -> String {
-        format!("{}:{:016x}:s{n}", self.node, self.run)
+        self.id('s', n)
+    }
+
+    fn id(&self, kind: char, n: u64) -> String {
+        let mut id = String::with_capacity(self.id_prefix.len() + 21);
+        id.push_str(&self.id_prefix);
+        id.push(kind);
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{n}");
+        id
     }
 }
 
@@ -114,14 +136,14 @@ mod tests {
     fn subjects_name_kind_service_and_node() {
         let s = Subjects::new("users api", "host.1", 0xab);
         assert_eq!(
-            s.event(EventKind::Mismatch),
+            &*s.event(EventKind::Mismatch),
             "parallelrun.mismatch.users_api.host_1"
         );
         assert_eq!(
-            s.event(EventKind::ReplayError),
+            &*s.event(EventKind::ReplayError),
             "parallelrun.replay_error.users_api.host_1"
         );
-        assert_eq!(s.summary(), "parallelrun.summary.users_api.host_1");
+        assert_eq!(&*s.summary(), "parallelrun.summary.users_api.host_1");
         assert_eq!(
             summaries(Some("users api")),
             "parallelrun.summary.users_api.*"
