@@ -278,13 +278,18 @@ fn rotation_loses_no_event() {
     assert_eq!(log.written(), 30);
 }
 
+/// `cfg` rotating every two lines, keeping `keep` files, and its log.
+fn two_lines_a_file(mut cfg: LogConfig, keep: usize) -> (LogConfig, MismatchLog) {
+    cfg.max_bytes = 2 * line_len();
+    cfg.keep = keep;
+    let log = MismatchLog::open(cfg.clone()).unwrap();
+    (cfg, log)
+}
+
 #[test]
 fn rotation_keeps_at_most_keep_files() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
-    cfg.max_bytes = 2 * line_len();
-    cfg.keep = 2;
-    let mut log = MismatchLog::open(cfg.clone()).unwrap();
+    let (cfg, mut log) = two_lines_a_file(config(dir.path()), 2);
     for id in 10..30 {
         log.write(&event(id)).unwrap();
     }
@@ -441,10 +446,7 @@ fn a_full_buffer_goes_out_whatever_the_time() {
 #[test]
 fn waiting_lines_stay_in_the_file_they_were_written_for() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = buffered(dir.path());
-    cfg.max_bytes = 2 * line_len();
-    cfg.keep = 10;
-    let mut log = MismatchLog::open(cfg.clone()).unwrap();
+    let (cfg, mut log) = two_lines_a_file(buffered(dir.path()), 10);
     for id in 1..=5 {
         log.write(&event(id)).unwrap();
     }
