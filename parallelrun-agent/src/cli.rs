@@ -336,8 +336,8 @@ pub struct PipelineArgs {
     /// `api-shadow:8080`), as Envoy's request mirroring does.
     #[arg(long)]
     pub shadow_host_suffix: bool,
-    /// Header not compared (case-insensitive, `*` and `?` wildcards), on top of the
-    /// built-in list of per-response values. Repeat for several.
+    /// Header not compared (case-insensitive, `*` and `?` wildcards), on
+    /// top of the built-in list of per-response values. Repeat for several.
     #[arg(long, value_name = "NAME")]
     pub ignore_header: Vec<String>,
     /// JSON Pointer not compared (`*` = any one segment, trailing `**` = any

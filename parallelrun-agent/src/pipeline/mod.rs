@@ -146,8 +146,9 @@ impl Targets {
     }
 }
 
-/// Where logged events also go (NATS, [`crate::publish`]): called after
-/// each event is written to the mismatch log; must not wait.
+/// Where logged events also go (NATS, [`crate::publish`]): called with
+/// each event the mismatch log is given, before its line is written;
+/// must not wait.
 pub trait EventSink: Send + Sync {
     /// `json` is the event's line as the log wrote it ([`log::encode`]):
     /// redacted, without its newline.

@@ -15,9 +15,9 @@
 //!   it takes ([`task`]), so a busy agent sends one message, and waits for
 //!   one acknowledgement, per many events.
 //! - Events are published as the mismatch log writes them: the same bytes,
-//!   encoded and redacted once ([`crate::report::log::encode`]); summaries as `--summary`
-//!   writes them, on `parallelrun.summary.<service>.<node>`, the last one
-//!   `finished`. Subjects and message ids: [`subject`].
+//!   encoded and redacted once ([`crate::report::log::encode`]); summaries
+//!   as `--summary` writes them, on `parallelrun.summary.<service>.<node>`,
+//!   the last one `finished`. Subjects and message ids: [`subject`].
 //! - NATS away at start or later: the run starts anyway, buffers and
 //!   retries; at the end it waits a bounded time to publish what is left
 //!   and counts the rest as dropped.
